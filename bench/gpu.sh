@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: build with the CUDA kernels, run the GPU tests, benchmark the GPU backends and
+# store the results as bench/results/<gpu-name>.json.
+#   bash bench/gpu.sh            (from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UGCN_FAST_BUILD_CUDA=1 python -m pip install --quiet --no-build-isolation --no-deps . \
+  || UGCN_FAST_BUILD_CUDA=1 python -m pip install --quiet --no-deps .
+name=$(python -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
+mkdir -p bench/results
+pytest -q -m "cuda or triton" 2>&1 | tee "bench/results/${name}-tests.txt"
+python bench/speed.py --device cuda --json "bench/results/${name}.json" 2>&1 | tee "bench/results/${name}.txt"

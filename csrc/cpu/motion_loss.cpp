@@ -1,0 +1,301 @@
+// Fused CPU motion loss (SPEC §1): loss and unit gradients in two passes over the data, no encoded tensor.
+//
+// Parallelism: one OpenMP thread owns one sample at a time (static schedule). A sample's pred, target and
+// gradients are T * J * D values (20 KB each at T = 96, J = 17, D = 3), so everything a thread touches stays in
+// its L2, the gradient is written by its owner only (no atomics), and the loss is summed in a fixed order:
+// results are bitwise reproducible whatever the thread count.
+//
+// Layout: each sample is first copied into a planar scratch (component-major, x[d][n] with the frame-joint
+// n = t * J + j), paid once per sample instead of de-interleaving (x, y, z) in every pass. The pairs of one
+// interval are then a flat run, frame-joint n with n + tau * J, and every pass is a unit-stride `omp simd` loop:
+//   pass 1, statistics (one read of the target): point norms, encoding magnitudes -> den;
+//   pass 2, per interval: (a) loss and upstream gradient g[n] of every pair into a scratch plane,
+//           (b) each frame-joint gathers what it receives as a pair's start (from g[n]) and as a pair's end
+//           (from g[n - tau J]): one read-modify-write of the gradient per interval, no overlap between lanes;
+//   finally the planar gradients are written back to the caller's packed (T, J, D) layout.
+#include "motion_loss.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "../motion_loss_math.h"
+
+namespace ugcn {
+namespace cpu {
+namespace {
+
+// Per-thread scratch planes, sized once per call; `plane` = T * J values.
+template <typename scalar_t>
+struct Scratch {
+  int64_t plane;
+  std::vector<scalar_t> P, G;       // (D, T J)  the sample, planar
+  std::vector<scalar_t> dP, dG;     // (D, T J)  gradients, planar
+  std::vector<scalar_t> norms;      // (T J)     ||G[t, j]||
+  std::vector<scalar_t> magnitude;  // (T J)     ||mG[n]|| of the current interval
+  std::vector<scalar_t> inv_den;    // (T J)     1 / den expanded over n (joint mode)
+  std::vector<scalar_t> upstream;   // (C, T J)  dL/dmP of the current interval
+  std::vector<scalar_t> joint_sum;  // (J)
+
+  Scratch(int64_t T, int64_t J, int D, int C)
+      : plane(T * J), P(plane * D), G(plane * D), dP(plane * D), dG(plane * D), norms(plane), magnitude(plane),
+        inv_den(plane), upstream(plane * C), joint_sum(J) {}
+};
+
+template <int DC, typename scalar_t>
+void to_planar(const scalar_t* x, int64_t n_points, int D_runtime, scalar_t* planar) {
+  const int D = DC > 0 ? DC : D_runtime;
+  for (int d = 0; d < D; ++d) {
+    scalar_t* row = planar + d * n_points;
+#pragma omp simd
+    for (int64_t n = 0; n < n_points; ++n) row[n] = x[n * D + d];
+  }
+}
+
+template <int DC, typename scalar_t>
+void from_planar(const scalar_t* planar, int64_t n_points, int D_runtime, scalar_t sign, scalar_t* x) {
+  const int D = DC > 0 ? DC : D_runtime;
+  for (int d = 0; d < D; ++d) {
+    const scalar_t* row = planar + d * n_points;
+#pragma omp simd
+    for (int64_t n = 0; n < n_points; ++n) x[n * D + d] = sign * row[n];
+  }
+}
+
+// ---- pass 1: den[i, j] of one sample from its planar target -----------------------------------------------
+template <int OP, int DC, typename scalar_t>
+void sample_denominators(int64_t T, int64_t J, int D_runtime, const std::vector<int>& intervals, int normalize,
+                         scalar_t eps, Scratch<scalar_t>& s, scalar_t* den) {
+  const int D = DC > 0 ? DC : D_runtime;
+  const int nI = static_cast<int>(intervals.size());
+  if (normalize == kNormNone) {
+    std::fill(den, den + nI * J, scalar_t(1));
+    return;
+  }
+  const int64_t TJ = s.plane;
+  const scalar_t* G = s.G.data();
+  scalar_t* norms = s.norms.data();
+#pragma omp simd
+  for (int64_t n = 0; n < TJ; ++n) norms[n] = point_norm(G + n, D, TJ);
+
+  for (int i = 0; i < nI; ++i) {
+    const int64_t shift = int64_t(intervals[i]) * J, n_pairs = TJ - shift;
+    scalar_t* mag = s.magnitude.data();
+    scalar_t sum_norm_products = 0;
+#pragma omp simd reduction(+ : sum_norm_products)
+    for (int64_t n = 0; n < n_pairs; ++n) {
+      mag[n] = pair_encoding_magnitude<OP>(G + n, G + n + shift, D, TJ);
+      sum_norm_products += norms[n] * norms[n + shift];
+    }
+    const int64_t n_frames = T - intervals[i];
+    if (normalize == kNormSample) {
+      scalar_t sum_magnitude = 0;
+#pragma omp simd reduction(+ : sum_magnitude)
+      for (int64_t n = 0; n < n_pairs; ++n) sum_magnitude += mag[n];
+      const scalar_t d = denominator<scalar_t>(sum_magnitude, scalar_t(n_pairs), sum_norm_products,
+                                               scalar_t(n_pairs), eps);
+      std::fill(den + i * J, den + (i + 1) * J, d);
+    } else {  // joint: mu per joint over t, rows added in frame order
+      scalar_t* acc = s.joint_sum.data();
+      std::fill(acc, acc + J, scalar_t(0));
+      for (int64_t t = 0; t < n_frames; ++t) {
+#pragma omp simd
+        for (int64_t j = 0; j < J; ++j) acc[j] += mag[t * J + j];
+      }
+      for (int64_t j = 0; j < J; ++j)
+        den[i * J + j] = denominator<scalar_t>(acc[j], scalar_t(n_frames), sum_norm_products, scalar_t(n_pairs), eps);
+    }
+  }
+}
+
+// Pass 2(b): frame-joint n receives b x g as the start of pair n (n < n_pairs) and g x a as the end of pair
+// n - shift (n >= shift). Three unit-stride runs so no lane tests its position.
+template <int OP, int DC, typename scalar_t>
+void gather_interval_grad(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t shift, int D_runtime,
+                          scalar_t* dx) {
+  const int D = DC > 0 ? DC : D_runtime;
+  const int64_t n_pairs = TJ - shift;
+  const int64_t start_only_end = std::min(shift, n_pairs);  // [0, min(shift, n_pairs)): starts only
+#pragma omp simd
+  for (int64_t n = 0; n < start_only_end; ++n) accumulate_grad_start<OP>(x + n + shift, g + n, D, dx + n, TJ);
+#pragma omp simd
+  for (int64_t n = shift; n < n_pairs; ++n) {  // both roles (empty when shift >= n_pairs)
+    accumulate_grad_start<OP>(x + n + shift, g + n, D, dx + n, TJ);
+    accumulate_grad_end<OP>(x + n - shift, g + n - shift, D, dx + n, TJ);
+  }
+#pragma omp simd
+  for (int64_t n = std::max(shift, n_pairs); n < TJ; ++n)  // ends only
+    accumulate_grad_end<OP>(x + n - shift, g + n - shift, D, dx + n, TJ);
+}
+
+// ---- pass 2: loss and planar unit gradients of one sample ---------------------------------------------------
+template <int OP, int DC, bool PER_JOINT, typename scalar_t>
+double sample_loss_and_grad(int64_t B, int64_t T, int64_t J, int D_runtime, const std::vector<int>& intervals,
+                            int reduction, const scalar_t* den, bool grad_pred, bool grad_target,
+                            Scratch<scalar_t>& s) {
+  const int D = DC > 0 ? DC : D_runtime;
+  const int C = components<OP>(D);
+  const int nI = static_cast<int>(intervals.size());
+  const int64_t TJ = s.plane;
+  const scalar_t *P = s.P.data(), *G = s.G.data();
+  scalar_t *dP = s.dP.data(), *dG = s.dG.data(), *g = s.upstream.data();
+  if (grad_pred) std::fill(dP, dP + TJ * D, scalar_t(0));
+  if (grad_target) std::fill(dG, dG + TJ * D, scalar_t(0));
+  double loss = 0;
+  for (int i = 0; i < nI; ++i) {
+    const int tau = intervals[i];
+    const int64_t shift = int64_t(tau) * J, n_pairs = TJ - shift;
+    const scalar_t w = interval_weight<scalar_t>(reduction, nI, B, T, J, C, tau);
+    const scalar_t* inv_den = s.inv_den.data();
+    if (PER_JOINT) {
+      scalar_t* row = s.inv_den.data();
+      for (int64_t j = 0; j < J; ++j) row[j] = scalar_t(1) / den[i * J + j];
+      for (int64_t t = 1; t < T - tau; ++t) std::memcpy(row + t * J, row, J * sizeof(scalar_t));
+    }
+    const scalar_t inv_den_sample = scalar_t(1) / den[i * J];
+
+    // (a) loss and upstream gradient of every pair; with one den per sample, 1 / den scales the sum once
+    scalar_t interval_loss = 0;
+#pragma omp simd reduction(+ : interval_loss)
+    for (int64_t n = 0; n < n_pairs; ++n) {
+      const scalar_t inv = PER_JOINT ? inv_den[n] : inv_den_sample;
+      const scalar_t raw = pair_loss_and_upstream<OP>(P + n, P + n + shift, G + n, G + n + shift, D, inv, w, g + n, TJ);
+      interval_loss += PER_JOINT ? inv * raw : raw;
+    }
+    loss += double(w) * double(PER_JOINT ? interval_loss : inv_den_sample * interval_loss);
+
+    // (b) dL/dmG = -g: the target's gradient gathers with +g and is negated when written back.
+    if (grad_pred) gather_interval_grad<OP, DC>(P, g, TJ, shift, D, dP);
+    if (grad_target) gather_interval_grad<OP, DC>(G, g, TJ, shift, D, dG);
+  }
+  return loss;
+}
+
+// The problem's buffers, typed, and each sample's slice of them.
+template <typename scalar_t>
+struct SampleBuffers {
+  const scalar_t *P, *G;
+  scalar_t *den, *loss, *dP, *dG;
+  int64_t pred_stride_b, target_stride_b, den_per_sample, sample;
+
+  explicit SampleBuffers(const MotionLossProblem& p)
+      : P(static_cast<const scalar_t*>(p.pred)), G(static_cast<const scalar_t*>(p.target)),
+        den(static_cast<scalar_t*>(p.den)), loss(static_cast<scalar_t*>(p.loss)),
+        dP(static_cast<scalar_t*>(p.grad_pred)), dG(static_cast<scalar_t*>(p.grad_target)),
+        pred_stride_b(p.pred_stride_b), target_stride_b(p.target_stride_b),
+        den_per_sample(int64_t(p.intervals.size()) * p.J), sample(p.T * p.J * p.D) {}
+
+  const scalar_t* pred(int64_t b) const { return P + b * pred_stride_b; }
+  const scalar_t* target(int64_t b) const { return G + b * target_stride_b; }
+  scalar_t* den_of(int64_t b) const { return den + b * den_per_sample; }
+  scalar_t* grad_pred(int64_t b) const { return dP ? dP + b * sample : nullptr; }
+  scalar_t* grad_target(int64_t b) const { return dG ? dG + b * sample : nullptr; }
+};
+
+// Samples are spread over threads; more threads than samples would idle.
+inline int thread_count(const MotionLossProblem& p) {
+  return int(std::max<int64_t>(1, std::min<int64_t>(p.num_threads, p.B)));
+}
+
+template <int OP, int DC, bool PER_JOINT, typename scalar_t>
+void run_scatter(const MotionLossProblem& p) {
+  const SampleBuffers<scalar_t> io(p);
+  const int64_t TJ = p.T * p.J;
+#pragma omp parallel num_threads(thread_count(p))
+  {
+    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < p.B; ++b) {
+      to_planar<DC>(io.pred(b), TJ, p.D, s.P.data());
+      to_planar<DC>(io.target(b), TJ, p.D, s.G.data());
+      sample_denominators<OP, DC>(p.T, p.J, p.D, p.intervals, p.normalize, scalar_t(p.eps), s, io.den_of(b));
+      io.loss[b] = scalar_t(sample_loss_and_grad<OP, DC, PER_JOINT>(
+          p.B, p.T, p.J, p.D, p.intervals, p.reduction, io.den_of(b), io.dP != nullptr, io.dG != nullptr, s));
+      if (io.dP) from_planar<DC>(s.dP.data(), TJ, p.D, scalar_t(1), io.grad_pred(b));
+      if (io.dG) from_planar<DC>(s.dG.data(), TJ, p.D, scalar_t(-1), io.grad_target(b));
+    }
+  }
+}
+
+template <int OP, int DC, typename scalar_t>
+void run_gather(const MotionLossProblem& p) {
+  const SampleBuffers<scalar_t> io(p);
+  const int nI = int(p.intervals.size());
+  const int64_t TJ = p.T * p.J;
+  scalar_t weight[kMaxIntervals];
+  for (int i = 0; i < nI; ++i)
+    weight[i] = interval_weight<scalar_t>(p.reduction, nI, p.B, p.T, p.J, components<OP>(p.D), p.intervals[i]);
+#pragma omp parallel num_threads(thread_count(p))
+  {
+    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < p.B; ++b) {
+      to_planar<DC>(io.target(b), TJ, p.D, s.G.data());
+      sample_denominators<OP, DC>(p.T, p.J, p.D, p.intervals, p.normalize, scalar_t(p.eps), s, io.den_of(b));
+      scalar_t *dP = io.grad_pred(b), *dG = io.grad_target(b);
+      double sample_loss = 0;
+      for (int64_t n = 0; n < TJ; ++n) {
+        sample_loss += double(gather_frame_joint<OP, scalar_t, scalar_t>(
+            io.pred(b), io.target(b), p.T, p.J, p.D, n / p.J, n % p.J, p.intervals.data(), nI, io.den_of(b), weight,
+            dP ? dP + n * p.D : nullptr, dG ? dG + n * p.D : nullptr));
+      }
+      io.loss[b] = scalar_t(sample_loss);
+    }
+  }
+}
+
+// ---- dispatch: operator and D to compile-time constants ----------------------------------------------------
+template <typename scalar_t, template <int, int, typename> class Runner>
+void dispatch_op_and_d(const MotionLossProblem& p) {
+  switch (p.op) {
+    case kCross:
+      return Runner<kCross, 3, scalar_t>::run(p);
+    case kInner:
+      if (p.D == 3) return Runner<kInner, 3, scalar_t>::run(p);
+      if (p.D == 2) return Runner<kInner, 2, scalar_t>::run(p);
+      return Runner<kInner, 0, scalar_t>::run(p);
+    case kSub:
+      if (p.D == 3) return Runner<kSub, 3, scalar_t>::run(p);
+      if (p.D == 2) return Runner<kSub, 2, scalar_t>::run(p);
+      return Runner<kSub, 0, scalar_t>::run(p);
+    default:
+      throw std::invalid_argument("op: unknown motion operator code");
+  }
+}
+
+template <int OP, int DC, typename scalar_t>
+struct ScatterRunner {
+  static void run(const MotionLossProblem& p) {
+    if (p.normalize == kNormJoint)
+      run_scatter<OP, DC, true, scalar_t>(p);
+    else
+      run_scatter<OP, DC, false, scalar_t>(p);
+  }
+};
+
+template <int OP, int DC, typename scalar_t>
+struct GatherRunner {
+  static void run(const MotionLossProblem& p) { run_gather<OP, DC, scalar_t>(p); }
+};
+
+}  // namespace
+
+template <typename scalar_t>
+void motion_loss_forward(const MotionLossProblem& p) {
+  dispatch_op_and_d<scalar_t, ScatterRunner>(p);
+}
+
+template <typename scalar_t>
+void motion_loss_forward_gather(const MotionLossProblem& p) {
+  dispatch_op_and_d<scalar_t, GatherRunner>(p);
+}
+
+template void motion_loss_forward<float>(const MotionLossProblem&);
+template void motion_loss_forward<double>(const MotionLossProblem&);
+template void motion_loss_forward_gather<float>(const MotionLossProblem&);
+template void motion_loss_forward_gather<double>(const MotionLossProblem&);
+
+}  // namespace cpu
+}  // namespace ugcn

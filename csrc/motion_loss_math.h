@@ -1,0 +1,227 @@
+// Per-element math of the motion loss (SPEC §1), shared by the CPU kernels (csrc/cpu) and the CUDA kernels
+// (csrc/cuda): the math the CPU tests cover is the math the GPU runs.
+//
+// Vocabulary. A "frame-joint" is one point x[b, t, j, 0:D]; frames of one sample are packed (T, J, D) so the
+// frame-joint n = t * J + j sits at x + n * D. A "pair" at interval tau is (a, b) = (x_t, x_{t+tau}), i.e. the
+// frame-joints n and n + tau * J. Encodings have C components: sub D, inner 1, cross 3.
+//
+// Nothing here checks its arguments: the Python layer validated them before any kernel runs.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define UGCN_HD __host__ __device__ __forceinline__
+#else
+#define UGCN_HD inline __attribute__((always_inline))
+#endif
+
+namespace ugcn {
+
+enum MotionOp : int { kSub = 0, kInner = 1, kCross = 2 };
+enum Normalize : int { kNormNone = 0, kNormSample = 1, kNormJoint = 2 };
+enum Reduction : int { kMean = 0, kSum = 1, kNone = 2 };
+
+// Upper bound on D for the sub / inner operators, so per-thread scratch lives in registers on the GPU.
+constexpr int kMaxD = 16;
+// Upper bound on the number of intervals (one den per interval per frame-joint is cached per sample).
+constexpr int kMaxIntervals = 64;
+
+// Every point / encoding argument below is read as p[k * cs], k the component: cs = 1 for the packed (T, J, D)
+// layout (CUDA, gather form), cs = T * J for the CPU's per-sample planar copy, where each pass is unit-stride.
+
+// ---- encoding m(a, b) -------------------------------------------------------------------------------
+template <int OP, typename acc_t>
+UGCN_HD void encode(const acc_t* a, const acc_t* b, int D, acc_t* m, int64_t cs = 1) {
+  if (OP == kCross) {
+    m[0] = a[cs] * b[2 * cs] - a[2 * cs] * b[cs];
+    m[cs] = a[2 * cs] * b[0] - a[0] * b[2 * cs];
+    m[2 * cs] = a[0] * b[cs] - a[cs] * b[0];
+  } else if (OP == kInner) {
+    acc_t s = 0;
+    for (int d = 0; d < D; ++d) s += a[d * cs] * b[d * cs];
+    m[0] = s;
+  } else {
+    for (int d = 0; d < D; ++d) m[d * cs] = a[d * cs] - b[d * cs];
+  }
+}
+
+template <int OP>
+UGCN_HD int components(int D) {
+  return OP == kCross ? 3 : (OP == kInner ? 1 : D);
+}
+
+// Magnitude of the encoding of (a, b), whose mean over pairs is mu: ||a x b||_2 for cross, |<a, b>| for inner.
+template <int OP, typename acc_t>
+UGCN_HD acc_t pair_encoding_magnitude(const acc_t* a, const acc_t* b, int D, int64_t cs = 1) {
+  if (OP == kCross) {
+    const acc_t m0 = a[cs] * b[2 * cs] - a[2 * cs] * b[cs];
+    const acc_t m1 = a[2 * cs] * b[0] - a[0] * b[2 * cs];
+    const acc_t m2 = a[0] * b[cs] - a[cs] * b[0];
+    return std::sqrt(m0 * m0 + m1 * m1 + m2 * m2);
+  }
+  acc_t m = 0;
+  for (int d = 0; d < D; ++d) m += a[d * cs] * b[d * cs];
+  return std::fabs(m);
+}
+
+// Magnitude of a stored encoding m (components cs apart).
+template <int OP, typename acc_t>
+UGCN_HD acc_t encoding_magnitude(const acc_t* m, int64_t cs = 1) {
+  if (OP == kCross) return std::sqrt(m[0] * m[0] + m[cs] * m[cs] + m[2 * cs] * m[2 * cs]);
+  return std::fabs(m[0]);
+}
+
+template <typename acc_t>
+UGCN_HD acc_t point_norm(const acc_t* x, int D, int64_t cs = 1) {
+  acc_t s = 0;
+  for (int d = 0; d < D; ++d) s += x[d * cs] * x[d * cs];
+  return std::sqrt(s);
+}
+
+// den = mu + eps * s from the sums over the terms that define the two means; an all-zero target gives 1.
+template <typename acc_t>
+UGCN_HD acc_t denominator(acc_t sum_magnitude, acc_t n_mu_terms, acc_t sum_norm_products, acc_t n_s_terms,
+                          acc_t eps) {
+  acc_t den = sum_magnitude / n_mu_terms + eps * (sum_norm_products / n_s_terms);
+  return den == acc_t(0) ? acc_t(1) : den;
+}
+
+// ---- backward of one pair: upstream g -> (da, db), SPEC §1 ---------------------------------------------------
+// cross: da = b x g, db = g x a;  inner: da = g b, db = g a;  sub: da = g, db = -g.
+template <int OP, typename acc_t>
+UGCN_HD void accumulate_grad_start(const acc_t* b, const acc_t* g, int D, acc_t* da, int64_t cs = 1) {
+  if (OP == kCross) {
+    da[0] += b[cs] * g[2 * cs] - b[2 * cs] * g[cs];
+    da[cs] += b[2 * cs] * g[0] - b[0] * g[2 * cs];
+    da[2 * cs] += b[0] * g[cs] - b[cs] * g[0];
+  } else if (OP == kInner) {
+    for (int d = 0; d < D; ++d) da[d * cs] += g[0] * b[d * cs];
+  } else {
+    for (int d = 0; d < D; ++d) da[d * cs] += g[d * cs];
+  }
+}
+
+template <int OP, typename acc_t>
+UGCN_HD void accumulate_grad_end(const acc_t* a, const acc_t* g, int D, acc_t* db, int64_t cs = 1) {
+  if (OP == kCross) {
+    db[0] += g[cs] * a[2 * cs] - g[2 * cs] * a[cs];
+    db[cs] += g[2 * cs] * a[0] - g[0] * a[2 * cs];
+    db[2 * cs] += g[0] * a[cs] - g[cs] * a[0];
+  } else if (OP == kInner) {
+    for (int d = 0; d < D; ++d) db[d * cs] += g[0] * a[d * cs];
+  } else {
+    for (int d = 0; d < D; ++d) db[d * cs] -= g[d * cs];
+  }
+}
+
+// ---- one pair, loss and the upstream gradient ---------------------------------------------------------------
+// Encodes the pair for pred and target; returns sum_c |mP - mG| (times 1 / den, the pair's loss) and writes
+// gP[c] = sign(mP - mG) * w / den = dL/dmP (dL/dmG is -gP). inv_den = 1 / den > 0, so the sign of the
+// normalised difference is that of mP - mG, and the caller applies 1 / den to the loss once per run of pairs
+// that share it.
+// - The subgradient of |d| is torch's abs backward: sign(d) with sign(0) = sign(NaN) = 0, so NaN / Inf in the
+//   inputs reach the losses and gradients exactly where they do through the reference.
+// - (mP - mG) rather than mP / den - mG / den: with FMA contraction the latter is not exactly 0 when mP == mG,
+//   and pred == target must give a zero loss and a zero subgradient, as in the reference.
+// - No local arrays: inside a vectorised loop, per-lane arrays would go through memory.
+template <typename acc_t>
+UGCN_HD acc_t component_loss_and_upstream(acc_t mP, acc_t mG, acc_t scale, acc_t* g) {
+  const acc_t diff = mP - mG;
+  const acc_t magnitude = std::fabs(diff);
+  // sign(0) = sign(NaN) = 0; "0 * scale" keeps a NaN den (a NaN target) poisoning the gradient, as in torch
+  *g = magnitude > acc_t(0) ? std::copysign(scale, diff) : acc_t(0) * scale;
+  return magnitude;
+}
+
+template <int OP, typename acc_t>
+UGCN_HD acc_t pair_loss_and_upstream(const acc_t* aP, const acc_t* bP, const acc_t* aG, const acc_t* bG, int D,
+                                     acc_t inv_den, acc_t w, acc_t* gP, int64_t cs = 1) {
+  const acc_t scale = w * inv_den;
+  if (OP == kCross) {
+    const acc_t* x = aP; const acc_t* y = bP; const acc_t* u = aG; const acc_t* v = bG;
+    return component_loss_and_upstream(x[cs] * y[2 * cs] - x[2 * cs] * y[cs], u[cs] * v[2 * cs] - u[2 * cs] * v[cs],
+                                       scale, gP) +
+           component_loss_and_upstream(x[2 * cs] * y[0] - x[0] * y[2 * cs], u[2 * cs] * v[0] - u[0] * v[2 * cs],
+                                       scale, gP + cs) +
+           component_loss_and_upstream(x[0] * y[cs] - x[cs] * y[0], u[0] * v[cs] - u[cs] * v[0], scale, gP + 2 * cs);
+  }
+  if (OP == kInner) {
+    acc_t mP = 0, mG = 0;
+    for (int d = 0; d < D; ++d) {
+      mP += aP[d * cs] * bP[d * cs];
+      mG += aG[d * cs] * bG[d * cs];
+    }
+    return component_loss_and_upstream(mP, mG, scale, gP);
+  }
+  acc_t loss = 0;
+  for (int d = 0; d < D; ++d)
+    loss += component_loss_and_upstream(aP[d * cs] - bP[d * cs], aG[d * cs] - bG[d * cs], scale, gP + d * cs);
+  return loss;
+}
+
+// Reduction weight of interval tau: dL/d|d| for every element of L_tau's sum (SPEC §1, L = mean over tau).
+template <typename acc_t>
+UGCN_HD acc_t interval_weight(int reduction, int n_intervals, int64_t B, int64_t T, int64_t J, int C, int tau) {
+  const acc_t per_sample_count = acc_t(T - tau) * acc_t(J) * acc_t(C);
+  if (reduction == kSum) return acc_t(1) / acc_t(n_intervals);
+  if (reduction == kMean) return acc_t(1) / (acc_t(n_intervals) * acc_t(B) * per_sample_count);
+  return acc_t(1) / (acc_t(n_intervals) * per_sample_count);  // kNone: per-sample mean
+}
+
+// ---- gather form: everything that lands on one frame-joint ---------------------------------------------------
+// For frame-joint (t, j) of one sample, visits its pairs as start (t, t + tau) and as end (t - tau, t) for every
+// interval and gathers its own gradient, so a kernel that runs one thread per frame-joint needs no atomics.
+// P, G: the sample's packed (T, J, D) pred / target; den: (n_intervals, J) denominators of this sample;
+// weight: (n_intervals,) reduction weights. Returns the weighted loss sum_tau weight * sum_c |m̂P - m̂G| of the
+// pairs that START at (t, j), so each pair is counted once and a sample's loss is the plain sum over its
+// frame-joints. dP / dG (D values each) receive the gradients when non-null.
+template <int OP, typename scalar_t, typename acc_t>
+UGCN_HD acc_t gather_frame_joint(const scalar_t* P, const scalar_t* G, int64_t T, int64_t J, int D, int64_t t,
+                                 int64_t j, const int* intervals, int n_intervals, const acc_t* den,
+                                 const acc_t* weight, acc_t* dP, acc_t* dG) {
+  acc_t here_P[kMaxD], here_G[kMaxD], other_P[kMaxD], other_G[kMaxD], g[kMaxD > 3 ? kMaxD : 3];
+  const int64_t n = t * J + j;
+  for (int d = 0; d < D; ++d) {
+    here_P[d] = acc_t(P[n * D + d]);
+    here_G[d] = acc_t(G[n * D + d]);
+    if (dP) dP[d] = 0;
+    if (dG) dG[d] = 0;
+  }
+  const int C = components<OP>(D);
+  acc_t loss = 0;
+  for (int i = 0; i < n_intervals; ++i) {
+    const int64_t tau = intervals[i];
+    const acc_t inv_den = acc_t(1) / den[i * J + j];
+    if (t + tau < T) {  // (t, j) starts the pair (t, t + tau)
+      const int64_t m = n + tau * J;
+      for (int d = 0; d < D; ++d) {
+        other_P[d] = acc_t(P[m * D + d]);
+        other_G[d] = acc_t(G[m * D + d]);
+      }
+      loss += weight[i] * inv_den * pair_loss_and_upstream<OP>(here_P, other_P, here_G, other_G, D, inv_den, weight[i], g);
+      if (dP) accumulate_grad_start<OP>(other_P, g, D, dP);
+      if (dG) {
+        for (int c = 0; c < C; ++c) g[c] = -g[c];
+        accumulate_grad_start<OP>(other_G, g, D, dG);
+      }
+    }
+    if (t - tau >= 0) {  // (t, j) ends the pair (t - tau, t)
+      const int64_t m = n - tau * J;
+      for (int d = 0; d < D; ++d) {
+        other_P[d] = acc_t(P[m * D + d]);
+        other_G[d] = acc_t(G[m * D + d]);
+      }
+      pair_loss_and_upstream<OP>(other_P, here_P, other_G, here_G, D, inv_den, weight[i], g);
+      if (dP) accumulate_grad_end<OP>(other_P, g, D, dP);
+      if (dG) {
+        for (int c = 0; c < C; ++c) g[c] = -g[c];
+        accumulate_grad_end<OP>(other_G, g, D, dG);
+      }
+    }
+  }
+  return loss;
+}
+
+}  // namespace ugcn

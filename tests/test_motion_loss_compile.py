@@ -1,0 +1,71 @@
+"""The fused op under torch.compile(fullgraph=True) and torch.library.opcheck."""
+import pytest
+import torch
+
+import ugcn_fast
+from ugcn_fast import reference
+from ugcn_fast.ops.motion_loss import motion_loss_op
+
+from _backends import fused_cases
+from _tolerances import assert_close_scaled
+
+CPU_CASES = [c for c in fused_cases() if (c.values if hasattr(c, "values") else c) == ("cpu", "cpu")]
+if not CPU_CASES:
+    pytest.skip("native CPU module not built", allow_module_level=True)
+
+
+def _inputs(B=2, T=20, J=5, D=3, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randn(B, T, J, D, generator=g, dtype=dtype)
+    pred = target + 0.3 * torch.randn(B, T, J, D, generator=g, dtype=dtype)
+    return pred.to(device), target.to(device)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_compile_fullgraph_training_step(reduction):
+    torch._dynamo.reset()
+    net = torch.nn.Linear(3, 3, dtype=torch.float64)
+    pred_in, target = _inputs()
+
+    def step(x, t):
+        pred = net(x)
+        loss = ugcn_fast.motion_loss(pred, t, (1, 4), reduction=reduction, backend="cpu")
+        return (loss * 2).sum() + pred.pow(2).mean()
+
+    compiled = torch.compile(step, fullgraph=True)
+    out = compiled(pred_in, target)
+    out.backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+
+    def reference_step(x, t):
+        pred = net(x)
+        return (reference.motion_loss(pred, t, (1, 4), reduction=reduction) * 2).sum() + pred.pow(2).mean()
+
+    expected = reference_step(pred_in, target)
+    expected.backward()
+    assert_close_scaled(out.detach(), expected.detach())
+    for g, p in zip(grads, net.parameters()):
+        assert_close_scaled(g, p.grad)
+
+
+def test_compile_fullgraph_module_without_graph_breaks():
+    torch._dynamo.reset()
+    loss_fn = ugcn_fast.FusedMotionLoss(intervals=(1, 3), backend="cpu")
+    pred, target = _inputs()
+    pred.requires_grad_(True)
+    explanation = torch._dynamo.explain(loss_fn)(pred, target)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    compiled = torch.compile(loss_fn, fullgraph=True)
+    assert_close_scaled(compiled(pred, target), reference.motion_loss(pred, target, (1, 3)))
+
+
+@pytest.mark.parametrize("need_grad_pred, need_grad_target", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("operator, D, normalize", [("cross", 3, "sample"), ("inner", 2, "joint"), ("sub", 4, "none")])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_opcheck(need_grad_pred, need_grad_target, operator, D, normalize, reduction):
+    pred, target = _inputs(D=D)
+    pred.requires_grad_(need_grad_pred)
+    target.requires_grad_(need_grad_target)
+    args = (pred, target, [1, 3], operator, normalize, 0.01, reduction, "cpu", need_grad_pred, need_grad_target)
+    torch.library.opcheck(motion_loss_op, args)

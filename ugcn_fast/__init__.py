@@ -1,0 +1,15 @@
+"""ugcn_fast: fused kernels for *Motion Guided 3D Pose Estimation from Videos* (Wang et al., ECCV 2020).
+
+`motion_loss` / `FusedMotionLoss` / `UGCNLoss`: the paper's motion loss on fused CPU (C++/OpenMP), Triton and
+CUDA kernels; `ugcn_fast.reference` holds the plain-PyTorch definitions; `ugcn_fast.backends` says which backend
+serves which device and dtype.
+"""
+from . import _kernels_mount  # noqa: F401  (makes ugcn_fast.kernels importable from a source checkout too)
+from . import reference
+from .backends import available_backends
+from .losses import FusedMotionLoss, UGCNLoss, position_loss
+from .ops.motion_loss import motion_loss
+
+__version__ = "0.1.0"
+
+__all__ = ["FusedMotionLoss", "UGCNLoss", "available_backends", "motion_loss", "position_loss", "reference"]

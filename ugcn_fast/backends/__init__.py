@@ -1,0 +1,123 @@
+"""Which backend serves which device and dtype: the one place to look.
+
+| backend     | device                                   | dtypes                              | module                 |
+|-------------|------------------------------------------|-------------------------------------|------------------------|
+| `reference` | any                                      | any floating                        | ugcn_fast.reference    |
+| `cpu`       | CPU                                      | float32, float64                    | ugcn_fast._C (C++/OpenMP) |
+| `triton`    | CUDA; CPU too when TRITON_INTERPRET=1    | float32, float16, bfloat16, float64 (interpreter: float32, float64) | ugcn_fast.kernels |
+| `cuda`      | CUDA                                     | float32, float64, float16, bfloat16 | ugcn_fast._cuda (CUDA C++) |
+
+`auto` picks, per call, the first available entry of AUTO_PREFERENCE for the tensors' device that supports the
+dtype and shape, and the reference otherwise. Every fused backend has the same launcher contract:
+`forward(pred, target, opts, need_grad_pred, need_grad_target) -> (loss_per_sample, grad_pred, grad_target)`,
+with `loss_per_sample[b]` the sample's weighted loss L_b (the reduced loss is their sum, or the vector itself for
+reduction="none") and the gradients of the loss for grad_output = 1 (None where not requested).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from typing import Callable
+
+import torch
+
+from .. import _native
+
+BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
+
+# On CUDA tensors: the native CUDA kernel first, Triton second. bench/speed.py measures both side by side
+# (bench/results/); change this order if a GPU's results say otherwise.
+AUTO_PREFERENCE = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
+
+_FLOAT = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _devices(name: str) -> tuple[str, ...]:
+    if name == "cpu":
+        return ("cpu",) if _native.cpu_module is not None else ()
+    if name == "cuda":
+        return ("cuda",) if torch.cuda.is_available() and _native.cuda_runtime_problem() == "" else ()
+    if name == "triton":
+        if not _triton_installed():
+            return ()
+        if triton_interpreted():
+            return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+        return ("cuda",) if torch.cuda.is_available() else ()
+    return ("any",)
+
+
+def _dtypes(name: str, device: str) -> tuple[torch.dtype, ...]:
+    if name == "cpu":
+        return _FLOAT
+    if name == "triton" and (device == "cpu" or triton_interpreted()):
+        return _FLOAT  # the interpreter runs numpy arithmetic, which has no bfloat16
+    return _FLOAT + _HALF
+
+
+def available_backends() -> list[str]:
+    """The backends this install can run on this machine (the reference always)."""
+    return ["reference"] + [name for name in ("cpu", "triton", "cuda") if _devices(name)]
+
+
+def _max_d(name: str) -> int | None:
+    """Largest D the backend serves for sub / inner: per-thread scratch in the native kernels; in Triton, wider
+    tiles would spill. Larger D runs on the reference under auto."""
+    if name == "cpu":
+        return int(_native.cpu_module.max_d)
+    if name == "cuda":
+        return int(_native.cuda_module.max_d)
+    if name == "triton":
+        return 16
+    return None
+
+
+def unsupported_reason(name: str, device: torch.device, dtype: torch.dtype, D: int, n_intervals: int) -> str | None:
+    """Why backend `name` cannot serve these tensors, or None if it can."""
+    devices = _devices(name)
+    if not devices:
+        return f"backend={name!r} is not available in this install (available: {available_backends()})"
+    if name == "reference":
+        return None
+    if device.type not in devices:
+        return f"backend={name!r} runs on {', '.join(devices)} tensors, got a {device.type} tensor"
+    if dtype not in _dtypes(name, device.type):
+        return f"backend={name!r} on {device.type} takes dtypes {_dtypes(name, device.type)}, got {dtype}"
+    max_d = _max_d(name)
+    if max_d is not None and D > max_d:
+        return f"backend={name!r} supports D <= {max_d} coordinates per joint, got D = {D}"
+    if n_intervals > 64:
+        return f"backend={name!r} supports at most 64 intervals, got {n_intervals}"
+    return None
+
+
+def select(backend: str, device: torch.device, dtype: torch.dtype, D: int, n_intervals: int) -> str:
+    """Resolves `backend` for tensors on `device` with `dtype`; an explicit request that cannot be served raises."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        reason = unsupported_reason(backend, device, dtype, D, n_intervals)
+        if reason is not None:
+            raise RuntimeError(reason)
+        return backend
+    for name in AUTO_PREFERENCE.get(device.type, ()):
+        if unsupported_reason(name, device, dtype, D, n_intervals) is None:
+            return name
+    if device.type == "cpu" and dtype in _FLOAT and _native.cpu_module is None:
+        _native.warn_missing_cpu_module()
+    return "reference"
+
+
+def launcher(name: str) -> Callable:
+    """The forward launcher of fused backend `name` (imported lazily: triton is a heavy import)."""
+    module = importlib.import_module(f"ugcn_fast.backends.{name}_motion_loss")
+    return module.forward

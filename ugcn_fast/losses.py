@@ -1,0 +1,64 @@
+"""nn.Module wrappers: FusedMotionLoss (drop-in motion loss) and UGCNLoss (the paper's training objective)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ._options import check_config
+from .ops.motion_loss import motion_loss
+
+
+class FusedMotionLoss(nn.Module):
+    """Motion loss of SPEC §1 on the fastest available backend. Arguments as `ugcn_fast.motion_loss`."""
+
+    def __init__(self, intervals: Sequence[int] = (8, 12, 16, 24), operator: str = "cross",
+                 normalize: str | bool | None = "sample", eps: float = 0.01, reduction: str = "mean",
+                 backend: str = "auto"):
+        super().__init__()
+        opts = check_config(intervals, operator, normalize, eps, reduction)  # fail at construction, not in step 1
+        self.intervals, self.operator, self.normalize = opts.intervals, operator, opts.normalize
+        self.eps, self.reduction, self.backend = opts.eps, reduction, backend
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return motion_loss(pred, target, self.intervals, self.operator, self.normalize, self.eps, self.reduction,
+                           self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"intervals={self.intervals}, operator={self.operator!r}, normalize={self.normalize!r}, "
+                f"eps={self.eps}, reduction={self.reduction!r}, backend={self.backend!r}")
+
+
+def position_loss(pred: Tensor, target: Tensor, position: str = "l2sq", reduction: str = "mean") -> Tensor:
+    """L_p: squared Euclidean joint error ("l2sq", paper eq. 5 up to a constant) or its root ("mpjpe"),
+    averaged over (b, t, j) ("mean"), summed ("sum"), or averaged per sample ("none")."""
+    diff = pred - target
+    per_joint = diff.pow(2).sum(dim=-1) if position == "l2sq" else torch.linalg.vector_norm(diff, dim=-1)
+    if reduction == "mean":
+        return per_joint.mean()
+    if reduction == "sum":
+        return per_joint.sum()
+    return per_joint.mean(dim=(1, 2))
+
+
+class UGCNLoss(nn.Module):
+    """L = L_p + lambda_motion * L_m (SPEC §1): position loss plus the fused motion loss."""
+
+    def __init__(self, lambda_motion: float = 1.0, position: str = "l2sq", **motion_loss_kwargs):
+        super().__init__()
+        if position not in ("l2sq", "mpjpe"):
+            raise ValueError(f"position must be 'l2sq' or 'mpjpe', got {position!r}")
+        if isinstance(lambda_motion, bool) or not isinstance(lambda_motion, (int, float)) or lambda_motion != lambda_motion:
+            raise ValueError(f"lambda_motion must be a real number, got {lambda_motion!r}")
+        self.lambda_motion, self.position = float(lambda_motion), position
+        self.motion = FusedMotionLoss(**motion_loss_kwargs)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        loss = position_loss(pred, target, self.position, self.motion.reduction)
+        if self.lambda_motion != 0:
+            loss = loss + self.lambda_motion * self.motion(pred, target)
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"lambda_motion={self.lambda_motion}, position={self.position!r}"

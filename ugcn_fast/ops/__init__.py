@@ -1,0 +1,1 @@
+"""torch.library ops: the fused kernels as graph-safe, autograd-aware operators."""

@@ -1,0 +1,146 @@
+"""`ugcn_fast::motion_loss`: the fused motion loss as a torch.library op, and the functional API around it.
+
+The op computes the loss and, when autograd will need them, the gradients in the same pass over the data
+(SPEC §1: one pass for the target's statistics, one for loss and gradient). Backward only scales the saved
+unit gradients by grad_output: the loss of sample b depends on sample b alone, so for reduction="none" the
+per-sample scale is exact too. The Python wrapper decides which gradients to compute from requires_grad, which
+torch.compile guards on, so compiled graphs carry no wasted work.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .. import backends
+from .._options import MotionLossOptions, resolve_options
+from ..reference.motion_loss import motion_loss as reference_motion_loss
+
+
+@torch.library.custom_op("ugcn_fast::motion_loss", mutates_args=())
+def motion_loss_op(
+    pred: Tensor,
+    target: Tensor,
+    intervals: list[int],
+    operator: str,
+    normalize: str,
+    eps: float,
+    reduction: str,
+    backend: str,
+    need_grad_pred: bool,
+    need_grad_target: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (loss, unit grad of pred or an empty tensor, unit grad of target or an empty tensor)."""
+    raise NotImplementedError(f"ugcn_fast::motion_loss has no kernel for {pred.device.type} tensors")
+
+
+def _run(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred, need_grad_target):
+    opts = resolve_options(pred, target, intervals, operator, normalize, eps, reduction)
+    loss, grad_pred, grad_target = backends.launcher(backend)(pred, target, opts, need_grad_pred, need_grad_target)
+    loss = loss if reduction == "none" else loss.sum()
+    empty = pred.new_empty((0,), dtype=unit_grad_dtype(pred.dtype))
+    return (
+        loss.to(pred.dtype),
+        grad_pred if grad_pred is not None else empty,
+        grad_target if grad_target is not None else empty.clone(),
+    )
+
+
+@motion_loss_op.register_kernel("cpu")
+def _motion_loss_cpu(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
+                     need_grad_target):
+    return _run(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
+                need_grad_target)
+
+
+@motion_loss_op.register_kernel("cuda")
+def _motion_loss_cuda(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
+                      need_grad_target):
+    with torch.cuda.device(pred.device):
+        return _run(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
+                    need_grad_target)
+
+
+def unit_grad_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Unit gradients are ~1 / (B T J C den): below float16's normal range until grad_output (AMP's loss scale,
+    say) multiplies them. Half types therefore keep them in float32 and cast after scaling."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@motion_loss_op.register_fake
+def _motion_loss_fake(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
+                      need_grad_target):
+    loss = pred.new_empty((pred.shape[0],) if reduction == "none" else ())
+    grad_dtype = unit_grad_dtype(pred.dtype)
+    grad_pred = pred.new_empty(pred.shape if need_grad_pred else (0,), dtype=grad_dtype)
+    grad_target = pred.new_empty(pred.shape if need_grad_target else (0,), dtype=grad_dtype)
+    return loss, grad_pred, grad_target
+
+
+def _setup_context(ctx, inputs, output):
+    _, grad_pred, grad_target = output
+    ctx.save_for_backward(grad_pred, grad_target)
+    ctx.reduction = inputs[6]
+    ctx.input_dtype = inputs[0].dtype
+    ctx.need_grad = (inputs[8], inputs[9])
+    ctx.mark_non_differentiable(grad_pred, grad_target)
+    ctx.set_materialize_grads(False)  # the unit-gradient outputs never receive gradients: no zeros to build
+
+
+def _backward(ctx, grad_loss, _grad_of_grad_pred, _grad_of_grad_target):
+    grad_pred, grad_target = ctx.saved_tensors
+    if grad_loss is None:
+        return (None,) * 10
+    scale = grad_loss.view(-1, 1, 1, 1) if ctx.reduction == "none" else grad_loss
+    need_pred, need_target = ctx.need_grad
+    return (
+        _scaled(grad_pred, scale, ctx.input_dtype) if need_pred and ctx.needs_input_grad[0] else None,
+        _scaled(grad_target, scale, ctx.input_dtype) if need_target and ctx.needs_input_grad[1] else None,
+        None, None, None, None, None, None, None, None,
+    )
+
+
+def _scaled(unit_grad: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    """unit_grad * scale in the input's dtype. `loss.backward()` on a CPU scalar loss passes scale = 1: the saved gradient is then
+    handed on as it is, as autograd does for an addition, instead of paying for a fresh (B, T, J, D) tensor (on
+    the CPU, mostly page faults). With retain_graph the saved tensor stays referenced and autograd copies it
+    before accumulating, so it is never modified. Compiled graphs and GPU tensors (where reading the value would
+    synchronise) always multiply; so does anything traced (fake or functional tensors are Tensor subclasses)."""
+    eager = type(scale) is Tensor and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    if eager and unit_grad.dtype == dtype and scale.device.type == "cpu" and scale.numel() == 1 and scale.item() == 1:
+        return unit_grad
+    return (unit_grad * scale).to(dtype)
+
+
+motion_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def motion_loss(
+    pred: Tensor,
+    target: Tensor,
+    intervals: Sequence[int] = (8, 12, 16, 24),
+    operator: str = "cross",
+    normalize: str | bool | None = "sample",
+    eps: float = 0.01,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> Tensor:
+    """Motion loss of SPEC §1 (pairwise motion encoding over several intervals), fused.
+
+    pred, target: (B, T, J, D) poses. Returns a scalar (reduction "mean" / "sum") or a (B,) tensor ("none").
+    backend: "auto" (see ugcn_fast.backends), "reference", "cpu", "triton" or "cuda".
+    """
+    opts: MotionLossOptions = resolve_options(pred, target, intervals, operator, normalize, eps, reduction)
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    chosen = backends.select(backend, pred.device, pred.dtype, pred.shape[-1], len(opts.intervals))
+    if chosen == "reference":
+        return reference_motion_loss(pred, target, opts.intervals, opts.operator, opts.normalize, opts.eps,
+                                     opts.reduction)
+    grad_enabled = torch.is_grad_enabled()
+    loss, _, _ = motion_loss_op(
+        pred, target, list(opts.intervals), opts.operator, opts.normalize, opts.eps, opts.reduction, chosen,
+        grad_enabled and pred.requires_grad, grad_enabled and target.requires_grad,
+    )
+    return loss

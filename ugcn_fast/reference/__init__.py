@@ -1,0 +1,4 @@
+"""Pure-PyTorch references that read like the paper: the oracle of every test and the benchmark's eager row."""
+from .motion_loss import encode, motion_loss, normalisation
+
+__all__ = ["encode", "motion_loss", "normalisation"]
