@@ -2,6 +2,8 @@
 # On a machine with an NVIDIA GPU: build with the CUDA kernels, run the GPU tests, benchmark the GPU backends and
 # store the results as bench/results/<gpu-name>.json.
 #   bash bench/gpu.sh            (from the repository root)
+# Offline GPU machines: the first install builds without isolation, so setuptools and pybind11 must already be
+# installed there (pip install setuptools pybind11 where a package index is reachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UGCN_FAST_BUILD_CUDA=1 python -m pip install --quiet --no-build-isolation --no-deps . \

@@ -30,14 +30,41 @@ constexpr int kMaxIntervals = 64;
 
 // Every point / encoding argument below is read as p[k * cs], k the component: cs = 1 for the packed (T, J, D)
 // layout (CUDA, gather form), cs = T * J for the CPU's per-sample planar copy, where each pass is unit-stride.
+// An upstream gradient g may have its own stride gs (0: the same as cs).
+
+// ---- 3-vectors by value: the cross operator's math ---------------------------------------------------------
+// Everything the cross operator computes goes through these, by value: inside a vectorised loop a value stays in
+// registers, whereas a per-lane array or an address-taken local is privatised through memory.
+template <typename acc_t>
+struct Vec3 {
+  acc_t x, y, z;
+};
+
+template <typename acc_t>
+UGCN_HD Vec3<acc_t> load3(const acc_t* p, int64_t cs) {
+  return {p[0], p[cs], p[2 * cs]};
+}
+
+template <typename acc_t>
+UGCN_HD Vec3<acc_t> cross3(const Vec3<acc_t>& a, const Vec3<acc_t>& b) {
+  return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x};
+}
+
+template <typename acc_t>
+UGCN_HD void add3(acc_t* p, int64_t cs, const Vec3<acc_t>& v) {
+  p[0] += v.x;
+  p[cs] += v.y;
+  p[2 * cs] += v.z;
+}
 
 // ---- encoding m(a, b) -------------------------------------------------------------------------------
 template <int OP, typename acc_t>
 UGCN_HD void encode(const acc_t* a, const acc_t* b, int D, acc_t* m, int64_t cs = 1) {
   if (OP == kCross) {
-    m[0] = a[cs] * b[2 * cs] - a[2 * cs] * b[cs];
-    m[cs] = a[2 * cs] * b[0] - a[0] * b[2 * cs];
-    m[2 * cs] = a[0] * b[cs] - a[cs] * b[0];
+    const Vec3<acc_t> c = cross3(load3(a, cs), load3(b, cs));
+    m[0] = c.x;
+    m[cs] = c.y;
+    m[2 * cs] = c.z;
   } else if (OP == kInner) {
     acc_t s = 0;
     for (int d = 0; d < D; ++d) s += a[d * cs] * b[d * cs];
@@ -56,10 +83,8 @@ UGCN_HD int components(int D) {
 template <int OP, typename acc_t>
 UGCN_HD acc_t pair_encoding_magnitude(const acc_t* a, const acc_t* b, int D, int64_t cs = 1) {
   if (OP == kCross) {
-    const acc_t m0 = a[cs] * b[2 * cs] - a[2 * cs] * b[cs];
-    const acc_t m1 = a[2 * cs] * b[0] - a[0] * b[2 * cs];
-    const acc_t m2 = a[0] * b[cs] - a[cs] * b[0];
-    return std::sqrt(m0 * m0 + m1 * m1 + m2 * m2);
+    const Vec3<acc_t> m = cross3(load3(a, cs), load3(b, cs));
+    return std::sqrt(m.x * m.x + m.y * m.y + m.z * m.z);
   }
   acc_t m = 0;
   for (int d = 0; d < D; ++d) m += a[d * cs] * b[d * cs];
@@ -91,61 +116,81 @@ UGCN_HD acc_t denominator(acc_t sum_magnitude, acc_t n_mu_terms, acc_t sum_norm_
 // ---- backward of one pair: upstream g -> (da, db), SPEC §1 ---------------------------------------------------
 // cross: da = b x g, db = g x a;  inner: da = g b, db = g a;  sub: da = g, db = -g.
 template <int OP, typename acc_t>
-UGCN_HD void accumulate_grad_start(const acc_t* b, const acc_t* g, int D, acc_t* da, int64_t cs = 1) {
+UGCN_HD void accumulate_grad_start(const acc_t* b, const acc_t* g, int D, acc_t* da, int64_t cs = 1,
+                                   int64_t gs = 0) {
+  const int64_t k = gs ? gs : cs;
   if (OP == kCross) {
-    da[0] += b[cs] * g[2 * cs] - b[2 * cs] * g[cs];
-    da[cs] += b[2 * cs] * g[0] - b[0] * g[2 * cs];
-    da[2 * cs] += b[0] * g[cs] - b[cs] * g[0];
+    add3(da, cs, cross3(load3(b, cs), load3(g, k)));
   } else if (OP == kInner) {
     for (int d = 0; d < D; ++d) da[d * cs] += g[0] * b[d * cs];
   } else {
-    for (int d = 0; d < D; ++d) da[d * cs] += g[d * cs];
+    for (int d = 0; d < D; ++d) da[d * cs] += g[d * k];
   }
 }
 
 template <int OP, typename acc_t>
-UGCN_HD void accumulate_grad_end(const acc_t* a, const acc_t* g, int D, acc_t* db, int64_t cs = 1) {
+UGCN_HD void accumulate_grad_end(const acc_t* a, const acc_t* g, int D, acc_t* db, int64_t cs = 1, int64_t gs = 0) {
+  const int64_t k = gs ? gs : cs;
   if (OP == kCross) {
-    db[0] += g[cs] * a[2 * cs] - g[2 * cs] * a[cs];
-    db[cs] += g[2 * cs] * a[0] - g[0] * a[2 * cs];
-    db[2 * cs] += g[0] * a[cs] - g[cs] * a[0];
+    add3(db, cs, cross3(load3(g, k), load3(a, cs)));
   } else if (OP == kInner) {
     for (int d = 0; d < D; ++d) db[d * cs] += g[0] * a[d * cs];
   } else {
-    for (int d = 0; d < D; ++d) db[d * cs] -= g[d * cs];
+    for (int d = 0; d < D; ++d) db[d * cs] -= g[d * k];
   }
 }
 
 // ---- one pair, loss and the upstream gradient ---------------------------------------------------------------
-// Encodes the pair for pred and target; returns sum_c |mP - mG| (times 1 / den, the pair's loss) and writes
-// gP[c] = sign(mP - mG) * w / den = dL/dmP (dL/dmG is -gP). inv_den = 1 / den > 0, so the sign of the
-// normalised difference is that of mP - mG, and the caller applies 1 / den to the loss once per run of pairs
-// that share it.
+// For one encoding component: |mP - mG| and the upstream gradient sign(mP - mG) * scale, scale = w / den > 0
+// (so the sign of the normalised difference is that of mP - mG; the caller applies 1 / den to the loss once per
+// run of pairs that share it).
 // - The subgradient of |d| is torch's abs backward: sign(d) with sign(0) = sign(NaN) = 0, so NaN / Inf in the
-//   inputs reach the losses and gradients exactly where they do through the reference.
+//   inputs reach the losses and gradients exactly where they do through the reference; "0 * scale" keeps a NaN
+//   den (a NaN in the target's sample) poisoning the gradient, as torch's 0 / NaN does.
 // - (mP - mG) rather than mP / den - mG / den: with FMA contraction the latter is not exactly 0 when mP == mG,
 //   and pred == target must give a zero loss and a zero subgradient, as in the reference.
-// - No local arrays: inside a vectorised loop, per-lane arrays would go through memory.
 template <typename acc_t>
-UGCN_HD acc_t component_loss_and_upstream(acc_t mP, acc_t mG, acc_t scale, acc_t* g) {
+struct Upstream {
+  acc_t magnitude, g;
+};
+
+template <typename acc_t>
+UGCN_HD Upstream<acc_t> component_upstream(acc_t mP, acc_t mG, acc_t scale) {
   const acc_t diff = mP - mG;
   const acc_t magnitude = std::fabs(diff);
-  // sign(0) = sign(NaN) = 0; "0 * scale" keeps a NaN den (a NaN target) poisoning the gradient, as in torch
-  *g = magnitude > acc_t(0) ? std::copysign(scale, diff) : acc_t(0) * scale;
-  return magnitude;
+  return {magnitude, magnitude > acc_t(0) ? std::copysign(scale, diff) : acc_t(0) * scale};
 }
 
+// The cross operator's pair, by value: sum_c |mP - mG| and g = dL/dmP.
+template <typename acc_t>
+struct CrossPair {
+  acc_t magnitude;
+  Vec3<acc_t> g;
+};
+
+template <typename acc_t>
+UGCN_HD CrossPair<acc_t> cross_pair_upstream(const Vec3<acc_t>& aP, const Vec3<acc_t>& bP, const Vec3<acc_t>& aG,
+                                             const Vec3<acc_t>& bG, acc_t scale) {
+  const Vec3<acc_t> mP = cross3(aP, bP), mG = cross3(aG, bG);
+  const Upstream<acc_t> x = component_upstream(mP.x, mG.x, scale);
+  const Upstream<acc_t> y = component_upstream(mP.y, mG.y, scale);
+  const Upstream<acc_t> z = component_upstream(mP.z, mG.z, scale);
+  return {x.magnitude + y.magnitude + z.magnitude, {x.g, y.g, z.g}};
+}
+
+// Encodes the pair for pred and target, returns sum_c |mP - mG| and writes gP[c] = dL/dmP (dL/dmG is -gP);
+// inv_den = 1 / den, w the reduction weight of this interval.
 template <int OP, typename acc_t>
 UGCN_HD acc_t pair_loss_and_upstream(const acc_t* aP, const acc_t* bP, const acc_t* aG, const acc_t* bG, int D,
-                                     acc_t inv_den, acc_t w, acc_t* gP, int64_t cs = 1) {
+                                     acc_t inv_den, acc_t w, acc_t* gP, int64_t cs = 1, int64_t gs = 0) {
   const acc_t scale = w * inv_den;
+  const int64_t k = gs ? gs : cs;
   if (OP == kCross) {
-    const acc_t* x = aP; const acc_t* y = bP; const acc_t* u = aG; const acc_t* v = bG;
-    return component_loss_and_upstream(x[cs] * y[2 * cs] - x[2 * cs] * y[cs], u[cs] * v[2 * cs] - u[2 * cs] * v[cs],
-                                       scale, gP) +
-           component_loss_and_upstream(x[2 * cs] * y[0] - x[0] * y[2 * cs], u[2 * cs] * v[0] - u[0] * v[2 * cs],
-                                       scale, gP + cs) +
-           component_loss_and_upstream(x[0] * y[cs] - x[cs] * y[0], u[0] * v[cs] - u[cs] * v[0], scale, gP + 2 * cs);
+    const CrossPair<acc_t> pair = cross_pair_upstream(load3(aP, cs), load3(bP, cs), load3(aG, cs), load3(bG, cs), scale);
+    gP[0] = pair.g.x;
+    gP[k] = pair.g.y;
+    gP[2 * k] = pair.g.z;
+    return pair.magnitude;
   }
   if (OP == kInner) {
     acc_t mP = 0, mG = 0;
@@ -153,11 +198,16 @@ UGCN_HD acc_t pair_loss_and_upstream(const acc_t* aP, const acc_t* bP, const acc
       mP += aP[d * cs] * bP[d * cs];
       mG += aG[d * cs] * bG[d * cs];
     }
-    return component_loss_and_upstream(mP, mG, scale, gP);
+    const Upstream<acc_t> u = component_upstream(mP, mG, scale);
+    gP[0] = u.g;
+    return u.magnitude;
   }
   acc_t loss = 0;
-  for (int d = 0; d < D; ++d)
-    loss += component_loss_and_upstream(aP[d * cs] - bP[d * cs], aG[d * cs] - bG[d * cs], scale, gP + d * cs);
+  for (int d = 0; d < D; ++d) {
+    const Upstream<acc_t> u = component_upstream(aP[d * cs] - bP[d * cs], aG[d * cs] - bG[d * cs], scale);
+    gP[d * k] = u.g;
+    loss += u.magnitude;
+  }
   return loss;
 }
 
