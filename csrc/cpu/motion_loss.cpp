@@ -48,7 +48,13 @@ struct Scratch {
 
 template <int DC, typename scalar_t>
 void to_planar(const scalar_t* x, int64_t n_points, int D_runtime, scalar_t* planar) {
-  const int D = DC > 0 ? DC : D_runtime;
+  if (DC > 0) {  // one pass over the sample, all coordinates of a point per iteration
+#pragma omp simd
+    for (int64_t n = 0; n < n_points; ++n)
+      for (int d = 0; d < DC; ++d) planar[d * n_points + n] = x[n * DC + d];
+    return;
+  }
+  const int D = D_runtime;
   for (int d = 0; d < D; ++d) {
     scalar_t* row = planar + d * n_points;
 #pragma omp simd
@@ -58,7 +64,13 @@ void to_planar(const scalar_t* x, int64_t n_points, int D_runtime, scalar_t* pla
 
 template <int DC, typename scalar_t>
 void from_planar(const scalar_t* planar, int64_t n_points, int D_runtime, scalar_t sign, scalar_t* x) {
-  const int D = DC > 0 ? DC : D_runtime;
+  if (DC > 0) {
+#pragma omp simd
+    for (int64_t n = 0; n < n_points; ++n)
+      for (int d = 0; d < DC; ++d) x[n * DC + d] = sign * planar[d * n_points + n];
+    return;
+  }
+  const int D = D_runtime;
   for (int d = 0; d < D; ++d) {
     const scalar_t* row = planar + d * n_points;
 #pragma omp simd
