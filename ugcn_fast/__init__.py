@@ -7,9 +7,11 @@ serves which device and dtype.
 from . import _kernels_mount  # noqa: F401  (makes ugcn_fast.kernels importable from a source checkout too)
 from . import reference
 from .backends import available_backends
+from .graph import Graph
 from .losses import FusedMotionLoss, UGCNLoss, position_loss
 from .ops.motion_loss import motion_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["FusedMotionLoss", "UGCNLoss", "available_backends", "motion_loss", "position_loss", "reference"]
+__all__ = ["FusedMotionLoss", "Graph", "UGCNLoss", "available_backends", "motion_loss", "position_loss",
+           "reference"]
