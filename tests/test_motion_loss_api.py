@@ -297,3 +297,13 @@ def test_static_target_with_zero_eps(backend, normalize, dtype):
     assert_close_scaled(loss, expected)
     assert_close_scaled(grad, e_grad)
     assert_close_scaled(loss, reference.motion_loss(p2, static, normalize="none"))
+
+
+def test_intervals_may_be_any_sequence_of_ints():
+    pred, target = _x(2, 30, 5, 3), _x(2, 30, 5, 3, seed=1)
+    expected = reference.motion_loss(pred, target, (8, 12))
+    for intervals in ([8, 12], range(8, 13, 4), np.array([8, 12]), torch.tensor([8, 12])):
+        assert_close_scaled(motion_loss(pred, target, intervals), expected)
+    assert_close_scaled(motion_loss(pred, target, 8), reference.motion_loss(pred, target, (8,)))
+    with pytest.raises(TypeError, match="intervals"):
+        motion_loss(pred, target, np.array([8.0, 12.0]))

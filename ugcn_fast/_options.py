@@ -51,6 +51,8 @@ def resolve_normalize(normalize) -> str:
 
 
 def check_intervals(intervals: Sequence[int], T: int | None = None) -> tuple[int, ...]:
+    if hasattr(intervals, "tolist") and getattr(intervals, "ndim", None) == 1:  # a numpy array or a tensor
+        intervals = intervals.tolist()
     if isinstance(intervals, (str, bytes)) or not isinstance(intervals, (Sequence, range)):
         if isinstance(intervals, numbers.Integral) and not isinstance(intervals, bool):
             intervals = (intervals,)
