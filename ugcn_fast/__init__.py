@@ -5,7 +5,7 @@ CUDA kernels; `ugcn_fast.reference` holds the plain-PyTorch definitions; `ugcn_f
 serves which device and dtype.
 """
 from . import _kernels_mount  # noqa: F401  (makes ugcn_fast.kernels importable from a source checkout too)
-from . import reference
+from . import metrics, reference
 from .backends import available_backends
 from .graph import Graph
 from .losses import FusedMotionLoss, UGCNLoss, position_loss
@@ -13,5 +13,5 @@ from .ops.motion_loss import motion_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["FusedMotionLoss", "Graph", "UGCNLoss", "available_backends", "motion_loss", "position_loss",
-           "reference"]
+__all__ = ["FusedMotionLoss", "Graph", "UGCNLoss", "available_backends", "metrics", "motion_loss",
+           "position_loss", "reference"]
