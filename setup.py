@@ -129,7 +129,8 @@ def _extensions():
 
 
 setup(
-    packages=["ugcn_fast", "ugcn_fast.reference", "ugcn_fast.backends", "ugcn_fast.ops", "ugcn_fast.kernels"],
+    packages=["ugcn_fast", "ugcn_fast.reference", "ugcn_fast.backends", "ugcn_fast.ops", "ugcn_fast.data",
+              "ugcn_fast.kernels"],
     package_dir={"ugcn_fast.kernels": "kernels"},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtWithNvcc},
