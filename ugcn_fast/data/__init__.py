@@ -1,6 +1,7 @@
 """Data for 2D-to-3D lifting: cameras and projection, motion-capture sequences."""
 from .camera import H36M_INTRINSICS, Camera, look_at, normalize_screen, virtual_cameras
 from .mocap import load_mocap, lifting_pair
+from .procedural import procedural_motion
 
 __all__ = ["Camera", "H36M_INTRINSICS", "lifting_pair", "load_mocap", "look_at", "normalize_screen",
-           "virtual_cameras"]
+           "procedural_motion", "virtual_cameras"]
