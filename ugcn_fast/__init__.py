@@ -9,9 +9,10 @@ from . import metrics, reference
 from .backends import available_backends
 from .graph import Graph
 from .losses import FusedMotionLoss, UGCNLoss, position_loss
+from .model import UGCN
 from .ops.motion_loss import motion_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["FusedMotionLoss", "Graph", "UGCNLoss", "available_backends", "metrics", "motion_loss",
+__all__ = ["FusedMotionLoss", "Graph", "UGCN", "UGCNLoss", "available_backends", "metrics", "motion_loss",
            "position_loss", "reference"]

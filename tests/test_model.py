@@ -1,0 +1,68 @@
+"""UGCN (SPEC §4) built from the reference ST-GCN blocks."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ugcn_fast import Graph, UGCN, UGCNLoss
+
+
+@pytest.mark.parametrize("T", [16, 32, 96])
+def test_shapes_and_eval_determinism(T):
+    model = UGCN().eval()
+    x = torch.randn(2, T, 17, 2)
+    y = model(x)
+    assert y.shape == (2, T, 17, 3) and torch.isfinite(y).all()
+    assert torch.equal(model(x), y)
+
+
+def test_down_and_up_resolutions():
+    model = UGCN()
+    strides = [blk.stride for blk in model.down]
+    assert strides == [1, 2, 1, 2, 1, 2, 1, 2, 1]
+    assert [blk.out_channels for blk in model.down] == [16, 32, 32, 64, 64, 128, 128, 256, 256]
+    assert [blk.out_channels for blk in model.up] == [128, 64, 32, 16]
+    assert model.down[0].residual_kind == "none"
+
+
+def test_nearest_upsampling_repeats_frames():
+    f = torch.arange(3.0).view(1, 1, 3, 1)
+    up = F.interpolate(f, scale_factor=(2, 1), mode="nearest")
+    assert up.flatten().tolist() == [0, 0, 1, 1, 2, 2]  # f_up(t) = f(floor(t / 2))
+
+
+def test_training_step_reduces_the_loss():
+    torch.manual_seed(0)
+    model = UGCN(channels=(8, 8, 16, 16, 32), dropout=0.0)
+    x, target = torch.randn(4, 32, 17, 2), torch.randn(4, 32, 17, 3) * 0.2
+    criterion = UGCNLoss(intervals=(2, 4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = criterion(model(x), target)
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("x, match", [
+    (torch.randn(2, 90, 17, 2), "multiple of 16"),
+    (torch.randn(2, 8, 17, 2), "multiple of 16"),
+    (torch.randn(2, 96, 16, 2), "shape"),
+    (torch.randn(2, 96, 17, 3), "shape"),
+])
+def test_bad_input(x, match):
+    with pytest.raises(ValueError, match=match):
+        UGCN()(x)
+
+
+def test_bad_configuration():
+    with pytest.raises(ValueError, match="channels"):
+        UGCN(channels=(16, 32, 64))
+    with pytest.raises(ValueError, match="joints"):
+        UGCN(num_joints=25, graph=Graph(layout="h36m"))
+    with pytest.raises(NotImplementedError, match="FusedSTGCNBlock"):
+        UGCN(fused=True)
+    assert UGCN(num_joints=25, graph=Graph(layout="ntu"))(torch.randn(1, 16, 25, 2)).shape == (1, 16, 25, 3)
