@@ -1,0 +1,83 @@
+"""Training windows over (2D input, 3D target) sequences, with horizontal-flip augmentation (SPEC §4)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..graph import H36M_LEFT, H36M_RIGHT
+
+
+def flip_pose(x: np.ndarray | torch.Tensor, left: Sequence[int] = H36M_LEFT, right: Sequence[int] = H36M_RIGHT):
+    """Horizontal flip of (..., J, D) poses: negate x (coordinate 0; screen-normalised 2D inputs are centred) and
+    swap the left and right joints. Its own inverse."""
+    if len(left) != len(right):
+        raise ValueError("left and right must list the same number of joints")
+    flipped = x.clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
+    flipped[..., 0] = -flipped[..., 0]
+    order = list(range(x.shape[-2]))
+    for a, b in zip(left, right):
+        order[a], order[b] = b, a
+    return flipped[..., order, :]
+
+
+class WindowDataset(Dataset):
+    """Fixed-length windows of paired sequences, for training a lifting network.
+
+    sequences: list of (inputs (T, J, C_in), targets (T, J, C_out)) arrays. Windows of `window` frames tile each
+    sequence; `set_epoch(e)` shifts the tiling by a random offset (reproducible from `seed` and the epoch), so
+    every frame is seen at every window position over training. A sequence shorter than a window is padded by
+    repeating its first and last frames (and its padded frames count once). With `flip`, the dataset holds each
+    window twice, plain and flipped (flip_pose on input and target). __getitem__ copies one window, never a
+    whole sequence.
+    """
+
+    def __init__(self, sequences: Sequence[tuple[np.ndarray, np.ndarray]], window: int = 96, flip: bool = True,
+                 seed: int = 0, left: Sequence[int] = H36M_LEFT, right: Sequence[int] = H36M_RIGHT):
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        if not sequences:
+            raise ValueError("sequences must not be empty")
+        self.window, self.flip, self.seed, self.left, self.right = window, flip, seed, left, right
+        self.sequences = []
+        for k, (inputs, targets) in enumerate(sequences):
+            inputs, targets = np.asarray(inputs), np.asarray(targets)
+            if inputs.ndim != 3 or targets.ndim != 3 or len(inputs) != len(targets) or len(inputs) == 0:
+                raise ValueError(f"sequence {k}: inputs {inputs.shape} and targets {targets.shape} must be "
+                                 "(T, J, C) arrays with the same T >= 1")
+            if not (np.isfinite(inputs).all() and np.isfinite(targets).all()):
+                raise ValueError(f"sequence {k} holds NaN or Inf values; clean or interpolate it first")
+            if len(inputs) < window:  # edge padding, as VideoPose3D pads
+                before = (window - len(inputs)) // 2
+                pad = ((before, window - len(inputs) - before), (0, 0), (0, 0))
+                inputs, targets = np.pad(inputs, pad, mode="edge"), np.pad(targets, pad, mode="edge")
+            self.sequences.append((inputs, targets))
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng((self.seed, epoch))
+        self.index = []
+        for k, (inputs, _) in enumerate(self.sequences):
+            T = len(inputs)
+            offset = int(rng.integers(0, min(self.window, T - self.window + 1)))
+            starts = list(range(offset, T - self.window + 1, self.window))
+            if offset > 0:
+                starts.insert(0, 0)  # the frames before the offset are covered too
+            if starts[-1] + self.window < T:
+                starts.append(T - self.window)  # and those after the last whole window
+            self.index += [(k, s) for s in starts]
+
+    def __len__(self) -> int:
+        return len(self.index) * (2 if self.flip else 1)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        flipped, i = divmod(i, len(self.index))
+        k, start = self.index[i]
+        inputs, targets = self.sequences[k]
+        x = torch.from_numpy(np.array(inputs[start:start + self.window], dtype=np.float32))
+        y = torch.from_numpy(np.array(targets[start:start + self.window], dtype=np.float32))
+        if flipped:
+            x, y = flip_pose(x, self.left, self.right), flip_pose(y, self.left, self.right)
+        return x, y
