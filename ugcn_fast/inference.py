@@ -1,0 +1,75 @@
+"""Whole-sequence inference (SPEC §4): sliding windows with a step, every frame's prediction averaged over the
+windows that cover it, and horizontal-flip test-time augmentation."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .data.windows import flip_pose
+from .graph import H36M_LEFT, H36M_RIGHT
+
+
+def window_starts(T: int, window: int, step: int) -> list[int]:
+    """Starts of the windows that tile [0, T) with the given step; the last window ends at T."""
+    if T < window:
+        return [0]
+    starts = list(range(0, T - window + 1, step))
+    if starts[-1] != T - window:
+        starts.append(T - window)
+    return starts
+
+
+@torch.no_grad()
+def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int = 96, step: int = 5,
+                     flip: bool = True, batch_size: int = 64, left: Sequence[int] = H36M_LEFT,
+                     right: Sequence[int] = H36M_RIGHT) -> Tensor:
+    """(T, J, C_in) inputs of any length T >= 1 -> (T, J, C_out) predictions.
+
+    Windows of `window` frames every `step` frames (the last one flush with the end) run in batches of
+    `batch_size`; each frame's prediction is the mean over the windows that cover it. A sequence shorter than a
+    window is edge-padded to one window and cropped back. With `flip`, the flipped input is predicted too and its
+    flipped-back prediction averaged in. The model runs in eval mode; its mode is restored afterwards.
+    """
+    for name, value in (("window", window), ("step", step), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    x = torch.as_tensor(inputs)
+    if x.dim() != 3:
+        raise ValueError(f"inputs must have shape (T, J, C), got {tuple(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError("inputs must hold at least one frame")
+    if not torch.isfinite(x).all():
+        raise ValueError("inputs hold NaN or Inf: fill missing keypoints (e.g. by temporal interpolation) first")
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else x.device
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    x = x.to(device=device, dtype=dtype)
+    T = x.shape[0]
+    before = max(0, (window - T) // 2)
+    if T < window:  # edge padding, then crop
+        x = torch.cat([x[:1].expand(before, *x.shape[1:]), x,
+                       x[-1:].expand(window - T - before, *x.shape[1:])])
+    starts = window_starts(x.shape[0], window, step)
+    was_training = model.training
+    model.eval()
+    try:
+        total, count = None, torch.zeros(x.shape[0], device=device, dtype=dtype)
+        for variant in ((False, True) if flip else (False,)):
+            source = flip_pose(x, left, right) if variant else x
+            for b in range(0, len(starts), batch_size):
+                chunk = starts[b:b + batch_size]
+                out = model(torch.stack([source[s:s + window] for s in chunk]))
+                if variant:
+                    out = flip_pose(out, left, right)
+                if total is None:
+                    total = torch.zeros((x.shape[0],) + tuple(out.shape[2:]), device=device, dtype=out.dtype)
+                for s, o in zip(chunk, out):
+                    total[s:s + window] += o
+                    count[s:s + window] += 1
+    finally:
+        model.train(was_training)
+    prediction = total / count.view(-1, *([1] * (total.dim() - 1)))
+    return prediction[before:before + T]
