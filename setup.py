@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -129,8 +129,7 @@ def _extensions():
 
 
 setup(
-    packages=["ugcn_fast", "ugcn_fast.reference", "ugcn_fast.backends", "ugcn_fast.ops", "ugcn_fast.data",
-              "ugcn_fast.kernels"],
+    packages=find_packages(include=["ugcn_fast", "ugcn_fast.*"]) + ["ugcn_fast.kernels"],
     package_dir={"ugcn_fast.kernels": "kernels"},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtWithNvcc},

@@ -30,7 +30,6 @@ constexpr int kMaxIntervals = 64;
 
 // Every point / encoding argument below is read as p[k * cs], k the component: cs = 1 for the packed (T, J, D)
 // layout (CUDA, gather form), cs = T * J for the CPU's per-sample planar copy, where each pass is unit-stride.
-// An upstream gradient g may have its own stride gs (0: the same as cs).
 
 // ---- 3-vectors by value: the cross operator's math ---------------------------------------------------------
 // Everything the cross operator computes goes through these, by value: inside a vectorised loop a value stays in
@@ -116,27 +115,24 @@ UGCN_HD acc_t denominator(acc_t sum_magnitude, acc_t n_mu_terms, acc_t sum_norm_
 // ---- backward of one pair: upstream g -> (da, db), SPEC §1 ---------------------------------------------------
 // cross: da = b x g, db = g x a;  inner: da = g b, db = g a;  sub: da = g, db = -g.
 template <int OP, typename acc_t>
-UGCN_HD void accumulate_grad_start(const acc_t* b, const acc_t* g, int D, acc_t* da, int64_t cs = 1,
-                                   int64_t gs = 0) {
-  const int64_t k = gs ? gs : cs;
+UGCN_HD void accumulate_grad_start(const acc_t* b, const acc_t* g, int D, acc_t* da, int64_t cs = 1) {
   if (OP == kCross) {
-    add3(da, cs, cross3(load3(b, cs), load3(g, k)));
+    add3(da, cs, cross3(load3(b, cs), load3(g, cs)));
   } else if (OP == kInner) {
     for (int d = 0; d < D; ++d) da[d * cs] += g[0] * b[d * cs];
   } else {
-    for (int d = 0; d < D; ++d) da[d * cs] += g[d * k];
+    for (int d = 0; d < D; ++d) da[d * cs] += g[d * cs];
   }
 }
 
 template <int OP, typename acc_t>
-UGCN_HD void accumulate_grad_end(const acc_t* a, const acc_t* g, int D, acc_t* db, int64_t cs = 1, int64_t gs = 0) {
-  const int64_t k = gs ? gs : cs;
+UGCN_HD void accumulate_grad_end(const acc_t* a, const acc_t* g, int D, acc_t* db, int64_t cs = 1) {
   if (OP == kCross) {
-    add3(db, cs, cross3(load3(g, k), load3(a, cs)));
+    add3(db, cs, cross3(load3(g, cs), load3(a, cs)));
   } else if (OP == kInner) {
     for (int d = 0; d < D; ++d) db[d * cs] += g[0] * a[d * cs];
   } else {
-    for (int d = 0; d < D; ++d) db[d * cs] -= g[d * k];
+    for (int d = 0; d < D; ++d) db[d * cs] -= g[d * cs];
   }
 }
 
@@ -161,36 +157,21 @@ UGCN_HD Upstream<acc_t> component_upstream(acc_t mP, acc_t mG, acc_t scale) {
   return {magnitude, magnitude > acc_t(0) ? std::copysign(scale, diff) : acc_t(0) * scale};
 }
 
-// The cross operator's pair, by value: sum_c |mP - mG| and g = dL/dmP.
-template <typename acc_t>
-struct CrossPair {
-  acc_t magnitude;
-  Vec3<acc_t> g;
-};
-
-template <typename acc_t>
-UGCN_HD CrossPair<acc_t> cross_pair_upstream(const Vec3<acc_t>& aP, const Vec3<acc_t>& bP, const Vec3<acc_t>& aG,
-                                             const Vec3<acc_t>& bG, acc_t scale) {
-  const Vec3<acc_t> mP = cross3(aP, bP), mG = cross3(aG, bG);
-  const Upstream<acc_t> x = component_upstream(mP.x, mG.x, scale);
-  const Upstream<acc_t> y = component_upstream(mP.y, mG.y, scale);
-  const Upstream<acc_t> z = component_upstream(mP.z, mG.z, scale);
-  return {x.magnitude + y.magnitude + z.magnitude, {x.g, y.g, z.g}};
-}
-
 // Encodes the pair for pred and target, returns sum_c |mP - mG| and writes gP[c] = dL/dmP (dL/dmG is -gP);
 // inv_den = 1 / den, w the reduction weight of this interval.
 template <int OP, typename acc_t>
 UGCN_HD acc_t pair_loss_and_upstream(const acc_t* aP, const acc_t* bP, const acc_t* aG, const acc_t* bG, int D,
-                                     acc_t inv_den, acc_t w, acc_t* gP, int64_t cs = 1, int64_t gs = 0) {
+                                     acc_t inv_den, acc_t w, acc_t* gP, int64_t cs = 1) {
   const acc_t scale = w * inv_den;
-  const int64_t k = gs ? gs : cs;
   if (OP == kCross) {
-    const CrossPair<acc_t> pair = cross_pair_upstream(load3(aP, cs), load3(bP, cs), load3(aG, cs), load3(bG, cs), scale);
-    gP[0] = pair.g.x;
-    gP[k] = pair.g.y;
-    gP[2 * k] = pair.g.z;
-    return pair.magnitude;
+    const Vec3<acc_t> mP = cross3(load3(aP, cs), load3(bP, cs)), mG = cross3(load3(aG, cs), load3(bG, cs));
+    const Upstream<acc_t> x = component_upstream(mP.x, mG.x, scale);
+    const Upstream<acc_t> y = component_upstream(mP.y, mG.y, scale);
+    const Upstream<acc_t> z = component_upstream(mP.z, mG.z, scale);
+    gP[0] = x.g;
+    gP[cs] = y.g;
+    gP[2 * cs] = z.g;
+    return x.magnitude + y.magnitude + z.magnitude;
   }
   if (OP == kInner) {
     acc_t mP = 0, mG = 0;
@@ -205,7 +186,7 @@ UGCN_HD acc_t pair_loss_and_upstream(const acc_t* aP, const acc_t* bP, const acc
   acc_t loss = 0;
   for (int d = 0; d < D; ++d) {
     const Upstream<acc_t> u = component_upstream(aP[d * cs] - bP[d * cs], aG[d * cs] - bG[d * cs], scale);
-    gP[d * k] = u.g;
+    gP[d * cs] = u.g;
     loss += u.magnitude;
   }
   return loss;

@@ -10,8 +10,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
-from torch import Tensor
+from ._checks import check_float_tensor
 
 OPERATORS = ("sub", "inner", "cross")
 NORMALIZE_MODES = ("none", "sample", "joint")
@@ -29,15 +28,6 @@ class MotionLossOptions:
     def components(self, D: int) -> int:
         """Number of encoding components C per (b, t, j)."""
         return {"sub": D, "inner": 1, "cross": 3}[self.operator]
-
-
-def _check_tensor(name: str, x) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, T, J, D), got {x.dim()} dimensions {tuple(x.shape)}")
 
 
 def resolve_normalize(normalize) -> str:
@@ -97,8 +87,8 @@ def check_config(intervals, operator, normalize, eps, reduction, T: int | None =
 
 def resolve_options(pred, target, intervals, operator, normalize, eps, reduction) -> MotionLossOptions:
     """Checks the inputs and the configuration; returns the normalised configuration."""
-    _check_tensor("pred", pred)
-    _check_tensor("target", target)
+    check_float_tensor("pred", pred, "(B, T, J, D)", ndim=4)
+    check_float_tensor("target", target, "(B, T, J, D)", ndim=4)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     if pred.dtype != target.dtype:

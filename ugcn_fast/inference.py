@@ -8,18 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data.windows import flip_pose
+from .data.windows import edge_pad, flip_pose, window_starts
 from .graph import H36M_LEFT, H36M_RIGHT
-
-
-def window_starts(T: int, window: int, step: int) -> list[int]:
-    """Starts of the windows that tile [0, T) with the given step; the last window ends at T."""
-    if T < window:
-        return [0]
-    starts = list(range(0, T - window + 1, step))
-    if starts[-1] != T - window:
-        starts.append(T - window)
-    return starts
 
 
 @torch.no_grad()
@@ -48,10 +38,7 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     dtype = parameter.dtype if parameter is not None else torch.float32
     x = x.to(device=device, dtype=dtype)
     T = x.shape[0]
-    before = max(0, (window - T) // 2)
-    if T < window:  # edge padding, then crop
-        x = torch.cat([x[:1].expand(before, *x.shape[1:]), x,
-                       x[-1:].expand(window - T - before, *x.shape[1:])])
+    x, before = edge_pad(x, window)  # a short sequence is padded to one window, then cropped back
     starts = window_starts(x.shape[0], window, step)
     was_training = model.training
     model.eval()

@@ -11,6 +11,8 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_float_tensor
+
 # The 14 joints of the MPI-INF-3DHP PCK convention in the Human3.6M 17-joint order: all but hip (0), spine (7)
 # and head (10).
 PCK_JOINTS_H36M = tuple(j for j in range(17) if j not in (0, 7, 10))
@@ -19,10 +21,7 @@ AUC_THRESHOLDS = tuple(range(0, 151, 5))
 
 def _check_pair(pred: Tensor, target: Tensor, min_dims: int = 2) -> None:
     for name, x in (("pred", pred), ("target", target)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.dtype.is_floating_point:
-            raise TypeError(f"{name} must be floating point, got {x.dtype}")
+        check_float_tensor(name, x)
         if x.dim() < min_dims or x.shape[-1] != 3:
             raise ValueError(f"{name} must have shape (..., J, 3) with at least {min_dims} dimensions, "
                              f"got {tuple(x.shape)}")

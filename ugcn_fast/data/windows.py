@@ -23,6 +23,29 @@ def flip_pose(x: np.ndarray | torch.Tensor, left: Sequence[int] = H36M_LEFT, rig
     return flipped[..., order, :]
 
 
+def window_starts(T: int, window: int, step: int, offset: int = 0) -> list[int]:
+    """Starts of `window`-frame windows every `step` frames from `offset` that together cover [0, T): one more at
+    0 when offset > 0, and the last one flush with the end. A sequence no longer than a window has one, at 0."""
+    if T <= window:
+        return [0]
+    starts = list(range(offset, T - window + 1, step))
+    if offset > 0:
+        starts.insert(0, 0)
+    if starts[-1] != T - window:
+        starts.append(T - window)
+    return starts
+
+
+def edge_pad(x, length: int):
+    """(x padded to `length` frames by repeating its first and last frames, centred, as VideoPose3D pads; the
+    number of frames added before). Works on numpy arrays and tensors alike."""
+    T = len(x)
+    before = max(0, (length - T) // 2)
+    if T >= length:
+        return x, 0
+    return x[np.clip(np.arange(length) - before, 0, T - 1).tolist()], before
+
+
 class WindowDataset(Dataset):
     """Fixed-length windows of paired sequences, for training a lifting network.
 
@@ -49,11 +72,7 @@ class WindowDataset(Dataset):
                                  "(T, J, C) arrays with the same T >= 1")
             if not (np.isfinite(inputs).all() and np.isfinite(targets).all()):
                 raise ValueError(f"sequence {k} holds NaN or Inf values; clean or interpolate it first")
-            if len(inputs) < window:  # edge padding, as VideoPose3D pads
-                before = (window - len(inputs)) // 2
-                pad = ((before, window - len(inputs) - before), (0, 0), (0, 0))
-                inputs, targets = np.pad(inputs, pad, mode="edge"), np.pad(targets, pad, mode="edge")
-            self.sequences.append((inputs, targets))
+            self.sequences.append((edge_pad(inputs, window)[0], edge_pad(targets, window)[0]))
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,12 +81,7 @@ class WindowDataset(Dataset):
         for k, (inputs, _) in enumerate(self.sequences):
             T = len(inputs)
             offset = int(rng.integers(0, min(self.window, T - self.window + 1)))
-            starts = list(range(offset, T - self.window + 1, self.window))
-            if offset > 0:
-                starts.insert(0, 0)  # the frames before the offset are covered too
-            if starts[-1] + self.window < T:
-                starts.append(T - self.window)  # and those after the last whole window
-            self.index += [(k, s) for s in starts]
+            self.index += [(k, s) for s in window_starts(T, self.window, self.window, offset)]
 
     def __len__(self) -> int:
         return len(self.index) * (2 if self.flip else 1)

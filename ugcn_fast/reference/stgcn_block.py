@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_float_tensor
+
 
 class GraphConvolution(nn.Module):
     """gcn(x): a 1x1 convolution to K * C_out channels, then aggregation over the K adjacency subsets."""
@@ -42,12 +44,7 @@ def check_block_config(in_channels, out_channels, A, kernel_size, stride, dropou
 
 
 def check_block_input(x, A: Tensor, in_channels: int) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"x must be floating point, got {x.dtype}")
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (N, C_in, T, V), got {x.dim()} dimensions {tuple(x.shape)}")
+    check_float_tensor("x", x, "(N, C_in, T, V)", ndim=4)
     if x.shape[1] != in_channels:
         raise ValueError(f"x has {x.shape[1]} channels, the block expects C_in = {in_channels}")
     if x.shape[3] != A.shape[-1]:
