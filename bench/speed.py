@@ -7,6 +7,8 @@
     python bench/speed.py --sweep-b             # also sweep fwd+bwd over B = 16 .. 512 (linear scaling)
     python bench/speed.py --json out.json       # every number, plus the machine, as JSON (the only file written)
     python bench/speed.py --threads 1 --dtype float64
+    python bench/speed.py --case ugcn_blocks    # one case (motion_loss, ugcn_blocks, stgcn_block:down1, ...,
+                                                # ugcn_train_step, ugcn_inference); --case repeats
 
 What is measured (see `--help` for every option):
 
@@ -251,7 +253,10 @@ class MotionLossCase(Case):
         return "minimum traffic: fwd = read pred + target; fwd+bwd = read pred + target, write grad_pred; bwd: none"
 
 
-CASES: dict = {c.name: c for c in (MotionLossCase(),)}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ugcn_cases  # noqa: E402  (the UGCN block, training-step and inference cases)
+
+CASES: dict = {c.name: c for c in (MotionLossCase(), *ugcn_cases.cases(Impl, Inputs, compiled))}
 
 
 # ----------------------------------------------------------------------------------------------------------------

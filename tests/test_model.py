@@ -1,4 +1,4 @@
-"""UGCN (SPEC §4) built from the reference ST-GCN blocks."""
+"""UGCN (SPEC §4), fused (the default) and built from the reference ST-GCN blocks."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,27 @@ def test_bad_configuration():
         UGCN(channels=(16, 32, 64))
     with pytest.raises(ValueError, match="joints"):
         UGCN(num_joints=25, graph=Graph(layout="h36m"))
-    with pytest.raises(NotImplementedError, match="FusedSTGCNBlock"):
-        UGCN(fused=True)
     assert UGCN(num_joints=25, graph=Graph(layout="ntu"))(torch.randn(1, 16, 25, 2)).shape == (1, 16, 25, 3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_and_reference_models_agree_and_share_state_dicts(training):
+    torch.manual_seed(1)
+    # dropout 0: the fused blocks draw their masks differently (test_stgcn_fused.py checks them given the same mask)
+    fused = UGCN(channels=(8, 8, 16, 16, 32), dropout=0.0).double()
+    reference = UGCN(channels=(8, 8, 16, 16, 32), dropout=0.0, fused=False).double()
+    reference.load_state_dict(fused.state_dict(), strict=True)
+    fused.train(training), reference.train(training)
+    x = torch.randn(3, 32, 17, 2, dtype=torch.float64)
+    outputs = []
+    for model in (fused, reference):
+        y = model(x)
+        y.pow(2).sum().backward()
+        outputs.append((y.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    for name, grad in outputs[1][1].items():
+        torch.testing.assert_close(outputs[0][1][name], grad, msg=name)
+    for (name, a), b in zip(fused.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+    back = UGCN(channels=(8, 8, 16, 16, 32))
+    back.load_state_dict(reference.state_dict(), strict=True)

@@ -7,6 +7,7 @@ serves which device and dtype.
 from . import _kernels_mount  # noqa: F401  (makes ugcn_fast.kernels importable from a source checkout too)
 from . import metrics, reference
 from .backends import available_backends
+from .fused_stgcn_block import FusedSTGCNBlock
 from .graph import Graph
 from .losses import FusedMotionLoss, UGCNLoss, position_loss
 from .model import UGCN
@@ -14,5 +15,5 @@ from .ops.motion_loss import motion_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["FusedMotionLoss", "Graph", "UGCN", "UGCNLoss", "available_backends", "metrics", "motion_loss",
+__all__ = ["FusedMotionLoss", "FusedSTGCNBlock", "Graph", "UGCN", "UGCNLoss", "available_backends", "metrics", "motion_loss",
            "position_loss", "reference"]

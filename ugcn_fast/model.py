@@ -8,6 +8,10 @@
            convolution), summed
     head:  an ST-GCN block at channels[0] and a 1x1 convolution to 3 channels per joint -> (B, T, J, 3)
 
+`fused=True` (the default) builds the network from FusedSTGCNBlock (`backend` as for the block), `fused=False`
+from the reference blocks; both have the same parameters and buffers, so state dicts move between them with
+strict=True. The fused blocks hand each other time-major buffers without copies.
+
 Choices where SPEC §4 is silent: the first down block has no residual (as in ST-GCN's first block); the merge
 width is channels[0]; T must be a multiple of 16 (the four stride-2 stages), see `UGCN.check_length`.
 """
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fused_stgcn_block import FusedSTGCNBlock
 from .graph import Graph
 from .reference.stgcn_block import STGCNBlock
 
@@ -26,11 +31,8 @@ from .reference.stgcn_block import STGCNBlock
 class UGCN(nn.Module):
     def __init__(self, num_joints: int = 17, in_channels: int = 2, out_channels: int = 3,
                  channels: Sequence[int] = (16, 32, 64, 128, 256), graph: Graph | None = None,
-                 kernel_size: int = 5, dropout: float = 0.5, fused: bool = False):
+                 kernel_size: int = 5, dropout: float = 0.5, fused: bool = True, backend: str = "auto"):
         super().__init__()
-        if fused:
-            raise NotImplementedError("fused=True needs FusedSTGCNBlock, which is not in this version yet; "
-                                      "use fused=False (the reference blocks)")
         channels = tuple(channels)
         if len(channels) != 5 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be 5 positive ints (one per temporal resolution), got {channels}")
@@ -40,7 +42,12 @@ class UGCN(nn.Module):
         A = graph.A
         self.num_joints, self.in_channels, self.out_channels = num_joints, in_channels, out_channels
 
+        self.fused = fused
+
         def block(c_in, c_out, stride=1, residual=True):
+            if fused:
+                return FusedSTGCNBlock(c_in, c_out, A, kernel_size=kernel_size, stride=stride, dropout=dropout,
+                                       residual=residual, backend=backend)
             return STGCNBlock(c_in, c_out, A, kernel_size=kernel_size, stride=stride, dropout=dropout,
                               residual=residual)
 

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "../motion_loss_math.h"
 #include "motion_loss.h"
+#include "stgcn_block.h"
 
 namespace py = pybind11;
 using ugcn::cpu::MotionLossProblem;
@@ -55,6 +57,179 @@ void launch(const std::string& dtype, uintptr_t pred, int64_t pred_stride_b, uin
   }
 }
 
+// The ST-GCN block's passes: `dtype` picks the float or double instantiation; the GIL is released while they run.
+template <typename F>
+void with_dtype(const std::string& dtype, F&& f) {
+  if (dtype == "float32") {
+    py::gil_scoped_release no_gil;
+    f(float{});
+  } else if (dtype == "float64") {
+    py::gil_scoped_release no_gil;
+    f(double{});
+  } else {
+    throw std::invalid_argument("dtype: the CPU kernels take float32 or float64, got " + dtype);
+  }
+}
+
+template <typename T>
+const T* in(uintptr_t address) { return reinterpret_cast<const T*>(address); }
+template <typename T>
+T* out(uintptr_t address) { return reinterpret_cast<T*>(address); }
+
+void require(bool ok, const char* what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+ugcn::cpu::Phases make_phases(int64_t T, int64_t rows, int64_t C, int64_t V, int64_t stride, int64_t pad, int64_t Tq) {
+  require(T >= 1 && rows >= 1 && C >= 1 && V >= 1 && rows % V == 0, "sizes: need T, rows, C, V >= 1, V | rows");
+  require(stride >= 1 && pad >= 0 && Tq >= 1, "phases: need stride >= 1, pad >= 0, Tq >= 1");
+  return ugcn::cpu::Phases{T, rows, C, V, stride, pad, Tq};
+}
+
+ugcn::cpu::Im2col make_im2col(int64_t T, int64_t rows, int64_t C, int64_t V, int64_t kernel_size, int64_t stride,
+                               int64_t pad, int64_t T_out) {
+  require(T >= 1 && rows >= 1 && C >= 1 && V >= 1 && rows % V == 0, "sizes: need T, rows, C, V >= 1, V | rows");
+  require(kernel_size >= 1 && stride >= 1 && pad >= 0 && T_out >= 1 && (T_out - 1) * stride + kernel_size <= T + 2 * pad,
+          "im2col: need kernel_size, stride, T_out >= 1, pad >= 0 and the last window inside the padded input");
+  return ugcn::cpu::Im2col{T, rows, C, V, kernel_size, stride, pad, T_out};
+}
+
+// Dropout from the Python arguments: a mask tensor (pointer), or hashed from `seed` with probability p.
+template <typename T>
+ugcn::cpu::Dropout<T> make_dropout(uintptr_t mask, bool hashed, uint64_t seed, double p) {
+  ugcn::cpu::Dropout<T> d;
+  if (hashed) {
+    require(p >= 0.0 && p < 1.0, "dropout p: need 0 <= p < 1");
+    d.kind = ugcn::cpu::Dropout<T>::kHashed;
+    d.seed = seed;
+    d.threshold = static_cast<uint32_t>(std::llround(p * 16777216.0));
+    d.scale = T(1.0 / (1.0 - p));
+  } else if (mask) {
+    d.kind = ugcn::cpu::Dropout<T>::kMask;
+    d.mask = in<T>(mask);
+  }
+  return d;
+}
+
+ugcn::cpu::BatchNormSaved saved(uintptr_t mean, uintptr_t invstd, uintptr_t weight) {
+  return {in<double>(mean), in<double>(invstd), in<double>(weight)};
+}
+
+void bind_stgcn(py::module_& m) {
+  m.def("stgcn_graph_aggregate",
+        [](const std::string& dtype, uintptr_t src, uintptr_t M, uintptr_t bias_map, uintptr_t dst, int64_t groups,
+           int64_t V, int64_t K, int64_t C, bool contract, int threads) {
+          require(src && M && dst && groups >= 1 && V >= 1 && K >= 1 && C >= 1, "graph_aggregate: bad arguments");
+          const ugcn::cpu::GraphAggregation g{groups, V, K, C, contract, in<double>(M)};
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            ugcn::cpu::graph_aggregate<T>(g, in<T>(src), in<T>(bias_map), out<T>(dst), threads);
+          });
+        },
+        "graph_aggregate(dtype, src, M, bias_map, out, groups, V, K, C, contract, threads); M: (K, V, V) float64");
+  m.def("stgcn_channel_stats",
+        [](const std::string& dtype, uintptr_t x, int64_t rows, int64_t C, uintptr_t bias_map, int64_t V, uintptr_t y,
+           uintptr_t sums, int threads) {
+          require(x && sums && rows >= 1 && C >= 1 && (!bias_map || (y && V >= 1)), "channel_stats: bad arguments");
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            ugcn::cpu::channel_stats<T>(in<T>(x), rows, C, in<T>(bias_map), V, out<T>(y), out<double>(sums), threads);
+          });
+        },
+        "channel_stats(dtype, x, rows, C, bias_map, V, y, sums, threads): sums (2, C) float64");
+  m.def("stgcn_bn_relu_phases",
+        [](const std::string& dtype, uintptr_t z, uintptr_t scale, uintptr_t shift_map, uintptr_t h_ph, int64_t T,
+           int64_t rows, int64_t C, int64_t V, int64_t stride, int64_t pad, int64_t Tq, int threads) {
+          require(z && scale && shift_map && h_ph, "bn_relu_phases: null pointer");
+          const auto p = make_phases(T, rows, C, V, stride, pad, Tq);
+          with_dtype(dtype, [&](auto t) {
+            using T_ = decltype(t);
+            ugcn::cpu::bn_relu_phases<T_>(p, in<T_>(z), in<T_>(scale), in<T_>(shift_map), out<T_>(h_ph), threads);
+          });
+        },
+        "bn_relu_phases(dtype, z, scale, shift_map, h_ph, T, rows, C, V, stride, pad, Tq, threads)");
+  m.def("stgcn_bn_relu_im2col",
+        [](const std::string& dtype, uintptr_t z, uintptr_t scale, uintptr_t shift_map, uintptr_t h_col, int64_t T,
+           int64_t rows, int64_t C, int64_t V, int64_t kernel_size, int64_t stride, int64_t pad, int64_t T_out,
+           int threads) {
+          require(z && scale && shift_map && h_col, "bn_relu_im2col: null pointer");
+          const auto p = make_im2col(T, rows, C, V, kernel_size, stride, pad, T_out);
+          with_dtype(dtype, [&](auto t) {
+            using T_ = decltype(t);
+            ugcn::cpu::bn_relu_im2col<T_>(p, in<T_>(z), in<T_>(scale), in<T_>(shift_map), out<T_>(h_col), threads);
+          });
+        },
+        "bn_relu_im2col(dtype, z, scale, shift_map, h_col, T, rows, C, V, kernel_size, stride, pad, T_out, threads)");
+  m.def("stgcn_bn_relu_im2col_backward",
+        [](const std::string& dtype, uintptr_t dh_col, uintptr_t z, uintptr_t scale, uintptr_t shift_map,
+           uintptr_t mean1, uintptr_t invstd1, uintptr_t weight1, uintptr_t dz, uintptr_t sums, uintptr_t joint_sums,
+           int64_t T, int64_t rows, int64_t C, int64_t V, int64_t kernel_size, int64_t stride, int64_t pad,
+           int64_t T_out, int threads) {
+          require(dh_col && z && scale && shift_map && mean1 && invstd1 && weight1 && dz && sums && joint_sums,
+                  "bn_relu_im2col_backward: null pointer");
+          const auto p = make_im2col(T, rows, C, V, kernel_size, stride, pad, T_out);
+          with_dtype(dtype, [&](auto t) {
+            using T_ = decltype(t);
+            ugcn::cpu::bn_relu_im2col_backward<T_>(p, in<T_>(dh_col), in<T_>(z), in<T_>(scale), in<T_>(shift_map),
+                                                   saved(mean1, invstd1, weight1), out<T_>(dz), out<double>(sums),
+                                                   out<double>(joint_sums), threads);
+          });
+        },
+        "bn_relu_im2col_backward(dtype, dh_col, z, scale, shift_map, mean1, invstd1, weight1, dz, sums, joint_sums, "
+        "T, rows, C, V, kernel_size, stride, pad, T_out, threads): sums (2, C), joint_sums (V, C) float64");
+  m.def("stgcn_block_output",
+        [](const std::string& dtype, int64_t rows, int64_t C, uintptr_t u, uintptr_t scale2, uintptr_t shift2,
+           uintptr_t mask, bool hashed, uint64_t seed, double p, uintptr_t res, uintptr_t scale3, uintptr_t shift3,
+           uintptr_t dst, int threads) {
+          require(u && scale2 && shift2 && dst && rows >= 1 && C >= 1 && (!scale3 || (res && shift3)),
+                  "block_output: bad arguments");
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            ugcn::cpu::block_output<T>(rows, C, in<T>(u), in<T>(scale2), in<T>(shift2),
+                                       make_dropout<T>(mask, hashed, seed, p), in<T>(res), in<T>(scale3),
+                                       in<T>(shift3), out<T>(dst), threads);
+          });
+        },
+        "block_output(dtype, rows, C, u, scale2, shift2, mask, hashed, seed, p, res, scale3, shift3, out, threads): "
+        "dropout from the mask tensor, or hashed from seed with probability p (hashed=True), or none");
+  m.def("stgcn_block_output_backward",
+        [](const std::string& dtype, int64_t rows, int64_t C, uintptr_t dout, uintptr_t y, uintptr_t u, uintptr_t mask,
+           bool hashed, uint64_t seed, double p, uintptr_t mean2, uintptr_t invstd2, uintptr_t weight2, int residual, uintptr_t r0, uintptr_t mean3,
+           uintptr_t invstd3, uintptr_t weight3, uintptr_t du, uintptr_t dres, uintptr_t sums, int threads) {
+          require(dout && y && u && mean2 && invstd2 && weight2 && du && sums && rows >= 1 && C >= 1,
+                  "block_output_backward: bad arguments");
+          require(residual >= 0 && residual <= 2, "residual: unknown kind");
+          require(residual == 0 || dres, "dres: needed with a residual");
+          require(residual != 2 || (r0 && mean3 && invstd3 && weight3), "conv residual: r0 and BN3 needed");
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            ugcn::cpu::block_output_backward<T>(rows, C, in<T>(dout), in<T>(y), in<T>(u),
+                                                make_dropout<T>(mask, hashed, seed, p),
+                                                saved(mean2, invstd2, weight2), residual, in<T>(r0),
+                                                saved(mean3, invstd3, weight3), out<T>(du), out<T>(dres),
+                                                out<double>(sums), threads);
+          });
+        },
+        "block_output_backward(dtype, rows, C, dout, out, u, mask, hashed, seed, p, mean2, invstd2, weight2, residual, r0, mean3, "
+        "invstd3, weight3, du, dres, sums, threads): sums (6, C) float64");
+  m.def("stgcn_bn_relu_phases_backward",
+        [](const std::string& dtype, uintptr_t dh_ph, uintptr_t h_ph, uintptr_t z, uintptr_t mean1, uintptr_t invstd1,
+           uintptr_t weight1, uintptr_t dz, uintptr_t sums, uintptr_t joint_sums, int64_t T, int64_t rows, int64_t C,
+           int64_t V, int64_t stride, int64_t pad, int64_t Tq, int threads) {
+          require(dh_ph && h_ph && z && mean1 && invstd1 && weight1 && dz && sums && joint_sums,
+                  "bn_relu_phases_backward: null pointer");
+          const auto p = make_phases(T, rows, C, V, stride, pad, Tq);
+          with_dtype(dtype, [&](auto t) {
+            using T_ = decltype(t);
+            ugcn::cpu::bn_relu_phases_backward<T_>(p, in<T_>(dh_ph), in<T_>(h_ph), in<T_>(z),
+                                                   saved(mean1, invstd1, weight1), out<T_>(dz), out<double>(sums),
+                                                   out<double>(joint_sums), threads);
+          });
+        },
+        "bn_relu_phases_backward(dtype, dh_ph, h_ph, z, mean1, invstd1, weight1, dz, sums, joint_sums, T, rows, C, "
+        "V, stride, pad, Tq, threads): sums (2, C), joint_sums (V, C) float64");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -68,6 +243,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("motion_loss_forward_gather",
         &launch<ugcn::cpu::motion_loss_forward_gather<float>, ugcn::cpu::motion_loss_forward_gather<double>>,
         "Same contract as motion_loss_forward, through the per-frame-joint gather code the CUDA kernel runs.");
+  bind_stgcn(m);
   m.attr("max_d") = ugcn::kMaxD;
   m.attr("max_intervals") = ugcn::kMaxIntervals;
 }

@@ -7,6 +7,20 @@
 | `triton`    | CUDA; CPU too when TRITON_INTERPRET=1    | float32, float16, bfloat16, float64 (interpreter: float32, float64) | ugcn_fast.kernels |
 | `cuda`      | CUDA                                     | float32, float64, float16, bfloat16 | ugcn_fast._cuda (CUDA C++) |
 
+The fused ST-GCN block (`FusedSTGCNBlock`, ugcn_fast/ops/stgcn_block.py) runs its GEMMs through torch and its
+memory-bound passes through `ugcn_fast.backends.<name>_stgcn`:
+
+| backend     | device                                   | dtypes                                      |
+|-------------|------------------------------------------|---------------------------------------------|
+| `reference` | any                                      | any floating (the unfused reference block)  |
+| `torch`     | any                                      | any floating (the passes in plain PyTorch)  |
+| `cpu`       | CPU                                      | float32, float64                            |
+| `triton`    | CUDA; CPU too when TRITON_INTERPRET=1    | float32, float64, float16, bfloat16 (interpreter: float32, float64) |
+| `cuda`      | CUDA                                     | float32, float64, float16, bfloat16         |
+
+The temporal convolution's input layout per backend is in ugcn_fast.ops.stgcn_pieces.TCN_LAYOUT (CPU: im2col,
+one wide GEMM; GPU backends: phases, the input stored once).
+
 `auto` picks, per call, the first available entry of AUTO_PREFERENCE for the tensors' device that supports the
 dtype and shape, and the reference otherwise. Every fused backend has the same launcher contract:
 `forward(pred, target, opts, need_grad_pred, need_grad_target) -> (loss_per_sample, grad_pred, grad_target)`,
@@ -111,6 +125,45 @@ def select(backend: str, device: torch.device, dtype: torch.dtype, D: int, n_int
         return backend
     for name in AUTO_PREFERENCE.get(device.type, ()):
         if unsupported_reason(name, device, dtype, D, n_intervals) is None:
+            return name
+    if device.type == "cpu" and dtype in _FLOAT and _native.cpu_module is None:
+        _native.warn_missing_cpu_module()
+    return "reference"
+
+
+BLOCK_BACKENDS = ("auto", "reference", "torch", "cpu", "triton", "cuda")
+BLOCK_AUTO_PREFERENCE = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
+
+
+def block_unsupported_reason(name: str, device: torch.device, dtype: torch.dtype, V: int = 1) -> str | None:
+    """Why backend `name` cannot run the fused ST-GCN block's passes on these tensors (V joints), or None if it
+    can."""
+    if name in ("reference", "torch"):
+        return None
+    devices = _devices(name)
+    if not devices:
+        return f"backend={name!r} is not available in this install (available: {available_backends()})"
+    if device.type not in devices:
+        return f"backend={name!r} runs on {', '.join(devices)} tensors, got a {device.type} tensor"
+    if dtype not in _dtypes(name, device.type):
+        return f"backend={name!r} on {device.type} takes dtypes {_dtypes(name, device.type)}, got {dtype}"
+    if name == "cuda" and V > int(_native.cuda_module.stgcn_max_joints):
+        return f"backend='cuda' stages a group's joints in shared memory: V <= {_native.cuda_module.stgcn_max_joints}, got V = {V}"
+    return None
+
+
+def select_block(backend: str, device: torch.device, dtype: torch.dtype, V: int = 1) -> str:
+    """Resolves the fused block's `backend` for x on `device` with `dtype`; an explicit request that cannot be
+    served raises. `auto` falls back to the reference block."""
+    if backend not in BLOCK_BACKENDS:
+        raise ValueError(f"backend must be one of {BLOCK_BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        reason = block_unsupported_reason(backend, device, dtype, V)
+        if reason is not None:
+            raise RuntimeError(reason)
+        return backend
+    for name in BLOCK_AUTO_PREFERENCE.get(device.type, ()):
+        if block_unsupported_reason(name, device, dtype, V) is None:
             return name
     if device.type == "cpu" and dtype in _FLOAT and _native.cpu_module is None:
         _native.warn_missing_cpu_module()

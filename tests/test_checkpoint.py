@@ -1,0 +1,116 @@
+"""Checkpoint format (contract 2): round trip, atomic writes, clear errors for bad files."""
+import os
+
+import pytest
+import torch
+
+from ugcn_fast import UGCN
+from ugcn_fast.checkpoint import (FORMAT, load_checkpoint, load_model, make_model_config, model_config_diff,
+                                  model_from_config, save_checkpoint)
+
+CONFIG = make_model_config(channels=(4, 4, 4, 4, 4), dropout=0.0)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return model_from_config(CONFIG)
+
+
+def test_round_trip_restores_weights_and_state(tmp_path):
+    model = tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [2, 3], gamma=0.1)
+    model(torch.randn(2, 16, 17, 2)).square().mean().backward()
+    optimizer.step()
+    scheduler.step()
+    path = tmp_path / "sub" / "last.pt"  # the folder is created
+    save_checkpoint(path, model=model, model_config=CONFIG, epoch=1, optimizer=optimizer, scheduler=scheduler,
+                    extra={"note": "x", "rng": torch.get_rng_state()})
+
+    loaded, checkpoint = load_model(path)
+    assert not loaded.training
+    assert checkpoint["format"] == FORMAT and checkpoint["epoch"] == 1 and checkpoint["extra"]["note"] == "x"
+    assert checkpoint["model_config"] == CONFIG
+    assert set(checkpoint) == {"format", "model_config", "model", "optimizer", "scheduler", "epoch", "extra"}
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    x = torch.randn(1, 16, 17, 2)
+    assert torch.equal(model.eval()(x), loaded(x))
+
+    fresh = tiny_model(seed=1)
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=1e-2)
+    fresh_optimizer.load_state_dict(checkpoint["optimizer"])
+    fresh_scheduler = torch.optim.lr_scheduler.MultiStepLR(fresh_optimizer, [9], gamma=0.5)
+    fresh_scheduler.load_state_dict(checkpoint["scheduler"])
+    assert fresh_scheduler.last_epoch == 1 and sorted(fresh_scheduler.milestones) == [2, 3]
+    step_state = fresh_optimizer.state_dict()["state"][0]["step"]
+    assert float(step_state) == 1.0
+
+
+def test_wrapped_model_is_saved_without_prefix(tmp_path):
+    model = tiny_model()
+    wrapped = torch.nn.DataParallel(model)  # same "module." prefix as DistributedDataParallel
+    assert next(iter(wrapped.state_dict())).startswith("module.")
+    save_checkpoint(tmp_path / "c.pt", model=wrapped, model_config=CONFIG, epoch=0)
+    keys = list(load_checkpoint(tmp_path / "c.pt")["model"])
+    assert keys == list(model.state_dict()) and not any(k.startswith("module.") for k in keys)
+
+
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
+    model = tiny_model()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model=model, model_config=CONFIG, epoch=3)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies half-way through writing
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model=model, model_config=CONFIG, epoch=4)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.pt"]
+    assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_bad_files_raise_value_error_naming_the_path(tmp_path):
+    model = tiny_model()
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, model=model, model_config=CONFIG, epoch=0)
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    foreign = tmp_path / "foreign.pt"
+    torch.save(model.state_dict(), foreign)  # a bare state dict: a torch file, but not ours
+    for path in (truncated, garbage, foreign):
+        with pytest.raises(ValueError, match=path.name):
+            load_model(path)
+
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+    checkpoint = load_checkpoint(good)
+    checkpoint["model_config"] = {**CONFIG, "channels": [8, 8, 8, 8, 8]}  # weights no longer fit the config
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(checkpoint, mismatched)
+    with pytest.raises(ValueError, match="mismatched.pt.*do not match"):
+        load_model(mismatched)
+
+    checkpoint["model_config"] = {k: v for k, v in CONFIG.items() if k != "layout"}
+    torch.save(checkpoint, mismatched)
+    with pytest.raises(ValueError, match="mismatched.pt.*layout"):
+        load_checkpoint(mismatched)
+
+
+def test_model_from_config_and_diff():
+    model = model_from_config(CONFIG)
+    assert isinstance(model, UGCN)
+    assert model.down[0].gcn.conv.out_channels == 4 * 3  # channels[0] times the 3 spatial subsets
+    assert model_config_diff(CONFIG, CONFIG) == {}
+    diff = model_config_diff(CONFIG, {**CONFIG, "channels": (8, 8, 8, 8, 8), "dropout": 0.5})
+    assert diff == {"channels": ([4, 4, 4, 4, 4], (8, 8, 8, 8, 8)), "dropout": (0.0, 0.5)}
+    with pytest.raises(ValueError, match="unknown keys"):
+        model_from_config({**CONFIG, "width": 3})
+    with pytest.raises(ValueError, match="layout"):
+        model_from_config({**CONFIG, "layout": "smpl"})

@@ -1,0 +1,272 @@
+"""FusedSTGCNBlock against the reference block (SPEC §3) on the CPU backends: the native kernels ("cpu") and the
+plain-PyTorch passes ("torch", the contract every backend implements). Triton and CUDA have their own files with
+the same checks (test_stgcn_triton.py, test_stgcn_cuda.py)."""
+import copy
+
+import pytest
+import torch
+
+import ugcn_fast
+from ugcn_fast import FusedSTGCNBlock, Graph
+from ugcn_fast.backends import torch_stgcn
+from ugcn_fast.reference import STGCNBlock
+
+from _stgcn import give_reference_the_fused_mask, output_shape as _out_shape
+
+A17 = Graph(layout="h36m").A
+A5 = Graph(num_nodes=5, edges=[(0, 1), (1, 2), (2, 3), (3, 4)], center=2).A  # a chain: V != 17, other centre
+A1 = Graph(layout="coco", strategy="uniform").A  # K = 1, V = 17 (COCO-17)
+
+BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
+TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4)}
+
+# (C_in, C_out, stride, residual, T, A): every configuration UGCN uses, plus awkward ones
+CONFIGS = [
+    (2, 16, 1, False, 16, A17),    # UGCN's first block: no residual, C_in < C_out (graph-first)
+    (16, 32, 2, True, 16, A17),    # stride 2, conv residual
+    (8, 8, 1, True, 9, A17),       # identity residual, C_in == C_out (GEMM-first)
+    (12, 6, 1, True, 7, A5),       # C_in > C_out, conv residual at stride 1, V = 5
+    (6, 6, 2, True, 7, A5),        # T not divisible by the stride, conv residual because of the stride
+    (3, 5, 2, False, 5, A1),       # K = 1, stride 2, no residual
+    (4, 4, 1, True, 1, A17),       # T = 1
+]
+
+
+def _config_id(c) -> str:
+    return f"{c[0]}-{c[1]}-s{c[2]}-res{int(c[3])}-T{c[4]}-V{c[5].shape[-1]}-K{c[5].shape[0]}"
+
+
+def _pair(c_in, c_out, stride, residual, A, dropout, backend, dtype, kernel_size=5):
+    ref = STGCNBlock(c_in, c_out, A, kernel_size, stride, dropout, residual).to(dtype)
+    for m in ref.modules():  # non-trivial BatchNorm affine parameters and running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    fused = FusedSTGCNBlock(c_in, c_out, A, kernel_size, stride, dropout, residual, backend=backend).to(dtype)
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    return ref, fused
+
+
+def _run(block, x, grad, seed):
+    x = x.detach().clone().requires_grad_()
+    torch.manual_seed(seed)
+    y = block(x)
+    y.backward(grad)
+    return y.detach(), x.grad, {n: p.grad for n, p in block.named_parameters()}
+
+
+def _assert_blocks_agree(ref, fused, x, dtype, steps=2):
+    for step in range(steps):
+        grad = torch.randn(_out_shape(ref, x), dtype=dtype)
+        for m in (ref, fused):
+            m.zero_grad(set_to_none=True)
+        give_reference_the_fused_mask(ref, fused, x, seed=100 + step)
+        y_r, gx_r, gp_r = _run(ref, x, grad, seed=100 + step)
+        y_f, gx_f, gp_f = _run(fused, x, grad, seed=100 + step)
+        torch.testing.assert_close(y_f, y_r, **TOL[dtype])
+        torch.testing.assert_close(gx_f, gx_r, **TOL[dtype])
+        for name in gp_r:
+            torch.testing.assert_close(gp_f[name], gp_r[name], **TOL[dtype], msg=f"grad of {name}")
+    for (name, b_r), b_f in zip(ref.named_buffers(), fused.buffers()):
+        torch.testing.assert_close(b_f, b_r, **TOL[dtype], msg=f"buffer {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+def test_training_matches_reference(backend, dtype, config):
+    c_in, c_out, stride, residual, T, A = config
+    torch.manual_seed(0)
+    ref, fused = _pair(c_in, c_out, stride, residual, A, 0.0, backend, dtype)
+    x = torch.randn(3, c_in, T, A.shape[-1], dtype=dtype)
+    ref.train(), fused.train()
+    _assert_blocks_agree(ref, fused, x, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS[:5], ids=_config_id)
+def test_dropout_matches_the_reference_given_the_same_mask(backend, config):
+    c_in, c_out, stride, residual, T, A = config
+    torch.manual_seed(0)
+    ref, fused = _pair(c_in, c_out, stride, residual, A, 0.5, backend, torch.float64)
+    x = torch.randn(2, c_in, T, A.shape[-1], dtype=torch.float64)
+    _assert_blocks_agree(ref, fused, x, torch.float64, steps=3)
+    torch.manual_seed(5)
+    a = fused(x)
+    b = fused(x)
+    assert not torch.equal(a, b), "two draws of the dropout mask should differ"
+    torch.manual_seed(5)
+    assert torch.equal(fused(x), a), "torch.manual_seed must reproduce the mask"
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_hashed_dropout_keeps_one_minus_p_and_native_equals_torch(p):
+    rows, C = 4000, 50
+    mult = torch_stgcn.dropout_multipliers(12345, p, rows, C, torch.float64, "cpu")
+    kept = (mult > 0).double().mean().item()
+    assert abs(kept - (1 - p)) < 4 * (p * (1 - p) / (rows * C)) ** 0.5 + 1e-4
+    assert torch.all((mult == 0) | (mult == torch.tensor(1 / (1 - p), dtype=torch.float64)))
+    other = torch_stgcn.dropout_multipliers(12346, p, rows, C, torch.float64, "cpu")
+    assert not torch.equal(mult, other)
+    # neighbouring elements and rows are not correlated (a bad hash would repeat patterns)
+    keep = (mult > 0).double()
+    corr = torch.corrcoef(torch.stack([keep[:, :-1].flatten(), keep[:, 1:].flatten()]))[0, 1].item()
+    assert abs(corr) < 0.02
+    if "cpu" in BACKENDS:
+        from ugcn_fast.backends import cpu_stgcn
+        for dtype in (torch.float32, torch.float64):
+            ones, one, zero = torch.ones(rows, C, dtype=dtype), torch.ones(C, dtype=dtype), torch.zeros(C, dtype=dtype)
+            native = cpu_stgcn.block_output_hashed(ones, one, zero, 12345, p, None, None, None)
+            assert torch.equal(native, torch_stgcn.dropout_multipliers(12345, p, rows, C, dtype, "cpu"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+def test_eval_folds_batchnorm_exactly(backend, dtype, config):
+    c_in, c_out, stride, residual, T, A = config
+    torch.manual_seed(1)
+    ref, fused = _pair(c_in, c_out, stride, residual, A, 0.5, backend, dtype)
+    ref.eval(), fused.eval()
+    x = torch.randn(2, c_in, T, A.shape[-1], dtype=dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), ref(x), **TOL[dtype])
+    # eval with autograd falls back to the reference and is differentiable
+    xg = x.clone().requires_grad_()
+    fused(xg).sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[1], CONFIGS[3], CONFIGS[4]], ids=_config_id)
+def test_gradcheck_float64(backend, config):
+    c_in, c_out, stride, residual, _, A = config
+    torch.manual_seed(2)
+    _, fused = _pair(min(c_in, 3), min(c_out, 4), stride, residual, A5, 0.0, backend, torch.float64)
+    fused.train()
+    params = list(fused.parameters())
+    names = [n for n, _ in fused.named_parameters()]
+    x = torch.randn(2, fused.in_channels, 5, 5, dtype=torch.float64, requires_grad=True)
+
+    def f(x, *ps):
+        state = dict(zip(names, ps))
+        return torch.func.functional_call(fused, state, (x,))
+
+    # running statistics change every call; gradcheck only looks at outputs, which use batch statistics
+    inputs = (x, *[p.detach().requires_grad_() for p in params])
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
+    # and the full Jacobian with respect to the input
+    assert torch.autograd.gradcheck(lambda x: f(x, *inputs[1:]), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_momentum_none_and_custom_eps_follow_batchnorm(backend):
+    torch.manual_seed(3)
+    ref, fused = _pair(4, 6, 2, True, A17, 0.0, backend, torch.float64)
+    for block in (ref, fused):
+        block.tcn[0].momentum = None  # cumulative average
+        block.tcn[3].eps = 1e-3
+        block.residual[1].momentum = 0.3
+    x = torch.randn(2, 4, 8, 17, dtype=torch.float64)
+    _assert_blocks_agree(ref, fused, x, torch.float64, steps=3)
+    assert int(fused.tcn[0].num_batches_tracked) == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_dict_round_trip_and_chaining(backend):
+    torch.manual_seed(4)
+    ref1, fused1 = _pair(3, 8, 1, False, A17, 0.0, backend, torch.float32)
+    ref2, fused2 = _pair(8, 8, 2, True, A17, 0.0, backend, torch.float32)
+    back = STGCNBlock(8, 8, A17, 5, 2, 0.0, True)
+    back.load_state_dict(fused2.state_dict(), strict=True)  # fused -> reference
+    assert set(fused2.state_dict()) == set(ref2.state_dict())
+    assert "A" not in fused2.state_dict()  # non-persistent, as in the reference
+    x = torch.randn(2, 3, 12, 17)
+    ref_chain, fused_chain = torch.nn.Sequential(ref1, ref2).eval(), torch.nn.Sequential(fused1, fused2).eval()
+    with torch.no_grad():
+        y1 = fused1(x)
+        assert y1.shape == (2, 8, 12, 17) and not y1.is_contiguous()  # a view of the time-major buffer
+        torch.testing.assert_close(fused_chain(x), ref_chain(x), rtol=1e-4, atol=1e-4)
+
+
+def test_contract_pieces_of_the_native_kernels_match_torch():
+    if "cpu" not in BACKENDS:
+        pytest.skip("native CPU module not built")
+    from ugcn_fast.backends import cpu_stgcn
+    torch.manual_seed(5)
+    G, V, K, C = 7, 5, 3, 6
+    for transpose in (False, True):
+        src = torch.randn(G, V, K * C, dtype=torch.float64)
+        bias = torch.randn(V, C, dtype=torch.float64)
+        torch.testing.assert_close(cpu_stgcn.graph_aggregate(src, A5.double(), True, transpose, bias),
+                                   torch_stgcn.graph_aggregate(src, A5.double(), True, transpose, bias))
+        src = torch.randn(G, V, C, dtype=torch.float64)
+        torch.testing.assert_close(cpu_stgcn.graph_aggregate(src, A5.double(), False, transpose, None),
+                                   torch_stgcn.graph_aggregate(src, A5.double(), False, transpose, None))
+    z = torch.randn(7, 2 * V, C, dtype=torch.float64)
+    scale, shift = torch.rand(C, dtype=torch.float64), torch.randn(V, C, dtype=torch.float64)
+    for stride in (1, 2, 3):
+        pad, T_out, Tq = torch_stgcn.phase_geometry(7, 5, stride)
+        torch.testing.assert_close(cpu_stgcn.bn_relu_phases(z, scale, shift, V, stride, pad, Tq),
+                                   torch_stgcn.bn_relu_phases(z, scale, shift, V, stride, pad, Tq))
+        for kt in (1, 3, 5):
+            pad, T_out, _ = torch_stgcn.phase_geometry(7, kt, stride)
+            h_col = cpu_stgcn.bn_relu_im2col(z, scale, shift, V, kt, stride, pad, T_out)
+            torch.testing.assert_close(h_col, torch_stgcn.bn_relu_im2col(z, scale, shift, V, kt, stride, pad, T_out))
+            dh_col = torch.randn_like(h_col)
+            stats = (torch.randn(C, dtype=torch.float64), torch.rand(C, dtype=torch.float64) + 0.5,
+                     torch.randn(C, dtype=torch.float64))
+            args = (dh_col, z, scale, shift, *stats, V, kt, stride, pad)
+            for a, b in zip(cpu_stgcn.bn_relu_im2col_backward(*args), torch_stgcn.bn_relu_im2col_backward(*args)):
+                torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deterministic(backend):
+    torch.manual_seed(6)
+    _, fused = _pair(8, 16, 2, True, A17, 0.3, backend, torch.float32)
+    x = torch.randn(4, 8, 20, 17)
+    runs = []
+    for _ in range(2):
+        block = copy.deepcopy(fused)
+        runs.append(_run(block, x, torch.ones(4, 16, 10, 17), seed=9))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert all(torch.equal(runs[0][2][n], runs[1][2][n]) for n in runs[0][2])
+
+
+def test_bad_input_gets_clear_errors():
+    block = FusedSTGCNBlock(4, 8, A17)
+    with pytest.raises(ValueError, match="x"):
+        block(torch.randn(2, 4, 10))  # wrong rank
+    with pytest.raises(ValueError, match="V = 5"):
+        block(torch.randn(2, 4, 10, 5))  # wrong V for A
+    with pytest.raises(ValueError, match="channels"):
+        block(torch.randn(2, 3, 10, 17))
+    with pytest.raises(TypeError):
+        block(torch.randint(0, 3, (2, 4, 10, 17)))
+    with pytest.raises(ValueError, match="kernel_size"):
+        FusedSTGCNBlock(4, 8, A17, kernel_size=4)
+    with pytest.raises(ValueError, match="backend"):
+        FusedSTGCNBlock(4, 8, A17, backend="gpu")
+    with pytest.raises(RuntimeError, match="cuda"):
+        FusedSTGCNBlock(4, 8, A17, backend="cuda")(torch.randn(2, 4, 10, 17)) if not torch.cuda.is_available() \
+            else pytest.skip("has a GPU")
+    with pytest.raises(ValueError, match="more than 1 value"):
+        FusedSTGCNBlock(4, 8, Graph(num_nodes=1, edges=[]).A, residual=False)(torch.randn(1, 4, 1, 1))
+
+
+def test_compile_traces_the_block_without_graph_breaks():
+    torch.manual_seed(7)
+    model = torch.nn.Sequential(FusedSTGCNBlock(3, 8, A17), FusedSTGCNBlock(8, 8, A17, stride=2))
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 3, 8, 17)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    y.sum().backward()
+    y_ref = reference(x)
+    y_ref.sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=name)

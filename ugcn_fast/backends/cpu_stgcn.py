@@ -1,0 +1,167 @@
+"""Launchers of the native CPU passes of the fused ST-GCN block (csrc/cpu/stgcn_block.cpp): same functions and
+semantics as ugcn_fast.backends.torch_stgcn; they allocate outputs and pass pointers, sizes and the thread count.
+The orchestration (ugcn_fast/ops/stgcn_block.py) hands them contiguous tensors of one dtype."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _native
+
+_RESIDUAL = {"none": 0, "identity": 1, "conv": 2}
+
+
+def _module():
+    return _native.cpu_module
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _dtype(t: Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _f64(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().to(torch.float64).contiguous()
+
+
+def _rows(sums: Tensor) -> list[Tensor]:
+    """The rows of a (k, C) sums buffer as separate tensors (op outputs must not alias each other)."""
+    return [row.clone() for row in sums]
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bias_map: Tensor | None) -> Tensor:
+    K, V, _ = A.shape
+    G, _, width = src.shape
+    C = width // K if contract else width
+    M = _f64(A.transpose(1, 2) if transpose else A)
+    out = src.new_empty((G, V, C if contract else K * C))
+    bias_map = None if bias_map is None else bias_map.contiguous()
+    _module().stgcn_graph_aggregate(_dtype(src), _ptr(src), _ptr(M), _ptr(bias_map), _ptr(out), G, V, K, C, contract,
+                                    _threads())
+    return out
+
+
+def _stats(x: Tensor, bias_map: Tensor | None) -> tuple[Tensor | None, Tensor]:
+    C = x.shape[-1]
+    rows = x.numel() // C
+    sums = torch.empty((2, C), dtype=torch.float64)
+    y = torch.empty_like(x) if bias_map is not None else None
+    V = bias_map.shape[0] if bias_map is not None else 1
+    _module().stgcn_channel_stats(_dtype(x), _ptr(x), rows, C, _ptr(bias_map), V, _ptr(y), _ptr(sums), _threads())
+    return y, sums
+
+
+def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    _, sums = _stats(x, None)
+    return tuple(_rows(sums))
+
+
+def bias_map_stats(x: Tensor, bias_map: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    y, sums = _stats(x, bias_map.contiguous())
+    return (y, *_rows(sums))
+
+
+def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: int, pad: int, Tq: int) -> Tensor:
+    T, rows, C = z.shape
+    h_ph = z.new_empty((stride, Tq, rows, C))
+    scale, shift_map = scale.contiguous(), shift_map.contiguous()
+    _module().stgcn_bn_relu_phases(_dtype(z), _ptr(z), _ptr(scale), _ptr(shift_map), _ptr(h_ph), T, rows, C, V,
+                                   stride, pad, Tq, _threads())
+    return h_ph
+
+
+def block_output(u: Tensor, scale2: Tensor, shift2: Tensor, mask: Tensor | None, res: Tensor | None,
+                 scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
+    rows, C = u.shape
+    out = torch.empty_like(u)
+    _module().stgcn_block_output(_dtype(u), rows, C, _ptr(u), _ptr(scale2), _ptr(shift2), _ptr(mask), False, 0, 0.0,
+                                 _ptr(res), _ptr(scale3), _ptr(shift3), _ptr(out), _threads())
+    return out
+
+
+def block_output_hashed(u: Tensor, scale2: Tensor, shift2: Tensor, seed: int, p: float, res: Tensor | None,
+                        scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
+    """block_output with dropout's multipliers hashed from `seed` in the kernel (torch_stgcn.dropout_multipliers),
+    never stored."""
+    rows, C = u.shape
+    out = torch.empty_like(u)
+    _module().stgcn_block_output(_dtype(u), rows, C, _ptr(u), _ptr(scale2), _ptr(shift2), 0, True, seed, p, _ptr(res),
+                                 _ptr(scale3), _ptr(shift3), _ptr(out), _threads())
+    return out
+
+
+def block_output_backward(dout: Tensor, out: Tensor, u: Tensor, mask: Tensor | None, mean2: Tensor, invstd2: Tensor,
+                          weight2: Tensor, res_kind: str, r0: Tensor | None, mean3: Tensor | None,
+                          invstd3: Tensor | None, weight3: Tensor | None) -> tuple[Tensor | None, ...]:
+    return _block_output_backward(dout, out, u, (mask, False, 0, 0.0), mean2, invstd2, weight2, res_kind, r0, mean3,
+                                  invstd3, weight3)
+
+
+def block_output_backward_hashed(dout: Tensor, out: Tensor, u: Tensor, seed: int, p: float, mean2: Tensor,
+                                 invstd2: Tensor, weight2: Tensor, res_kind: str, r0: Tensor | None,
+                                 mean3: Tensor | None, invstd3: Tensor | None, weight3: Tensor | None
+                                 ) -> tuple[Tensor | None, ...]:
+    return _block_output_backward(dout, out, u, (None, True, seed, p), mean2, invstd2, weight2, res_kind, r0, mean3,
+                                  invstd3, weight3)
+
+
+def _block_output_backward(dout, out, u, dropout, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3, weight3):
+    mask, hashed, seed, p = dropout
+    rows, C = u.shape
+    du = torch.empty_like(u)
+    dres = torch.empty_like(u) if res_kind != "none" else None
+    sums = torch.empty((6, C), dtype=torch.float64)
+    mean2, invstd2, weight2, mean3, invstd3, weight3 = map(_f64, (mean2, invstd2, weight2, mean3, invstd3, weight3))
+    _module().stgcn_block_output_backward(
+        _dtype(u), rows, C, _ptr(dout), _ptr(out), _ptr(u), _ptr(mask), hashed, seed, p, _ptr(mean2), _ptr(invstd2),
+        _ptr(weight2),
+        _RESIDUAL[res_kind], _ptr(r0), _ptr(mean3), _ptr(invstd3), _ptr(weight3), _ptr(du), _ptr(dres), _ptr(sums),
+        _threads())
+    conv = res_kind == "conv"
+    dw2, db2, dw3, db3, db_t, db_r = _rows(sums)
+    return du, dres, dw2, db2, dw3 if conv else None, db3 if conv else None, db_t, db_r if conv else None
+
+
+def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tensor, invstd1: Tensor, weight1: Tensor,
+                            V: int, stride: int, pad: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    T, rows, C = z.shape
+    dz = torch.empty_like(z)
+    sums = torch.empty((2, C), dtype=torch.float64)
+    joint_sums = torch.empty((V, C), dtype=torch.float64)
+    mean1, invstd1, weight1 = map(_f64, (mean1, invstd1, weight1))
+    _module().stgcn_bn_relu_phases_backward(
+        _dtype(z), _ptr(dh_ph), _ptr(h_ph), _ptr(z), _ptr(mean1), _ptr(invstd1), _ptr(weight1), _ptr(dz), _ptr(sums),
+        _ptr(joint_sums), T, rows, C, V, stride, pad, h_ph.shape[1], _threads())
+    return (dz, *_rows(sums), joint_sums)
+
+
+def bn_relu_im2col(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, kernel_size: int, stride: int, pad: int,
+                   T_out: int) -> Tensor:
+    T, rows, C = z.shape
+    h_col = z.new_empty((T_out, rows, kernel_size * C))
+    scale, shift_map = scale.contiguous(), shift_map.contiguous()
+    _module().stgcn_bn_relu_im2col(_dtype(z), _ptr(z), _ptr(scale), _ptr(shift_map), _ptr(h_col), T, rows, C, V,
+                                   kernel_size, stride, pad, T_out, _threads())
+    return h_col
+
+
+def bn_relu_im2col_backward(dh_col: Tensor, z: Tensor, scale: Tensor, shift_map: Tensor, mean1: Tensor,
+                            invstd1: Tensor, weight1: Tensor, V: int, kernel_size: int, stride: int, pad: int
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    T, rows, C = z.shape
+    dz = torch.empty_like(z)
+    sums = torch.empty((2, C), dtype=torch.float64)
+    joint_sums = torch.empty((V, C), dtype=torch.float64)
+    scale, shift_map = scale.contiguous(), shift_map.contiguous()
+    mean1, invstd1, weight1 = map(_f64, (mean1, invstd1, weight1))
+    _module().stgcn_bn_relu_im2col_backward(
+        _dtype(z), _ptr(dh_col), _ptr(z), _ptr(scale), _ptr(shift_map), _ptr(mean1), _ptr(invstd1), _ptr(weight1),
+        _ptr(dz), _ptr(sums), _ptr(joint_sums), T, rows, C, V, kernel_size, stride, pad, dh_col.shape[0], _threads())
+    return (dz, *_rows(sums), joint_sums)

@@ -1,0 +1,186 @@
+"""The memory-bound passes of the fused ST-GCN block in plain PyTorch: the executable contract that every native
+backend (csrc/cpu, csrc/cuda, kernels/) implements, and the fallback for dtypes and devices they do not serve.
+
+Layout (see ugcn_fast/ops/stgcn_block.py for why): activations are time-major, channels-last matrices,
+rows (t, n, v) and channels contiguous; a "group" is the V rows of one (t, n). Statistics are per channel sums in
+float64. The temporal convolution's input (relu(BN1(z))) is written by the BN1 pass in one of two layouts; a
+backend's choice is in ugcn_fast.ops.stgcn_pieces.TCN_LAYOUT:
+- "phases": `h_ph (s, Tq, N*V, C)`: padded frame tp = t + pad lives in phase tp % s at slot tp // s, zero where
+  t is outside [0, T), so tap j of a stride-s convolution is the contiguous slice
+  `h_ph[j % s, j // s : j // s + T_out]`: one GEMM per tap over the rows, the input stored once.
+- "im2col": `h_col (T_out, N*V, kt*C)`: row (t_out, r) holds the kt input frames t_out * s + j - pad it
+  convolves (zero outside [0, T)): the whole convolution is one GEMM with kt * C inner dimension, the input
+  stored kt / s times. On the CPU one wide GEMM beats kt narrow ones that re-read and re-write the output.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+
+def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bias_map: Tensor | None) -> Tensor:
+    """Applies the K adjacency subsets along the joints of every group, M = A or A^T (transpose):
+    contract: src (G, V, K*C) -> out (G, V, C),   out[g, w, c]     = sum_k sum_v M[k, v, w] src[g, v, k*C + c]
+    expand:   src (G, V, C)   -> out (G, V, K*C), out[g, w, k*C+c] = sum_v M[k, v, w] src[g, v, c]
+    bias_map (V, C), contract only: added to out."""
+    K, V, _ = A.shape
+    M = (A.transpose(1, 2) if transpose else A).to(src.dtype)
+    G = src.shape[0]
+    if contract:
+        C = src.shape[2] // K
+        out = torch.einsum("gvkc,kvw->gwc", src.view(G, V, K, C), M)
+        return (out if bias_map is None else out + bias_map).contiguous()
+    return torch.einsum("gvc,kvw->gwkc", src, M).reshape(G, V, -1).contiguous()
+
+
+def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(R, C) -> per-channel (sum, sum of squares) in float64."""
+    x64 = x.reshape(-1, x.shape[-1]).double()
+    return x64.sum(0), (x64 * x64).sum(0)
+
+
+def bias_map_stats(x: Tensor, bias_map: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """x (G, V, C) + bias_map (V, C), and its channel statistics."""
+    y = x + bias_map
+    return (y, *channel_stats(y))
+
+
+def phase_geometry(T: int, kernel_size: int, stride: int) -> tuple[int, int, int]:
+    """(pad, T_out, Tq) of a stride-`stride` temporal convolution with zero padding (kernel_size - 1) / 2."""
+    pad = (kernel_size - 1) // 2
+    T_out = (T + 2 * pad - kernel_size) // stride + 1
+    return pad, T_out, T_out + (kernel_size - 1) // stride
+
+
+def _phase_index(T: int, pad: int, stride: int, Tq: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """For every input frame t: (phase, slot, stored) with stored False for frames no tap reads."""
+    tp = torch.arange(T, device=device) + pad
+    phase, slot = tp % stride, tp // stride
+    return phase, slot, slot < Tq
+
+
+def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: int, pad: int, Tq: int) -> Tensor:
+    """h = relu(z * scale[c] + shift_map[v, c]) for z (T, N*V, C), written to the phase buffer (stride, Tq, N*V, C)."""
+    T, NV, C = z.shape
+    h = torch.relu(z.view(T, NV // V, V, C) * scale + shift_map).view(T, NV, C)
+    h_ph = z.new_zeros((stride, Tq, NV, C))
+    phase, slot, stored = _phase_index(T, pad, stride, Tq, z.device)
+    h_ph[phase[stored], slot[stored]] = h[stored]
+    return h_ph
+
+
+def _bn_backward(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch-statistics BatchNorm backward over rows: (dx, dweight, dbias) for y = weight * (x - mean) * invstd + b."""
+    M = dy.numel() // dy.shape[-1]
+    xhat = (x.double() - mean) * invstd
+    dy64 = dy.double()
+    dbias = dy64.reshape(-1, dy.shape[-1]).sum(0)
+    dweight = (dy64 * xhat).reshape(-1, dy.shape[-1]).sum(0)
+    dx = (weight.double() * invstd / M) * (M * dy64 - dbias - xhat * dweight)
+    return dx.to(dy.dtype), dweight, dbias
+
+
+# splitmix64's constants as int64 (torch has no uint64 arithmetic; int64 multiplication wraps the same way)
+_GOLDEN, _MIX1, _MIX2 = (c - (1 << 64) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shift_right_logical(z: Tensor, k: int) -> Tensor:
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def dropout_multipliers(seed: int | Tensor, p: float, rows: int, C: int, dtype: torch.dtype, device) -> Tensor:
+    """Dropout's multipliers (0 or 1 / (1 - p)) of a time-major (rows, C) activation, hashed from `seed`: element e
+    is kept when 24 bits of splitmix64(seed + (e + 1) * golden) are >= round(p * 2^24). The same function as
+    csrc/stgcn_block_math.h's dropout_multiplier, which the CPU kernels evaluate on the fly instead of storing."""
+    e = torch.arange(1, rows * C + 1, dtype=torch.int64, device=device)
+    z = torch.as_tensor(seed, dtype=torch.int64).to(device) + e * _GOLDEN
+    z = (z ^ _shift_right_logical(z, 30)) * _MIX1
+    z = (z ^ _shift_right_logical(z, 27)) * _MIX2
+    z = z ^ _shift_right_logical(z, 31)
+    keep = _shift_right_logical(z, 40) >= int(p * (1 << 24) + 0.5)
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype, device=device)
+    return torch.where(keep, scale, torch.zeros((), dtype=dtype, device=device)).view(rows, C)
+
+
+def block_output(u: Tensor, scale2: Tensor, shift2: Tensor, mask: Tensor | None, res: Tensor | None,
+                 scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
+    """out = relu((u * scale2 + shift2) * mask + residual) over (R, C) rows, residual = res * scale3 + shift3
+    (convolution residual), res (identity) or 0 (res None). mask holds dropout's multipliers (0 or 1 / (1 - p))."""
+    y = u * scale2 + shift2
+    if mask is not None:
+        y = y * mask
+    if res is not None:
+        y = y + (res * scale3 + shift3 if scale3 is not None else res)
+    return torch.relu(y)
+
+
+def block_output_backward(dout: Tensor, out: Tensor, u: Tensor, mask: Tensor | None, mean2: Tensor, invstd2: Tensor,
+                          weight2: Tensor, res_kind: str, r0: Tensor | None, mean3: Tensor | None,
+                          invstd3: Tensor | None, weight3: Tensor | None) -> tuple[Tensor, ...]:
+    """Backward of block_output in training (BN2 and BN3 with batch statistics): returns (du, dres, dweight2,
+    dbias2, dweight3, dbias3, dbias_t, dbias_r). dres is dL/d(res) for the identity residual, dL/d(r0) for the
+    convolution residual (BN3 backward applied), None without residual; dbias_t = sum(du), dbias_r = sum(dres)
+    (conv), the gradients of the biases of the convolutions feeding BN2 / BN3. Unused entries are None."""
+    g = dout * (out > 0)
+    d_bn2 = g * mask if mask is not None else g
+    du, dweight2, dbias2 = _bn_backward(d_bn2, u, mean2, invstd2, weight2)
+    dres = dweight3 = dbias3 = dbias_r = None
+    if res_kind == "identity":
+        dres = g
+    elif res_kind == "conv":
+        dres, dweight3, dbias3 = _bn_backward(g, r0, mean3, invstd3, weight3)
+        dbias_r = dres.double().reshape(-1, dres.shape[-1]).sum(0)
+    dbias_t = du.double().reshape(-1, du.shape[-1]).sum(0)
+    return du, dres, dweight2, dbias2, dweight3, dbias3, dbias_t, dbias_r
+
+
+def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tensor, invstd1: Tensor, weight1: Tensor,
+                            V: int, stride: int, pad: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward of bn_relu_phases in training (BN1 with batch statistics) for z (T, N*V, C): returns
+    (dz (T, N*V, C), dweight1, dbias1, joint_sums (V, C) = sum over (t, n) of dz, in float64). Frames no tap reads
+    receive no gradient through h (their dz is BatchNorm's mean terms only)."""
+    T, NV, C = z.shape
+    Tq = h_ph.shape[1]
+    phase, slot, stored = _phase_index(T, pad, stride, Tq, z.device)
+    g = z.new_zeros(z.shape)
+    g[stored] = dh_ph[phase[stored], slot[stored]] * (h_ph[phase[stored], slot[stored]] > 0)
+    dz, dweight1, dbias1 = _bn_backward(g, z, mean1, invstd1, weight1)
+    joint_sums = dz.double().view(T, NV // V, V, C).sum((0, 1))
+    return dz, dweight1, dbias1, joint_sums
+
+
+def bn_relu_im2col(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, kernel_size: int, stride: int, pad: int,
+                   T_out: int) -> Tensor:
+    """h = relu(z * scale[c] + shift_map[v, c]) for z (T, N*V, C), written as the im2col matrix
+    (T_out, N*V, kernel_size * C) of the stride-`stride` temporal convolution with zero padding `pad`."""
+    T, NV, C = z.shape
+    h = torch.relu(z.view(T, NV // V, V, C) * scale + shift_map).view(T, NV, C)
+    frames = torch.arange(T_out, device=z.device)[:, None] * stride + torch.arange(kernel_size, device=z.device) - pad
+    inside = (frames >= 0) & (frames < T)
+    cols = h[frames.clamp(0, T - 1)] * inside[:, :, None, None]  # (T_out, kt, NV, C)
+    return cols.permute(0, 2, 1, 3).reshape(T_out, NV, kernel_size * C).contiguous()
+
+
+def bn_relu_im2col_backward(dh_col: Tensor, z: Tensor, scale: Tensor, shift_map: Tensor, mean1: Tensor,
+                            invstd1: Tensor, weight1: Tensor, V: int, kernel_size: int, stride: int, pad: int
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward of bn_relu_im2col in training (BN1 with batch statistics): frame t of row r gathers dh_col[t_out, r, j]
+    over the taps (t_out, j) that read it, times ReLU's derivative, recomputed from z (z * scale + shift_map > 0, the
+    forward's ReLU input: reading z once costs less than reading the kt-times larger h_col). Returns as
+    bn_relu_phases_backward."""
+    T, NV, C = z.shape
+    T_out = dh_col.shape[0]
+    g = z.new_zeros(z.shape)
+    upstream = dh_col.view(T_out, NV, kernel_size, C)
+    for j in range(kernel_size):
+        for t_out in range(T_out):
+            t = t_out * stride + j - pad
+            if 0 <= t < T:
+                g[t] += upstream[t_out, :, j]
+    relu_input = (z.view(T, NV // V, V, C) * scale + shift_map).view(T, NV, C)
+    g = torch.where(relu_input > 0, g, torch.zeros((), dtype=g.dtype))
+    dz, dweight1, dbias1 = _bn_backward(g, z, mean1, invstd1, weight1)
+    joint_sums = dz.double().view(T, NV // V, V, C).sum((0, 1))
+    return dz, dweight1, dbias1, joint_sums

@@ -1,0 +1,52 @@
+"""Triton backend of the fused ST-GCN block's memory-bound passes (kernels/stgcn_block.py, installed as
+ugcn_fast.kernels): the functions of the plain-PyTorch contract ugcn_fast/backends/torch_stgcn.py, same signatures,
+same semantics. Inputs on CUDA in float32 / float16 / bfloat16 / float64, or on the CPU under TRITON_INTERPRET=1 in
+float32 / float64 (the interpreter has no bfloat16 arithmetic). Triton is imported on first use, not at import.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from torch import Tensor
+
+from .torch_stgcn import phase_geometry  # noqa: F401  (the same geometry helper as the contract)
+
+
+def _k():
+    from ..kernels import stgcn_block  # imports triton: only when this backend runs
+
+    return stgcn_block
+
+
+def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bias_map: Optional[Tensor]) -> Tensor:
+    return _k().graph_aggregate(src, A, contract, transpose, bias_map)
+
+
+def channel_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
+    return _k().channel_stats(x)
+
+
+def bias_map_stats(x: Tensor, bias_map: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return _k().bias_map_stats(x, bias_map)
+
+
+def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: int, pad: int, Tq: int) -> Tensor:
+    return _k().bn_relu_phases(z, scale, shift_map, V, stride, pad, Tq)
+
+
+def block_output(u: Tensor, scale2: Tensor, shift2: Tensor, mask: Optional[Tensor], res: Optional[Tensor],
+                 scale3: Optional[Tensor], shift3: Optional[Tensor]) -> Tensor:
+    return _k().block_output(u, scale2, shift2, mask, res, scale3, shift3)
+
+
+def block_output_backward(dout: Tensor, out: Tensor, u: Tensor, mask: Optional[Tensor], mean2: Tensor,
+                          invstd2: Tensor, weight2: Tensor, res_kind: str, r0: Optional[Tensor],
+                          mean3: Optional[Tensor], invstd3: Optional[Tensor], weight3: Optional[Tensor]
+                          ) -> Tuple[Optional[Tensor], ...]:
+    return _k().block_output_backward(dout, out, u, mask, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3,
+                                      weight3)
+
+
+def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tensor, invstd1: Tensor, weight1: Tensor,
+                            V: int, stride: int, pad: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _k().bn_relu_phases_backward(dh_ph, h_ph, z, mean1, invstd1, weight1, V, stride, pad)

@@ -1,0 +1,308 @@
+"""The fused ST-GCN block (SPEC §3): the orchestration of its passes, in training and in eval.
+
+Layout. Inside the block activations are *time-major, channels-last* matrices: rows (t, n, v), channels
+contiguous, i.e. a (T, N, V, C) tensor. Three reasons: every channel-mixing convolution (the graph convolution's
+1x1, the residual 1x1, each tap of the temporal convolution) is then one dense GEMM over all rows with no permute;
+a temporal shift of the input by `j` frames is a shift by whole `N * V`-row blocks, so tap j of the temporal
+convolution reads a contiguous slice of its input (stride s: of one phase of it, see torch_stgcn.py) instead of an
+im2col copy; and the graph aggregation works on the V contiguous rows of one (t, n). The block's output is a
+(N, C, T, V)-shaped *view* of the time-major result, so a following fused block reads it without a copy.
+
+Passes, training forward (M rows, B = BatchNorm):
+  gcn     graph-first (C_in < C_out, aggregate the smaller side): xa = aggregate(x) (M, K*C_in);
+          z = xa @ W (M, C_out); z += bias map + B1 statistics (one pass)
+          GEMM-first: y = x @ W^T + b (M, K*C_out); z = aggregate(y); B1 statistics (one pass)
+  h       relu(B1(z)) written once, zero padding included, in the layout the backend's GEMMs want:
+          "im2col" (CPU): row (t_out, n, v) holds the kt frames it convolves -> u = h @ Wt + bt, one GEMM with a
+          kt*C inner dimension (kt narrow GEMMs re-reading and re-writing u measured slower);
+          "phases" (GPU backends): the input stored once, tap j a contiguous slice -> one GEMM per tap
+  tcn     u = ... + bt; B2 statistics
+  res     r0 = x[::s] @ Wr^T + br; B3 statistics (convolution residual only)
+  out     relu(B2(u) * dropout mask + residual) in one pass
+Backward mirrors it: one reduction and one apply pass for B2 / B3 / dropout / ReLU, GEMMs for the taps, one
+reduction and one apply pass for B1 + ReLU (which also sums dz per joint for the graph convolution's bias), GEMMs
+and one aggregation for the graph convolution. Eval folds every BatchNorm into the adjacent convolution: one
+aggregation pass that also applies bias map and ReLU into the phase buffer, GEMMs accumulating onto the residual,
+one ReLU.
+
+The GEMMs are torch's (MKL / cuBLAS): on the CPU they measure faster than anything we would write, and the
+passes between them are what the native kernels fuse. Gradients and sums are gathered per output element or per
+channel in a fixed order: results are reproducible run to run for a given thread count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..backends.torch_stgcn import dropout_multipliers
+from . import stgcn_pieces as pieces
+from .stgcn_pieces import phase_geometry
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    kernel_size: int
+    stride: int
+    residual: str  # "none" | "identity" | "conv"
+    eps: tuple[float, float, float]
+    backend: str  # the passes' implementation: "torch", "cpu", "triton", "cuda"
+    dropout: float = 0.0
+
+
+def to_time_major(x: Tensor) -> Tensor:
+    """(N, C, T, V) -> contiguous (T, N, V, C); free when x is the view a fused block returned."""
+    return x.permute(2, 0, 3, 1).contiguous()
+
+
+def from_time_major(x_tm: Tensor) -> Tensor:
+    return x_tm.permute(1, 3, 0, 2)
+
+
+def _gcn_weight_by_subset(w_gcn: Tensor, K: int) -> Tensor:
+    """gcn.conv.weight (K*C_out, C_in, 1, 1) -> (K*C_in, C_out), rows (k, c_in): the graph-first GEMM's operand."""
+    KC, C_in = w_gcn.shape[:2]
+    return w_gcn.view(K, KC // K, C_in).permute(0, 2, 1).reshape(K * C_in, KC // K)
+
+
+def _bias_map(A: Tensor, b_gcn: Tensor) -> Tensor:
+    """(V, C_out): what the 1x1 convolution's bias becomes after aggregation, sum_k colsum(A_k)[w] * b[k, c]."""
+    K = A.shape[0]
+    return A.sum(1).t() @ b_gcn.view(K, -1)
+
+
+def _bn_from_sums(s: Tensor, ss: Tensor, M: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, biased var, invstd) in float64 from channel sums."""
+    mean = s / M
+    var = (ss / M - mean * mean).clamp_min(0.0)
+    return mean, var, torch.rsqrt(var + eps)
+
+
+def _affine(weight: Tensor, bias: Tensor, mean: Tensor, invstd: Tensor, dtype) -> tuple[Tensor, Tensor]:
+    scale = weight.double() * invstd
+    return scale.to(dtype), (bias.double() - mean * scale).to(dtype)
+
+
+def _tcn_taps(h: Tensor, kernel_size: int, stride: int, T_out: int) -> list[Tensor]:
+    """Tap j's input rows: a contiguous (T_out * N * V, C) slice of the phase buffer."""
+    C = h.shape[-1]
+    return [h[j % stride, j // stride: j // stride + T_out].reshape(-1, C) for j in range(kernel_size)]
+
+
+def _tcn_weight_cat(w_t: Tensor) -> Tensor:
+    """tcn.2.weight (C_out, C, kt, 1) -> (kt*C, C_out), rows (j, c): the im2col GEMM's operand."""
+    C_out, C, kt, _ = w_t.shape
+    return w_t[:, :, :, 0].permute(2, 1, 0).reshape(kt * C, C_out)
+
+
+def _residual_input(x_tm: Tensor, stride: int) -> Tensor:
+    return x_tm if stride == 1 else x_tm[::stride].contiguous()
+
+
+class _TrainingBlock(torch.autograd.Function):
+    """Training-mode block on time-major x; returns (out, batch mean and biased var of B1, B2, B3)."""
+
+    @staticmethod
+    def forward(ctx, x, A, w_gcn, b_gcn, w1, b1, w_t, b_t, w2, b2, w_r, b_r, w3, b3, dropout_seed,
+                cfg: BlockConfig):
+        be = cfg.backend
+        T, N, V, C_in = x.shape
+        K = A.shape[0]
+        C_out = w_t.shape[0]
+        dtype = x.dtype
+        A = A.to(dtype)
+        rows = x.view(T * N * V, C_in)
+        graph_first = C_in < C_out
+        if graph_first:
+            xa = pieces.graph_aggregate(be, x.view(T * N, V, C_in), A, False, False, None)
+            z = (xa.view(-1, K * C_in) @ _gcn_weight_by_subset(w_gcn, K)).view(T * N, V, C_out)
+            z, s1, ss1 = pieces.bias_map_stats(be, z, _bias_map(A, b_gcn))
+        else:
+            xa = None
+            y = torch.addmm(b_gcn, rows, w_gcn.view(K * C_out, C_in).t())
+            z = pieces.graph_aggregate(be, y.view(T * N, V, K * C_out), A, True, False, None)
+            s1, ss1 = pieces.channel_stats(be, z)
+        M1 = T * N * V
+        mean1, var1, invstd1 = _bn_from_sums(s1, ss1, M1, cfg.eps[0])
+        scale1, shift1 = _affine(w1, b1, mean1, invstd1, dtype)
+        pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
+        z = z.view(T, N * V, C_out)
+        shift_map = shift1.expand(V, C_out).contiguous()
+        if pieces.tcn_layout(be) == "im2col":
+            h = pieces.bn_relu_im2col(be, z, scale1, shift_map, V, cfg.kernel_size, cfg.stride, pad, T_out)
+            u = torch.addmm(b_t, h.view(T_out * N * V, -1), _tcn_weight_cat(w_t))
+        else:
+            h = pieces.bn_relu_phases(be, z, scale1, shift_map, V, cfg.stride, pad, Tq)
+            taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
+            u = torch.addmm(b_t, taps[0], w_t[:, :, 0, 0].t())
+            for j in range(1, cfg.kernel_size):
+                u.addmm_(taps[j], w_t[:, :, j, 0].t())
+        M2 = T_out * N * V
+        mean2, var2, invstd2 = _bn_from_sums(*pieces.channel_stats(be, u), M2, cfg.eps[1])
+        scale2, shift2 = _affine(w2, b2, mean2, invstd2, dtype)
+
+        xs = r0 = mean3 = var3 = invstd3 = scale3 = shift3 = None
+        if cfg.residual == "conv":
+            xs = _residual_input(x, cfg.stride).view(M2, C_in)
+            r0 = torch.addmm(b_r, xs, w_r.view(C_out, C_in).t())
+            mean3, var3, invstd3 = _bn_from_sums(*pieces.channel_stats(be, r0), M2, cfg.eps[2])
+            scale3, shift3 = _affine(w3, b3, mean3, invstd3, dtype)
+            res = r0
+        elif cfg.residual == "identity":
+            res = rows
+        else:
+            res = None
+        mask_rows = None
+        if dropout_seed is None:
+            out = pieces.block_output(be, u, scale2, shift2, None, res, scale3, shift3)
+        elif be in pieces.HASHED_DROPOUT:
+            out = pieces.block_output_hashed(be, u, scale2, shift2, dropout_seed, cfg.dropout, res, scale3, shift3)
+        else:
+            mask_rows = dropout_multipliers(dropout_seed, cfg.dropout, M2, C_out, dtype, x.device)
+            out = pieces.block_output(be, u, scale2, shift2, mask_rows, res, scale3, shift3)
+
+        ctx.cfg, ctx.graph_first, ctx.shape = cfg, graph_first, (T, N, V, C_in, C_out, T_out, pad)
+        ctx.save_for_backward(x, A, w_gcn, w1, w_t, w2, w_r, w3, mask_rows, dropout_seed, xa, z, h, u, out, xs, r0,
+                              mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map)
+        stats = [mean1, var1, mean2, var2]
+        stats += [mean3, var3] if mean3 is not None else [mean1.new_empty(0), var1.new_empty(0)]
+        ctx.mark_non_differentiable(*stats)
+        return (out.view(T_out, N, V, C_out), *stats)
+
+    @staticmethod
+    def backward(ctx, dout, *_stat_grads):
+        (x, A, w_gcn, w1, w_t, w2, w_r, w3, mask, dropout_seed, xa, z, h, u, out, xs, r0,
+         mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map) = ctx.saved_tensors
+        cfg, be = ctx.cfg, ctx.cfg.backend
+        T, N, V, C_in, C_out, T_out, pad = ctx.shape
+        K = A.shape[0]
+        kt, stride = cfg.kernel_size, cfg.stride
+        dout = dout.reshape(-1, C_out).contiguous()
+        dropout = (dropout_seed, cfg.dropout) if dropout_seed is not None and mask is None else mask
+        du, dres, dw2, db2, dw3, db3, db_t, db_r = pieces.block_output_backward(
+            be, dout, out, u, dropout, mean2, invstd2, w2, cfg.residual, r0, mean3, invstd3, w3)
+
+        if pieces.tcn_layout(be) == "im2col":  # one GEMM for the weight, one for the input's im2col gradient
+            h_col = h.view(T_out * N * V, -1)
+            dw_t = (h_col.t() @ du).view(kt, C_out, C_out).permute(2, 1, 0).unsqueeze(-1)
+            dh_col = (du @ _tcn_weight_cat(w_t).t()).view(h.shape)
+            dz, dw1, db1, joint_sums = pieces.bn_relu_im2col_backward(be, dh_col, z, scale1, shift_map, mean1,
+                                                                      invstd1, w1, V, kt, stride, pad)
+        else:  # one GEMM per tap for the weight, one per tap accumulating into the phase buffer
+            taps = _tcn_taps(h, kt, stride, T_out)
+            dw_t = torch.stack([(taps[j].t() @ du).t() for j in range(kt)], dim=2).unsqueeze(-1)
+            dh = torch.zeros_like(h)
+            dtaps = _tcn_taps(dh, kt, stride, T_out)
+            for j in range(kt):
+                dtaps[j].addmm_(du, w_t[:, :, j, 0])
+            dz, dw1, db1, joint_sums = pieces.bn_relu_phases_backward(be, dh, h, z, mean1, invstd1, w1, V,
+                                                                      stride, pad)
+
+        # graph convolution
+        rows = x.view(-1, C_in)
+        dz_rows = dz.view(-1, C_out)
+        colsum = A.sum(1).double()  # (K, W)
+        db_gcn = (colsum @ joint_sums).reshape(-1).to(w_gcn.dtype)
+        if ctx.graph_first:
+            w_cat = _gcn_weight_by_subset(w_gcn, K)
+            dw_cat = xa.view(-1, K * C_in).t() @ dz_rows  # (K*C_in, C_out)
+            dw_gcn = dw_cat.view(K, C_in, C_out).permute(0, 2, 1).reshape(K * C_out, C_in, 1, 1)
+            dxa = dz_rows @ w_cat.t()
+            dx = pieces.graph_aggregate(be, dxa.view(T * N, V, K * C_in), A, True, True, None).view(-1, C_in)
+        else:
+            w_mat = w_gcn.view(K * C_out, C_in)
+            dy = pieces.graph_aggregate(be, dz.view(T * N, V, C_out), A, False, True, None).view(-1, K * C_out)
+            dw_gcn = (dy.t() @ rows).view(K * C_out, C_in, 1, 1)
+            # the identity residual's gradient enters as the GEMM's accumulator: no extra pass
+            dx = torch.addmm(dres, dy, w_mat) if cfg.residual == "identity" else dy @ w_mat
+
+        dw_r = db_r_out = None
+        if cfg.residual == "conv":
+            dw_r = (dres.t() @ xs).view(C_out, C_in, 1, 1)
+            db_r_out = db_r.to(w_r.dtype)
+            # accumulate dres @ Wr into the frames the strided residual read, in place
+            dx_read = dx.view(T, N * V, C_in)[::stride]
+            dx_read.baddbmm_(dres.view(T_out, N * V, C_out), w_r.view(C_out, C_in).expand(T_out, C_out, C_in))
+        p_dtype = w1.dtype
+        grads = (dx.view(T, N, V, C_in), None, dw_gcn, db_gcn, dw1.to(p_dtype), db1.to(p_dtype), dw_t,
+                 db_t.to(w_t.dtype), dw2.to(p_dtype), db2.to(p_dtype), dw_r, db_r_out,
+                 dw3.to(p_dtype) if dw3 is not None else None, db3.to(p_dtype) if db3 is not None else None,
+                 None, None)
+        return grads
+
+
+def training_forward(x_tm: Tensor, A: Tensor, params: dict, dropout_seed: Tensor | None, cfg: BlockConfig):
+    """-> (out_tm, [(batch mean, biased batch var) of B1, B2 and, with a convolution residual, B3]). Dropout (with
+    probability cfg.dropout) keeps the elements torch_stgcn.dropout_multipliers(dropout_seed, ...) keeps."""
+    p = params
+    out, m1, v1, m2, v2, m3, v3 = _TrainingBlock.apply(
+        x_tm, A, p["gcn.conv.weight"], p["gcn.conv.bias"], p["tcn.0.weight"], p["tcn.0.bias"], p["tcn.2.weight"],
+        p["tcn.2.bias"], p["tcn.3.weight"], p["tcn.3.bias"], p.get("residual.0.weight"), p.get("residual.0.bias"),
+        p.get("residual.1.weight"), p.get("residual.1.bias"), dropout_seed, cfg)
+    stats = [(m1, v1), (m2, v2)] + ([(m3, v3)] if cfg.residual == "conv" else [])
+    return out, stats
+
+
+def _fold(bn: dict, eps: float, dtype) -> tuple[Tensor, Tensor]:
+    """Running-statistics BatchNorm as y = x * scale + shift."""
+    scale = bn["weight"].double() * torch.rsqrt(bn["running_var"].double() + eps)
+    return scale.to(dtype), (bn["bias"].double() - bn["running_mean"].double() * scale).to(dtype)
+
+
+def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig) -> Tensor:
+    """Eval-mode block on time-major x with every BatchNorm folded into the convolution before it: one aggregation
+    pass, one pass into the phase buffer (bias map, B1 and ReLU), GEMMs accumulating onto the residual, one ReLU."""
+    be = cfg.backend
+    T, N, V, C_in = x_tm.shape
+    K = A.shape[0]
+    dtype = x_tm.dtype
+    A = A.to(dtype)
+    w_gcn, b_gcn, w_t, b_t = (params[k] for k in ("gcn.conv.weight", "gcn.conv.bias", "tcn.2.weight", "tcn.2.bias"))
+    C_out = w_t.shape[0]
+    scale1, shift1 = _fold(bns[0], cfg.eps[0], dtype)
+    scale2, shift2 = _fold(bns[1], cfg.eps[1], dtype)
+    shift_map = (_bias_map(A, b_gcn) * scale1 + shift1).contiguous()
+    rows = x_tm.view(-1, C_in)
+    if C_in < C_out:
+        xa = pieces.graph_aggregate(be, x_tm.view(T * N, V, C_in), A, False, False, None)
+        z = xa.view(-1, K * C_in) @ (_gcn_weight_by_subset(w_gcn, K) * scale1)
+    else:
+        w = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
+        z = pieces.graph_aggregate(be, (rows @ w.t()).view(T * N, V, K * C_out), A, True, False, None)
+    pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
+    ones = torch.ones(C_out, dtype=dtype, device=x_tm.device)
+    z = z.view(T, N * V, C_out)
+    im2col = pieces.tcn_layout(be) == "im2col"
+    if im2col:
+        h = pieces.bn_relu_im2col(be, z, ones, shift_map, V, cfg.kernel_size, cfg.stride, pad, T_out)
+    else:
+        h = pieces.bn_relu_phases(be, z, ones, shift_map, V, cfg.stride, pad, Tq)
+
+    bias_t = b_t * scale2 + shift2
+    if cfg.residual == "conv":
+        scale3, shift3 = _fold(bns[2], cfg.eps[2], dtype)
+        w_r = params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)
+        u = torch.addmm(params["residual.0.bias"] * scale3 + shift3 + bias_t,
+                        _residual_input(x_tm, cfg.stride).view(-1, C_in), w_r.t())
+    elif cfg.residual == "identity":
+        u = None  # the GEMM below accumulates onto x itself; the bias goes into the final pass
+    else:
+        u = bias_t.expand(T_out * N * V, C_out).clone()
+    if im2col:
+        w_cat = _tcn_weight_cat(w_t) * scale2
+        h_rows = h.view(T_out * N * V, -1)
+        u = torch.addmm(rows, h_rows, w_cat) if u is None else u.addmm_(h_rows, w_cat)
+    else:
+        w_t = w_t[:, :, :, 0] * scale2.view(-1, 1, 1)
+        for j, tap in enumerate(_tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)):
+            u = torch.addmm(rows, tap, w_t[:, :, j].t()) if u is None else u.addmm_(tap, w_t[:, :, j].t())
+    if cfg.residual == "identity":  # relu(u + bias) in one pass
+        return pieces.block_output(be, u, ones, bias_t, None, None, None, None).view(T_out, N, V, C_out)
+    return torch.relu_(u).view(T_out, N, V, C_out)
+
+
+def draw_dropout_seed() -> Tensor:
+    """A dropout seed from torch's default generator (torch.manual_seed reproduces it): a 0-dim int64 tensor, so
+    torch.compile traces it without reading its value."""
+    return torch.randint(0, 1 << 62, (), dtype=torch.int64)

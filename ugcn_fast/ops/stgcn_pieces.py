@@ -1,0 +1,197 @@
+"""The memory-bound passes of the fused ST-GCN block as torch.library ops (`ugcn_fast::stgcn_*`), so the block's
+forward and backward trace under torch.compile without graph breaks. Each op takes the backend name first and
+runs that backend's implementation (ugcn_fast.backends.<backend>_stgcn, all with the signatures of the plain
+PyTorch contract in ugcn_fast.backends.torch_stgcn). Optional outputs come back as empty tensors (a custom op
+cannot return None); `block_output_backward` below turns them back into None.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from ..backends.torch_stgcn import phase_geometry  # noqa: F401  (re-exported for the orchestration)
+
+
+@lru_cache(maxsize=None)
+def _impl(backend: str):
+    return importlib.import_module(f"ugcn_fast.backends.{backend}_stgcn")
+
+
+# The temporal convolution's input layout each backend's BN1 pass writes (see torch_stgcn.py): im2col on the CPU,
+# where one wide GEMM measured faster than kt narrow ones; phases elsewhere. A plain dict: torch.compile traces it.
+TCN_LAYOUT = {"cpu": "im2col"}
+
+
+def tcn_layout(backend: str) -> str:
+    return TCN_LAYOUT.get(backend, "phases")
+
+
+# Backends whose output passes hash dropout's multipliers from the seed on the fly (no mask tensor); the others
+# get the same multipliers materialised by torch_stgcn.dropout_multipliers.
+HASHED_DROPOUT = ("cpu", "cuda")
+
+
+def _stats_like(x: Tensor, C: int) -> Tensor:
+    return x.new_empty((C,), dtype=torch.float64)
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_graph_aggregate", mutates_args=())
+def graph_aggregate(backend: str, src: Tensor, A: Tensor, contract: bool, transpose: bool,
+                    bias_map: Tensor | None) -> Tensor:
+    return _impl(backend).graph_aggregate(src, A, contract, transpose, bias_map)
+
+
+@graph_aggregate.register_fake
+def _(backend, src, A, contract, transpose, bias_map):
+    K = A.shape[0]
+    G, V, C = src.shape
+    return src.new_empty((G, V, C // K if contract else C * K))
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_channel_stats", mutates_args=())
+def channel_stats(backend: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    return _impl(backend).channel_stats(x)
+
+
+@channel_stats.register_fake
+def _(backend, x):
+    return _stats_like(x, x.shape[-1]), _stats_like(x, x.shape[-1])
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_bias_map_stats", mutates_args=())
+def bias_map_stats(backend: str, x: Tensor, bias_map: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return _impl(backend).bias_map_stats(x, bias_map)
+
+
+@bias_map_stats.register_fake
+def _(backend, x, bias_map):
+    return torch.empty_like(x), _stats_like(x, x.shape[-1]), _stats_like(x, x.shape[-1])
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_bn_relu_phases", mutates_args=())
+def bn_relu_phases(backend: str, z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: int, pad: int,
+                   Tq: int) -> Tensor:
+    return _impl(backend).bn_relu_phases(z, scale, shift_map, V, stride, pad, Tq)
+
+
+@bn_relu_phases.register_fake
+def _(backend, z, scale, shift_map, V, stride, pad, Tq):
+    return z.new_empty((stride, Tq, z.shape[1], z.shape[2]))
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_block_output", mutates_args=())
+def block_output(backend: str, u: Tensor, scale2: Tensor, shift2: Tensor, mask: Tensor | None, res: Tensor | None,
+                 scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
+    return _impl(backend).block_output(u, scale2, shift2, mask, res, scale3, shift3)
+
+
+@block_output.register_fake
+def _(backend, u, scale2, shift2, mask, res, scale3, shift3):
+    return torch.empty_like(u)
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_block_output_hashed", mutates_args=())
+def block_output_hashed(backend: str, u: Tensor, scale2: Tensor, shift2: Tensor, seed: Tensor, p: float,
+                        res: Tensor | None, scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
+    return _impl(backend).block_output_hashed(u, scale2, shift2, int(seed), p, res, scale3, shift3)
+
+
+@block_output_hashed.register_fake
+def _(backend, u, scale2, shift2, seed, p, res, scale3, shift3):
+    return torch.empty_like(u)
+
+
+def _with_empties(results, u: Tensor) -> list[Tensor]:
+    empty = u.new_empty((0,))
+    return [r if r is not None else empty.clone() for r in results]
+
+
+def _fake_backward_results(u: Tensor, res_kind: str) -> list[Tensor]:
+    C = u.shape[-1]
+    stat, none = _stats_like(u, C), u.new_empty((0,))
+    conv = res_kind == "conv"
+    return [torch.empty_like(u), torch.empty_like(u) if res_kind != "none" else none, stat, stat.clone(),
+            stat.clone() if conv else none.clone(), stat.clone() if conv else none.clone(), stat.clone(),
+            stat.clone() if conv else none.clone()]
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_block_output_backward", mutates_args=())
+def _block_output_backward(backend: str, dout: Tensor, out: Tensor, u: Tensor, mask: Tensor | None, mean2: Tensor,
+                           invstd2: Tensor, weight2: Tensor, res_kind: str, r0: Tensor | None, mean3: Tensor | None,
+                           invstd3: Tensor | None, weight3: Tensor | None) -> list[Tensor]:
+    return _with_empties(_impl(backend).block_output_backward(dout, out, u, mask, mean2, invstd2, weight2, res_kind,
+                                                              r0, mean3, invstd3, weight3), u)
+
+
+@_block_output_backward.register_fake
+def _(backend, dout, out, u, mask, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3, weight3):
+    return _fake_backward_results(u, res_kind)
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_block_output_backward_hashed", mutates_args=())
+def _block_output_backward_hashed(backend: str, dout: Tensor, out: Tensor, u: Tensor, seed: Tensor, p: float,
+                                  mean2: Tensor, invstd2: Tensor, weight2: Tensor, res_kind: str, r0: Tensor | None,
+                                  mean3: Tensor | None, invstd3: Tensor | None, weight3: Tensor | None
+                                  ) -> list[Tensor]:
+    return _with_empties(_impl(backend).block_output_backward_hashed(dout, out, u, int(seed), p, mean2, invstd2,
+                                                                     weight2, res_kind, r0, mean3, invstd3, weight3), u)
+
+
+@_block_output_backward_hashed.register_fake
+def _(backend, dout, out, u, seed, p, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3, weight3):
+    return _fake_backward_results(u, res_kind)
+
+
+def block_output_backward(backend, dout, out, u, dropout, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3,
+                          weight3) -> tuple[Tensor | None, ...]:
+    """dropout: None, a multipliers tensor, or (seed, p) for the hashed backends."""
+    if isinstance(dropout, tuple):
+        results = _block_output_backward_hashed(backend, dout, out, u, *dropout, mean2, invstd2, weight2, res_kind, r0,
+                                                mean3, invstd3, weight3)
+    else:
+        results = _block_output_backward(backend, dout, out, u, dropout, mean2, invstd2, weight2, res_kind, r0, mean3,
+                                         invstd3, weight3)
+    absent = {1} if res_kind == "none" else set()
+    if res_kind != "conv":
+        absent |= {4, 5, 7}
+    return tuple(None if i in absent else r for i, r in enumerate(results))
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_bn_relu_phases_backward", mutates_args=())
+def bn_relu_phases_backward(backend: str, dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tensor, invstd1: Tensor,
+                            weight1: Tensor, V: int, stride: int, pad: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _impl(backend).bn_relu_phases_backward(dh_ph, h_ph, z, mean1, invstd1, weight1, V, stride, pad)
+
+
+@bn_relu_phases_backward.register_fake
+def _(backend, dh_ph, h_ph, z, mean1, invstd1, weight1, V, stride, pad):
+    C = z.shape[-1]
+    return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), z.new_empty((V, C), dtype=torch.float64)
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_bn_relu_im2col", mutates_args=())
+def bn_relu_im2col(backend: str, z: Tensor, scale: Tensor, shift_map: Tensor, V: int, kernel_size: int, stride: int,
+                   pad: int, T_out: int) -> Tensor:
+    return _impl(backend).bn_relu_im2col(z, scale, shift_map, V, kernel_size, stride, pad, T_out)
+
+
+@bn_relu_im2col.register_fake
+def _(backend, z, scale, shift_map, V, kernel_size, stride, pad, T_out):
+    return z.new_empty((T_out, z.shape[1], kernel_size * z.shape[2]))
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_bn_relu_im2col_backward", mutates_args=())
+def bn_relu_im2col_backward(backend: str, dh_col: Tensor, z: Tensor, scale: Tensor, shift_map: Tensor, mean1: Tensor,
+                            invstd1: Tensor, weight1: Tensor, V: int, kernel_size: int, stride: int, pad: int
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _impl(backend).bn_relu_im2col_backward(dh_col, z, scale, shift_map, mean1, invstd1, weight1, V,
+                                                  kernel_size, stride, pad)
+
+
+@bn_relu_im2col_backward.register_fake
+def _(backend, dh_col, z, scale, shift_map, mean1, invstd1, weight1, V, kernel_size, stride, pad):
+    C = z.shape[-1]
+    return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), z.new_empty((V, C), dtype=torch.float64)
