@@ -147,8 +147,9 @@ def block_unsupported_reason(name: str, device: torch.device, dtype: torch.dtype
         return f"backend={name!r} runs on {', '.join(devices)} tensors, got a {device.type} tensor"
     if dtype not in _dtypes(name, device.type):
         return f"backend={name!r} on {device.type} takes dtypes {_dtypes(name, device.type)}, got {dtype}"
-    if name == "cuda" and V > int(_native.cuda_module.stgcn_max_joints):
-        return f"backend='cuda' stages a group's joints in shared memory: V <= {_native.cuda_module.stgcn_max_joints}, got V = {V}"
+    max_v = int(_native.cuda_module.stgcn_max_joints) if name == "cuda" else None
+    if max_v is not None and V > max_v:
+        return f"backend='cuda' stages a group's joints in shared memory: V <= {max_v}, got V = {V}"
     return None
 
 
