@@ -85,9 +85,33 @@ class UGCN(nn.Module):
             h = blk(h)
             if i % 2 == 0:  # blocks 1, 3, 5, 7, 9 end a resolution: T, T/2, T/4, T/8, T/16
                 skips.append(h)
+        if self.fused:
+            return self._up_merge_head_time_major(h, skips, T)
         merged = 0
         for blk, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
             h = F.interpolate(blk(h), scale_factor=(2, 1), mode="nearest") + skip  # f_up(t) = f(floor(t / 2))
             merged = merged + F.interpolate(merge(h), size=(T, J), mode="nearest")
         out = self.regressor(self.head(merged))  # (B, 3, T, J)
         return out.permute(0, 2, 3, 1).contiguous()
+
+    def _up_merge_head_time_major(self, h: Tensor, skips: list, T: int) -> Tensor:
+        """The up stages, merge and head of forward() on the fused blocks' time-major (T, B, J, C) buffers: the same
+        operations (nearest upsampling along time is repeat_interleave, a 1x1 convolution is a linear map over the
+        channels), written so every block's input is already time-major and no activation is permuted or copied
+        between blocks."""
+        def time_major(a: Tensor) -> Tensor:  # (B, C, T, J) view of a fused block's output -> (T, B, J, C)
+            return a.permute(2, 0, 3, 1)
+
+        def as_block_input(a_tm: Tensor) -> Tensor:
+            return a_tm.permute(1, 3, 0, 2)
+
+        def conv1x1(conv: nn.Conv2d, a_tm: Tensor) -> Tensor:
+            return F.linear(a_tm, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
+
+        merged = 0
+        for blk, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
+            h_tm = time_major(blk(h)).repeat_interleave(2, dim=0) + time_major(skip)  # f_up(t) = f(floor(t / 2))
+            h = as_block_input(h_tm)
+            merged = merged + conv1x1(merge, h_tm).repeat_interleave(T // h_tm.shape[0], dim=0)
+        out_tm = conv1x1(self.regressor, time_major(self.head(as_block_input(merged))))  # (T, B, J, 3)
+        return out_tm.permute(1, 0, 2, 3).contiguous()
