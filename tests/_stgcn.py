@@ -1,6 +1,7 @@
 """Test helpers for the fused ST-GCN block: the reference block fed the dropout mask the fused block draws."""
 import torch
 
+from ugcn_fast.backends.torch_stgcn import phase_geometry
 from ugcn_fast.fused_stgcn_block import dropout_masks
 from ugcn_fast.ops.stgcn_block import draw_dropout_seed
 
@@ -18,7 +19,7 @@ class FixedMask(torch.nn.Module):
 
 def output_shape(block, x):
     N, _, T, V = x.shape
-    T_out = (T + 2 * ((block.kernel_size - 1) // 2) - block.kernel_size) // block.stride + 1
+    _, T_out, _ = phase_geometry(T, block.kernel_size, block.stride)
     return (N, block.out_channels, T_out, V)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .inference import predict_sequence
+from .inference import add_inference_arguments, predict_sequence
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve", "pck150", "auc")
 METRIC_TITLES = {"mpjpe": "MPJPE mm", "p_mpjpe": "P-MPJPE mm", "mpjve": "MPJVE mm", "pck150": "PCK@150 %",
@@ -141,13 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="data seed (procedural motion, virtual cameras)")
     parser.add_argument("--num-sequences", type=int, default=None, help="motions to take (default: the source's)")
     parser.add_argument("--frames", type=int, default=None, help="crop every motion to its first FRAMES frames")
-    parser.add_argument("--window", type=int, default=96, help="sliding-window length (a multiple of 16)")
-    parser.add_argument("--step", type=int, default=5, help="sliding-window step")
-    parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test-time augmentation")
-    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
-                        help="fused ST-GCN blocks (default: UGCN's default)")
+    add_inference_arguments(parser)
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write every number as JSON")
     return parser
 

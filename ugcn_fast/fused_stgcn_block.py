@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from . import backends
 from .backends.torch_stgcn import dropout_multipliers
-from .ops.stgcn_block import (BlockConfig, draw_dropout_seed, eval_forward, from_time_major, to_time_major,
-                              training_forward)
+from .ops.stgcn_block import (BlockConfig, draw_dropout_seed, eval_forward, from_time_major, phase_geometry,
+                              to_time_major, training_forward)
 from .reference.stgcn_block import STGCNBlock, check_block_input
 
 
@@ -64,7 +64,7 @@ class FusedSTGCNBlock(STGCNBlock):
                        "running_var": bn.running_var} for bn in bns]
             return from_time_major(eval_forward(x_tm, self.A, params, states, cfg))
         N, _, T, V = x.shape
-        T_out = (T + 2 * ((self.kernel_size - 1) // 2) - self.kernel_size) // self.stride + 1
+        _, T_out, _ = phase_geometry(T, self.kernel_size, self.stride)
         if T * N * V < 2 or T_out * N * V < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input of shape "
                              f"{tuple(x.shape)} (BatchNorm needs batch statistics over N * T * V > 1)")

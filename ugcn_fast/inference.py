@@ -2,6 +2,7 @@
 windows that cover it, and horizontal-flip test-time augmentation."""
 from __future__ import annotations
 
+import argparse
 from typing import Sequence
 
 import numpy as np
@@ -60,3 +61,14 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
         model.train(was_training)
     prediction = total / count.view(-1, *([1] * (total.dim() - 1)))
     return prediction[before:before + T]
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of predict_sequence and of the model it runs, shared by `evaluate` and `lift`."""
+    parser.add_argument("--window", type=int, default=96, help="sliding-window length (a multiple of 16)")
+    parser.add_argument("--step", type=int, default=5, help="sliding-window step")
+    parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test-time augmentation")
+    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                        help="fused ST-GCN blocks (default: UGCN's default)")

@@ -27,7 +27,7 @@ from torch import nn
 
 from .data import coco_to_h36m, fill_missing, normalize_screen
 from .graph import H36M_PARENTS
-from .inference import predict_sequence
+from .inference import add_inference_arguments, predict_sequence
 
 LAYOUTS = ("h36m", "coco")
 NUM_JOINTS = 17
@@ -183,13 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--render-size", type=int, default=256, help="pixels per rendered frame (default 256)")
     parser.add_argument("--render-stride", type=int, default=1, help="GIF: draw every N-th frame (default 1)")
     parser.add_argument("--fps", type=float, default=None, help="GIF frame rate (default: the file's fps, else 25)")
-    parser.add_argument("--window", type=int, default=96, help="sliding-window length (a multiple of 16)")
-    parser.add_argument("--step", type=int, default=5, help="sliding-window step")
-    parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test-time augmentation")
-    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
-                        help="fused ST-GCN blocks (default: UGCN's default)")
+    add_inference_arguments(parser)
     return parser
 
 

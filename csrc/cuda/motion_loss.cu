@@ -14,19 +14,7 @@
 //
 // All per-element math lives in ../motion_loss_math.h, shared with the CPU backend that the tests cover.
 
-// This translation unit includes no torch header, so the half-precision conversion operators that torch's
-// extension builds switch off (-D__CUDA_NO_HALF_CONVERSIONS__ etc.) are safe here, and the shared header needs
-// them: gather_frame_joint loads with acc_t(x).
-#undef __CUDA_NO_HALF_OPERATORS__
-#undef __CUDA_NO_HALF_CONVERSIONS__
-#undef __CUDA_NO_HALF2_OPERATORS__
-#undef __CUDA_NO_BFLOAT16_OPERATORS__
-#undef __CUDA_NO_BFLOAT16_CONVERSIONS__
-#undef __CUDA_NO_BFLOAT162_OPERATORS__
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "half_types.h"
 
 #include <algorithm>
 #include <cstdint>

@@ -29,17 +29,7 @@
 // passes compute in the accumulation type (float, double for float64) and round to T after each op (round_to);
 // statistics accumulate in float64. Per-element math shared with the CPU backend: ../stgcn_block_math.h.
 
-// No torch header in this translation unit: the half conversions torch's extension builds switch off are safe.
-#undef __CUDA_NO_HALF_OPERATORS__
-#undef __CUDA_NO_HALF_CONVERSIONS__
-#undef __CUDA_NO_HALF2_OPERATORS__
-#undef __CUDA_NO_BFLOAT16_OPERATORS__
-#undef __CUDA_NO_BFLOAT16_CONVERSIONS__
-#undef __CUDA_NO_BFLOAT162_OPERATORS__
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "half_types.h"
 
 #include <algorithm>
 #include <cstddef>
