@@ -30,6 +30,11 @@ What is measured (see `--help` for every option):
   float32 tensor; bandwidth = 2 * bytes / time). Each case defines the minimum traffic of a mode (motion loss:
   fwd reads pred + target, fwd+bwd also writes grad_pred); floor = traffic / bandwidth, and the "roofline"
   column is floor / median (100% = as fast as a copy of the unavoidable bytes).
+* Compute floor: for compute-bound cases (the ST-GCN blocks, the UGCN) the case counts the FLOPs of its dense
+  convolutions (every implementation must do them; the sparse graph aggregation and the elementwise passes are
+  not counted), and the GEMM rate of each device is measured once (median of torch.mm on square float32 /
+  dtype matrices); floor = FLOPs / rate, and the "compute" column is floor / median (100% = every dense
+  convolution as fast as one large torch GEMM, nothing else costs anything).
 * torch.compile rows compile once (dynamic=False), warmed up outside the timing; the compile time goes in the
   row's note. If compilation fails, the row carries the reason and the run goes on. The B sweep compiles one
   graph with B dynamic (--sweep-compile static recompiles for every B instead).
@@ -41,6 +46,7 @@ in CASES; the runner, tables, sweep and JSON come for free. No timing is ever as
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import gc
 import json
@@ -150,6 +156,13 @@ class Case:
         return None
 
     def traffic_doc(self) -> str:
+        return ""
+
+    def flops(self, shape: dict, mode: str, device: torch.device) -> int | None:
+        """FLOPs of the dense convolutions a mode must do (compute floor), or None where none is defined."""
+        return None
+
+    def flops_doc(self) -> str:
         return ""
 
 
@@ -334,6 +347,19 @@ def copy_bandwidth(device: torch.device, min_run_time: float, mib: int = 256) ->
             "method": f"median of dst.copy_(src), {mib} MiB float32, bandwidth = 2 * bytes / time"}
 
 
+def gemm_rate(device: torch.device, dtype: torch.dtype, min_run_time: float, n: int = 2048) -> dict:
+    """The device's dense GEMM rate: median of torch.mm on square n x n matrices of `dtype`."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)
+    m = Timer("torch.mm(a, b)", globals={"a": a, "b": b, "torch": torch}, timer=clock(device),
+              num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
+    del a, b
+    free_memory(device)
+    return {"median_s": m.median, "GFLOPs": 2 * n ** 3 / m.median / 1e9,
+            "method": f"median of torch.mm, {n} x {n} {str(dtype).removeprefix('torch.')}, rate = 2 n^3 / time"}
+
+
 def free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -404,6 +430,9 @@ class Row:
     traffic_bytes: int | None = None
     floor_ms: float | None = None
     roofline_fraction: float | None = None
+    flops: int | None = None
+    compute_floor_ms: float | None = None
+    compute_fraction: float | None = None
     vs_eager: float | None = None
     vs_compile: float | None = None
     check_value: float | None = None
@@ -606,8 +635,8 @@ def _backward_by_difference(case, fn, inputs, device, row, rows, min_run_time, w
 # Derived columns and printing
 # ----------------------------------------------------------------------------------------------------------------
 
-def derive(rows: list, case: Case, dtype: torch.dtype, bandwidth: dict | None) -> None:
-    """Ratios vs eager / compile (same device, shape, mode) and roofline numbers."""
+def derive(rows: list, case: Case, dtype: torch.dtype, bandwidth: dict | None, rate: dict | None = None) -> None:
+    """Ratios vs eager / compile (same device, shape, mode), roofline and compute-floor numbers."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r.device, r.mode, tuple(sorted(r.shape.items()))), []).append(r)
@@ -625,6 +654,10 @@ def derive(rows: list, case: Case, dtype: torch.dtype, bandwidth: dict | None) -
             if r.traffic_bytes is not None and bandwidth is not None:
                 r.floor_ms = r.traffic_bytes / (bandwidth["GBps"] * 1e9) * 1e3
                 r.roofline_fraction = r.floor_ms / r.median_ms
+            r.flops = case.flops(r.shape, r.mode, torch.device(r.device))
+            if r.flops is not None and rate is not None:
+                r.compute_floor_ms = r.flops / (rate["GFLOPs"] * 1e9) * 1e3
+                r.compute_fraction = r.compute_floor_ms / r.median_ms
         if eager is not None and eager.check_value is not None:
             for r in group:
                 if r.check_value is not None and r is not eager:
@@ -656,7 +689,7 @@ def _clip(text: str, n: int = 110) -> str:
 
 
 def print_tables(rows: list, case: Case, device: torch.device, dtype: torch.dtype, shape: dict,
-                 bandwidth: dict | None) -> None:
+                 bandwidth: dict | None, rate: dict | None = None) -> None:
     dev_rows = [r for r in rows if r.device == str(device)]
     skipped = {}
     for r in dev_rows:
@@ -666,6 +699,9 @@ def print_tables(rows: list, case: Case, device: torch.device, dtype: torch.dtyp
     print(f"=== {case.name} | {device} | {str(dtype).removeprefix('torch.')} | {case.describe(shape)} ===")
     if bandwidth is not None:
         print(f"copy bandwidth {bandwidth['GBps']:.1f} GB/s ({bandwidth['method']}); {case.traffic_doc()}")
+    with_compute = rate is not None and any(case.flops(shape, m, device) is not None for m in case.modes)
+    if with_compute:
+        print(f"GEMM rate {rate['GFLOPs']:.0f} GFLOP/s ({rate['method']}); {case.flops_doc()}")
     for impl, why in skipped.items():
         print(f"  skipped {impl}: {why}")
     for mode in case.modes:
@@ -675,19 +711,25 @@ def print_tables(rows: list, case: Case, device: torch.device, dtype: torch.dtyp
         traffic = case.traffic_bytes(shape, dtype, mode)
         floor = (f"traffic {traffic / MIB:.2f} MiB, floor {traffic / (bandwidth['GBps'] * 1e9) * 1e3:.3f} ms"
                  if traffic is not None and bandwidth is not None else "no roofline floor for this mode")
+        flops = case.flops(shape, mode, device) if with_compute else None
+        if flops is not None:
+            floor += f"; {flops / 1e9:.2f} GFLOP, compute floor {flops / (rate['GFLOPs'] * 1e9) * 1e3:.1f} ms"
         method = next((r.method for r in mrows if r.method and r.kind == "eager"), "")
         print(f"\n  [{MODE_LABELS[mode]}]  {method}; {floor}")
+        compute_head = f" {'compute':>8}" if with_compute else ""
         print(f"  {'impl':<20} {'median ms':>11} {'IQR ms':>9} {'vs eager':>9} {'vs compile':>10} "
-              f"{'peak MiB':>9} {'roofline':>9}  note")
+              f"{'peak MiB':>9} {'roofline':>9}{compute_head}  note")
         for r in mrows:
             if r.status == "error":
                 print(f"  {r.impl:<20} {'error':>11} {'':>9} {'':>9} {'':>10} {'':>9} {'':>9}  {_clip(r.note)}")
                 continue
+            compute = f" {_pct(r.compute_fraction):>8}" if with_compute else ""
             print(f"  {r.impl:<20} {_fmt(r.median_ms, '11.3f'):>11} {_fmt(r.iqr_ms, '9.3f'):>9} "
                   f"{_ratio(r.vs_eager):>9} {_ratio(r.vs_compile):>10} {_fmt(r.peak_mib, '9.2f'):>9} "
-                  f"{_pct(r.roofline_fraction):>9}  {_clip(r.note)}")
+                  f"{_pct(r.roofline_fraction):>9}{compute}  {_clip(r.note)}")
     print("\n  speedup = baseline median / row median; peak MiB above the inputs; "
-          "roofline = floor / median (fraction of copy bandwidth)")
+          "roofline = floor / median (fraction of copy bandwidth)"
+          + ("; compute = GEMM floor / median (fraction of the GEMM rate)" if with_compute else ""))
 
 
 def print_sweep(rows: list, case: Case, device: torch.device, dtype: torch.dtype, compile_note: str) -> None:
@@ -737,7 +779,12 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, shape: dict, 
     base = dict(case=case.name, device=str(device), dtype=str(dtype).removeprefix("torch."), shape=dict(shape),
                 table=table)
     rows = []
+    # The implementations share modules (eager and compile run the same reference blocks) and the training modes
+    # update BatchNorm's running statistics: every implementation starts from the same weights and statistics.
+    initial_states = [copy.deepcopy(m.state_dict()) for m in inputs.modules]
     for impl in impls if impls is not None else case.implementations(device, dtype, shape, compile_opts):
+        for module, state in zip(inputs.modules, initial_states):
+            module.load_state_dict(state)
         if impl.kind == "compile" and settings["no_compile"]:
             impl = Impl(impl.name, impl.kind, backend=impl.backend, skip="--no-compile")
         if settings.get("verbose"):
@@ -835,6 +882,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"copy bandwidth {dev}: not measured ({_short(err)})")
 
     cases = [CASES[n] for n in (args.case or CASES)]
+    rates: dict = {}
+    if any(c.flops(c.default_shape(True), m, d) is not None for c in cases for m in c.modes for d in devices):
+        for dev in devices:
+            try:
+                rates[str(dev)] = gemm_rate(dev, dtype, min_run_time=0.5 if args.quick else 1.0)
+                print(f"GEMM rate {dev}: {rates[str(dev)]['GFLOPs']:.0f} GFLOP/s", flush=True)
+            except Exception as err:  # noqa: BLE001
+                print(f"GEMM rate {dev}: not measured ({_short(err)})")
     override = parse_shape(args.shape)
     all_rows: list = []
     sweep_rows: list = []
@@ -843,8 +898,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for dev in devices:
             reset_compiler()
             rows = run_case(case, dev, dtype, shape, case.modes, settings, "main", {"dynamic": False})
-            derive(rows, case, dtype, bandwidths.get(str(dev)))
-            print_tables(rows, case, dev, dtype, shape, bandwidths.get(str(dev)))
+            derive(rows, case, dtype, bandwidths.get(str(dev)), rates.get(str(dev)))
+            print_tables(rows, case, dev, dtype, shape, bandwidths.get(str(dev)), rates.get(str(dev)))
             sys.stdout.flush()
             all_rows += rows
 
@@ -882,11 +937,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "sweep_b": args.sweep_b, "sweep_compile": args.sweep_compile, "notes": notes,
                          "timer": "torch.utils.benchmark.Timer.blocked_autorange", "peak_memory_unit": "MiB",
                          "time_unit": "ms", "speedup": "baseline median / row median",
-                         "roofline_fraction": "floor_ms / median_ms, floor = traffic_bytes / copy bandwidth"},
+                         "roofline_fraction": "floor_ms / median_ms, floor = traffic_bytes / copy bandwidth",
+                         "compute_fraction": "compute_floor_ms / median_ms, floor = flops / GEMM rate"},
             "machine": info,
             "copy_bandwidth": bandwidths,
+            "gemm_rate": rates,
             "cases": {c.name: {"description": c.description, "params": c.params(), "modes": list(c.modes),
-                               "traffic": c.traffic_doc(), "sweep_dim": c.sweep_dim} for c in cases},
+                               "traffic": c.traffic_doc(), "flops": c.flops_doc(), "sweep_dim": c.sweep_dim}
+                      for c in cases},
             "rows": [_jsonable(asdict(r)) for r in all_rows],
             "sweep_rows": [_jsonable(asdict(r)) for r in sweep_rows],
             "elapsed_s": elapsed,

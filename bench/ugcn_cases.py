@@ -13,6 +13,7 @@ import torch
 
 from ugcn_fast import FusedSTGCNBlock, Graph, UGCN, UGCNLoss
 from ugcn_fast import backends as ugcn_backends
+from ugcn_fast.data.windows import window_starts
 from ugcn_fast.inference import predict_sequence
 from ugcn_fast.reference import STGCNBlock
 
@@ -25,6 +26,26 @@ UGCN_BLOCKS = [
     ("up4", 32, 16, 1, 48, True), ("head", 16, 16, 1, 96, True),
 ]
 FUSED_BACKENDS = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
+
+
+def block_forward_flops(blocks, N: int, V: int = 17, K: int = 3, kernel_size: int = 5) -> int:
+    """FLOPs of the dense convolutions of a forward through `blocks` (UGCN_BLOCKS rows) at batch N: the graph
+    convolution's 1x1 (C_in -> K * C_out), the temporal convolution (kernel_size taps, C_out -> C_out) and the 1x1
+    residual where the channels or the stride change. Every implementation does these (aggregating first moves
+    the same products); the sparse aggregation and the elementwise passes are not counted."""
+    total = 0
+    for _, c_in, c_out, stride, T, residual in blocks:
+        T_out = (T - 1) // stride + 1
+        total += 2 * N * T * V * c_in * K * c_out + 2 * N * T_out * V * kernel_size * c_out * c_out
+        if residual and (c_in != c_out or stride != 1):
+            total += 2 * N * T_out * V * c_in * c_out
+    return total
+
+
+# a training step's backward does two GEMMs (input and weight gradients) per forward GEMM
+_FLOPS_PER_MODE = {"forward": 1, "forward_grad": 1, "forward_backward": 3}
+_FLOPS_DOC = ("compute floor: FLOPs of the blocks' dense convolutions (1x1 graph, 5-tap temporal, 1x1 residual), "
+              "x3 with backward")
 
 
 def _fused_reason(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -58,6 +79,12 @@ class _ModuleCase:
     def traffic_doc(self) -> str:
         return ""
 
+    def flops(self, shape, mode, device) -> int | None:
+        return None
+
+    def flops_doc(self) -> str:
+        return _FLOPS_DOC
+
     def describe(self, shape: dict) -> str:
         return " ".join(f"{k}={v}" for k, v in shape.items())
 
@@ -74,6 +101,9 @@ class BlocksCase(_ModuleCase):
 
     def default_shape(self, quick: bool) -> dict:
         return {"N": 8 if quick else 64, "N_gpu": 32 if quick else 256, "V": 17}
+
+    def flops(self, shape, mode, device) -> int | None:
+        return _FLOPS_PER_MODE[mode] * block_forward_flops(self.blocks, _batch(shape, device), shape["V"])
 
     def describe(self, shape: dict) -> str:
         return (f"N={shape['N']} (GPU {shape['N_gpu']}), V={shape['V']}, kernel 5, dropout 0.5, blocks: "
@@ -154,6 +184,11 @@ class TrainStepCase(_ModuleCase):
     def default_shape(self, quick: bool) -> dict:
         return {"B": 8 if quick else 64, "B_gpu": 32 if quick else 256, "T": 96, "J": 17}
 
+    def flops(self, shape, mode, device) -> int | None:
+        B = shape["B"] if device.type == "cpu" else shape["B_gpu"]
+        # forward + backward; the merge's and the regressor's 1x1 convolutions are not counted
+        return 3 * block_forward_flops(UGCN_BLOCKS, B, shape["J"])
+
     def make_inputs(self, shape, device, dtype):
         torch.manual_seed(0)
         B = shape["B"] if device.type == "cpu" else shape["B_gpu"]
@@ -193,6 +228,10 @@ class InferenceCase(_ModuleCase):
 
     def default_shape(self, quick: bool) -> dict:
         return {"T": 300 if quick else 1000, "J": 17, "batch": 64}
+
+    def flops(self, shape, mode, device) -> int | None:
+        windows = len(window_starts(max(shape["T"], 96), 96, 5))
+        return 2 * block_forward_flops(UGCN_BLOCKS, windows, shape["J"])  # x 2: flip TTA
 
     def make_inputs(self, shape, device, dtype):
         torch.manual_seed(0)

@@ -390,22 +390,3 @@ def test_block_gradcheck(C_in, C_out, stride):
         return torch.func.functional_call(fused, dict(zip(names, ps)), (x,))
 
     assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
-
-
-# ---- stretch: the fused graph-convolution forward (not used by the block) ----------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("G,V,C_in,C_out,K", [(5, 17, 3, 20, 3), (1, 5, 70, 1, 1), (4, 5, 16, 3, 3)])
-def test_gcn_forward(G, V, C_in, C_out, K, dtype):
-    x = _rand((G, V, C_in), dtype, 90)
-    A = _adjacency(K, V, 91).to(dtype).to(DEVICE)
-    weight = _rand((K * C_out, C_in), dtype, 92)
-    bias = _rand((K * C_out,), dtype, 93)
-    z, s, ss = kst.gcn_forward(x, A, weight, bias)
-    # torch: the 1x1 convolution as a GEMM (rounded to the dtype, as the unfused block's is), then the aggregation
-    y = torch.addmm(bias, x.reshape(-1, C_in), weight.t()).view(G, V, K, C_out)
-    z_ref = torch.einsum("gvkc,kvw->gwc", y, A).contiguous()
-    _close(z, z_ref, dtype, what="z")
-    stat = _stat_tol(dtype)
-    z64 = z_ref.double()
-    _close(s, z64.sum((0, 1)), stat, scale=z64.abs().sum((0, 1)).max().item(), what="sum")
-    _close(ss, (z64 * z64).sum((0, 1)), stat, what="sumsq")

@@ -13,6 +13,7 @@
 #include "../motion_loss_math.h"
 #include "motion_loss.h"
 #include "stgcn_block.h"
+#include "stgcn_gemm.h"
 
 namespace py = pybind11;
 using ugcn::cpu::MotionLossProblem;
@@ -113,6 +114,53 @@ ugcn::cpu::Dropout<T> make_dropout(uintptr_t mask, bool hashed, uint64_t seed, d
 
 ugcn::cpu::BatchNormSaved saved(uintptr_t mean, uintptr_t invstd, uintptr_t weight) {
   return {in<double>(mean), in<double>(invstd), in<double>(weight)};
+}
+
+// The channel-mixing kernels (stgcn_gemm.h). Every read they do is bounded by the sizes and offsets checked here.
+void bind_stgcn_gemm(py::module_& m) {
+  m.def("stgcn_conv_frames",
+        [](const std::string& dtype, uintptr_t src, uintptr_t weight, uintptr_t bias, uintptr_t add, uintptr_t u,
+           uintptr_t sums, int64_t frames, int64_t R, int64_t C_in, int64_t C_out, int64_t T_out,
+           int64_t frame_step, const std::vector<int64_t>& frame_offsets, bool relu, int threads) {
+          require(src && weight && u, "conv_frames: null pointer");
+          require(frames >= 1 && R >= 1 && C_in >= 1 && C_out >= 1 && T_out >= 1 && frame_step >= 1,
+                  "conv_frames: need frames, R, C_in, C_out, T_out, frame_step >= 1");
+          require(!frame_offsets.empty() && frame_offsets.size() <= size_t(ugcn::cpu::kMaxConvTaps),
+                  "conv_frames: need 1 to 9 taps (frame offsets)");
+          ugcn::cpu::ConvFrames p{frames, R, C_in, C_out, T_out, frame_step, int(frame_offsets.size()), {}};
+          for (size_t j = 0; j < frame_offsets.size(); ++j) {
+            const int64_t first = frame_offsets[j];
+            require(first >= 0 && first < frames && (T_out - 1) <= (frames - 1 - first) / frame_step,
+                    "conv_frames: a frame offset reads outside src's frames");
+            p.frame_offsets[j] = first;
+          }
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            ugcn::cpu::conv_frames<T>(p, in<T>(src), in<T>(weight), in<T>(bias), in<T>(add), relu, out<T>(u),
+                                      out<double>(sums), threads);
+          });
+        },
+        "conv_frames(dtype, src, weight, bias, add, u, sums, frames, R, C_in, C_out, T_out, frame_step, "
+        "frame_offsets, relu, threads): src (frames, R, C_in), weight (taps, C_in, C_out) contiguous, bias (C_out) "
+        "or 0, add (T_out*R, C_out) or 0, u (T_out*R, C_out), sums (2, C_out) float64 or 0 (no statistics)");
+  m.def("stgcn_gcn_forward",
+        [](const std::string& dtype, uintptr_t x, uintptr_t A, uintptr_t weight, uintptr_t bias, uintptr_t z,
+           uintptr_t sums, int64_t groups, int64_t V, int64_t K, int64_t C_in, int64_t C_out, int order,
+           int threads) {
+          require(x && A && weight && bias && z && sums, "gcn_forward: null pointer");
+          require(groups >= 1 && V >= 1 && K >= 1 && C_in >= 1 && C_out >= 1,
+                  "gcn_forward: need groups, V, K, C_in, C_out >= 1");
+          require(order >= ugcn::cpu::kGcnAuto && order <= ugcn::cpu::kGcnGemmFirst, "gcn_forward: unknown order");
+          const ugcn::cpu::GcnForward p{groups, V, K, C_in, C_out, in<double>(A)};
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            ugcn::cpu::gcn_forward<T>(p, in<T>(x), in<T>(weight), in<T>(bias), out<T>(z), out<double>(sums),
+                                      threads, order);
+          });
+        },
+        "gcn_forward(dtype, x, A, weight, bias, z, sums, groups, V, K, C_in, C_out, order, threads): x (groups, V, "
+        "C_in), A (K, V, V) float64, weight (K*C_out, C_in), bias (K*C_out), z (groups, V, C_out), sums (2, C_out) "
+        "float64; order 0 auto, 1 aggregate first, 2 GEMM first");
 }
 
 void bind_stgcn(py::module_& m) {
@@ -228,6 +276,7 @@ void bind_stgcn(py::module_& m) {
         },
         "bn_relu_phases_backward(dtype, dh_ph, h_ph, z, mean1, invstd1, weight1, dz, sums, joint_sums, T, rows, C, "
         "V, stride, pad, Tq, threads): sums (2, C), joint_sums (V, C) float64");
+  bind_stgcn_gemm(m);
 }
 
 }  // namespace

@@ -7,8 +7,10 @@
 | `triton`    | CUDA; CPU too when TRITON_INTERPRET=1    | float32, float16, bfloat16, float64 (interpreter: float32, float64) | ugcn_fast.kernels |
 | `cuda`      | CUDA                                     | float32, float64, float16, bfloat16 | ugcn_fast._cuda (CUDA C++) |
 
-The fused ST-GCN block (`FusedSTGCNBlock`, ugcn_fast/ops/stgcn_block.py) runs its GEMMs through torch and its
-memory-bound passes through `ugcn_fast.backends.<name>_stgcn`:
+The fused ST-GCN block (`FusedSTGCNBlock`, ugcn_fast/ops/stgcn_block.py) runs its memory-bound passes through
+`ugcn_fast.backends.<name>_stgcn` and its GEMMs through torch, except where ugcn_fast.ops.stgcn_pieces.FUSED_GEMMS
+says the backend's own kernels mix the channels with the neighbouring passes fused in (cpu: csrc/cpu/stgcn_gemm.cpp,
+triton: kernels/stgcn_gemm.py; the forward's graph and temporal convolutions):
 
 | backend     | device                                   | dtypes                                      |
 |-------------|------------------------------------------|---------------------------------------------|

@@ -7,8 +7,11 @@ import torch
 from torch import Tensor
 
 from .. import _native
+from . import torch_stgcn
 
 _RESIDUAL = {"none": 0, "identity": 1, "conv": 2}
+_GCN_ORDER = {"auto": 0, "aggregate_first": 1, "gemm_first": 2}
+_MAX_TAPS = 9
 
 
 def _module():
@@ -165,3 +168,81 @@ def bn_relu_im2col_backward(dh_col: Tensor, z: Tensor, scale: Tensor, shift_map:
         _dtype(z), _ptr(dh_col), _ptr(z), _ptr(scale), _ptr(shift_map), _ptr(mean1), _ptr(invstd1), _ptr(weight1),
         _ptr(dz), _ptr(sums), _ptr(joint_sums), T, rows, C, V, kernel_size, stride, pad, dh_col.shape[0], _threads())
     return (dz, *_rows(sums), joint_sums)
+
+
+# ---- channel mixing with fused epilogues (csrc/cpu/stgcn_gemm.cpp) -------------------------------------------------
+def _same_dtype(ref: Tensor, *others: Tensor | None) -> None:
+    for t in others:
+        if t is not None and t.dtype != ref.dtype:
+            raise ValueError(f"every tensor must have the input's dtype {ref.dtype}, got {t.dtype}")
+
+
+def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """See torch_stgcn.gcn_forward: x (G, V, C_in), A (K, V, V), weight (K*C_out, C_in), bias (K*C_out,) ->
+    (z (G, V, C_out), sum, sum of squares), in one native pass (the 1x1 convolution, the sparse aggregation over
+    the joints and the statistics, group by group)."""
+    return gcn_forward_ordered(x, A, weight, bias, "auto")
+
+
+def gcn_forward_ordered(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, order: str
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """gcn_forward with the side to aggregate forced: "aggregate_first" (xa = A-aggregated x, then one GEMM with
+    the bias map), "gemm_first" (the 1x1 convolution, then the aggregation; the contract's order) or "auto"
+    (aggregate first when the input has fewer SIMD vectors of channels than the output, e.g. 16 -> 32)."""
+    G, V, C_in = x.shape
+    K = A.shape[0]
+    KC = weight.shape[0]
+    if A.shape != (K, V, V) or KC % max(K, 1) != 0 or weight.shape != (KC, C_in) or bias.shape != (KC,):
+        raise ValueError(f"gcn_forward: shapes x {tuple(x.shape)}, A {tuple(A.shape)}, weight {tuple(weight.shape)} "
+                         f"and bias {tuple(bias.shape)} do not match")
+    C_out = KC // K if K else 0
+    if min(G, V, K, C_out) == 0:  # nothing for the native pass to do: the contract's empty results
+        return torch_stgcn.gcn_forward(x, A, weight, bias)
+    _same_dtype(x, weight, bias)
+    if C_in == 0:  # the 1x1 convolution is its bias: one zero input channel computes exactly that
+        x, weight = x.new_zeros((G, V, 1)), weight.new_zeros((KC, 1))
+        C_in = 1
+    x, weight, bias, A64 = x.contiguous(), weight.contiguous(), bias.contiguous(), _f64(A)  # A64 lives on: its pointer
+    z = x.new_empty((G, V, C_out))
+    sums = torch.empty((2, C_out), dtype=torch.float64)
+    _module().stgcn_gcn_forward(_dtype(x), _ptr(x), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(z), _ptr(sums),
+                                G, V, K, C_in, C_out, _GCN_ORDER[order], _threads())
+    return (z, *_rows(sums))
+
+
+def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
+                T_out: int, add: Tensor | None, relu: bool, stats: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """See torch_stgcn.conv_frames: u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j]
+    + bias + add[t*R + r]) over src (F, R, C_in), weight (kt, C_in, C_out) (any strides: copied once into the
+    contiguous layout the kernel packs from), with the per-channel statistics of u when `stats`."""
+    F, R, C_in = src.shape
+    kt, _, C_out = weight.shape
+    offsets = [int(o) for o in frame_offsets]
+    if not 1 <= len(offsets) <= _MAX_TAPS or len(offsets) != kt or weight.shape[1] != C_in:
+        raise ValueError(f"conv_frames takes 1 to {_MAX_TAPS} taps, one frame offset per weight tap, weight "
+                         f"(kt, C_in, C_out); got {len(offsets)} offsets for weight {tuple(weight.shape)} and src "
+                         f"{tuple(src.shape)}")
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+    if T_out > 0 and any(o < 0 or o + (T_out - 1) * frame_step >= F for o in offsets):
+        raise ValueError(f"frame offsets {offsets} with step {frame_step} and T_out {T_out} read past the {F} "
+                         f"frames of src")
+    M = T_out * R
+    if add is not None and add.numel() != M * C_out:
+        raise ValueError(f"add must hold (T_out * R, C_out) = ({M}, {C_out}) values, got shape {tuple(add.shape)}")
+    if bias is not None and bias.shape != (C_out,):
+        raise ValueError(f"bias must have shape ({C_out},), got {tuple(bias.shape)}")
+    if M == 0 or C_out == 0 or C_in == 0:  # nothing for the native pass to do: the contract's results
+        return torch_stgcn.conv_frames(src, weight, bias, offsets, frame_step, T_out, add, relu, stats)
+    _same_dtype(src, weight, bias, add)
+    src, weight = src.contiguous(), weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    add = None if add is None else add.contiguous()
+    u = src.new_empty((M, C_out))
+    sums = torch.empty((2, C_out), dtype=torch.float64) if stats else None
+    _module().stgcn_conv_frames(_dtype(src), _ptr(src), _ptr(weight), _ptr(bias), _ptr(add), _ptr(u), _ptr(sums), F,
+                                R, C_in, C_out, T_out, frame_step, offsets, bool(relu), _threads())
+    if sums is None:
+        empty = torch.empty(0, dtype=torch.float64)
+        return u, empty, empty.clone()
+    return (u, *_rows(sums))

@@ -36,7 +36,7 @@ def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bia
 
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """(R, C) -> per-channel (sum, sum of squares) in float64."""
-    x64 = x.reshape(-1, x.shape[-1]).double()
+    x64 = x.double().flatten(0, -2)  # (rows, C); unlike reshape(-1, C), fine with C = 0
     return x64.sum(0), (x64 * x64).sum(0)
 
 
@@ -184,3 +184,46 @@ def bn_relu_im2col_backward(dh_col: Tensor, z: Tensor, scale: Tensor, shift_map:
     dz, dweight1, dbias1 = _bn_backward(g, z, mean1, invstd1, weight1)
     joint_sums = dz.double().view(T, NV // V, V, C).sum((0, 1))
     return dz, dweight1, dbias1, joint_sums
+
+
+# ---- channel mixing with fused epilogues (served natively by backends listed in stgcn_pieces.FUSED_GEMMS) -------
+def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The graph convolution of SPEC §3 on groups, with its output's channel statistics:
+    x (G, V, C_in), A (K, V, V), weight (K*C_out, C_in), bias (K*C_out,) -> (z (G, V, C_out), sum, sum of squares),
+    z[g, w, c] = sum_k sum_v A[k, v, w] (x[g, v] . weight[k*C_out + c] + bias[k*C_out + c]); the 1x1 convolution's
+    output is rounded to x's dtype before the aggregation, as the unfused convolution's is."""
+    G, V, C_in = x.shape
+    K = A.shape[0]
+    y = torch.addmm(bias, x.reshape(-1, C_in), weight.t()).view(G, V, weight.shape[0])
+    z = graph_aggregate(y, A, True, False, None)
+    return (z, *channel_stats(z))
+
+
+def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
+                T_out: int, add: Tensor | None, relu: bool, stats: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """A temporal (or pointwise) convolution over time-major frames as a sum of per-tap GEMMs, with an epilogue:
+    src (F, R, C_in): F frames of R rows; weight (kt, C_in, C_out); bias (C_out,) or None; add (T_out * R, C_out)
+    or None;
+        u[t * R + r] = sum_j src[frame_offsets[j] + t * frame_step, r] @ weight[j] + bias + add[t * R + r],
+    then relu(u) when `relu`. Returns (u (T_out * R, C_out) in src's dtype, per-channel sum and sum of squares of
+    the returned u in float64 when `stats`, else two empty float64 tensors).
+    Tap j of a stride-s temporal convolution on the phase buffer h_ph (s, Tq, R, C) is src = h_ph.view(s * Tq, R, C),
+    frame_offsets[j] = (j % s) * Tq + j // s, frame_step 1; a stride-s 1x1 residual on x (T, R, C) is src = x,
+    frame_offsets [0], frame_step s."""
+    R = src.shape[1]
+    out_dtype = src.dtype
+    u = None
+    for j, first in enumerate(frame_offsets):
+        frames = src[first: first + (T_out - 1) * frame_step + 1: frame_step].reshape(T_out * R, src.shape[2])
+        u = frames @ weight[j] if u is None else u.addmm_(frames, weight[j])
+    if bias is not None:
+        u += bias
+    if add is not None:
+        u += add
+    if relu:
+        u = torch.relu_(u)
+    u = u.to(out_dtype).contiguous()
+    if stats:
+        return (u, *channel_stats(u))
+    empty = u.new_empty((0,), dtype=torch.float64)
+    return u, empty, empty.clone()

@@ -1,11 +1,12 @@
-"""Triton backend of the fused ST-GCN block's memory-bound passes (kernels/stgcn_block.py, installed as
-ugcn_fast.kernels): the functions of the plain-PyTorch contract ugcn_fast/backends/torch_stgcn.py, same signatures,
-same semantics. Inputs on CUDA in float32 / float16 / bfloat16 / float64, or on the CPU under TRITON_INTERPRET=1 in
-float32 / float64 (the interpreter has no bfloat16 arithmetic). Triton is imported on first use, not at import.
+"""Triton backend of the fused ST-GCN block's passes (installed as ugcn_fast.kernels: kernels/stgcn_block.py, the
+memory-bound passes; kernels/stgcn_gemm.py, the channel mixing with fused epilogues): the functions of the
+plain-PyTorch contract ugcn_fast/backends/torch_stgcn.py, same signatures, same semantics. Inputs on CUDA in
+float32 / float16 / bfloat16 / float64, or on the CPU under TRITON_INTERPRET=1 in float32 / float64 (the interpreter
+has no bfloat16 arithmetic). Triton is imported on first use, not at import.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from torch import Tensor
 
@@ -16,6 +17,12 @@ def _k():
     from ..kernels import stgcn_block  # imports triton: only when this backend runs
 
     return stgcn_block
+
+
+def _gemm():
+    from ..kernels import stgcn_gemm  # imports triton: only when this backend runs
+
+    return stgcn_gemm
 
 
 def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bias_map: Optional[Tensor]) -> Tensor:
@@ -50,3 +57,12 @@ def block_output_backward(dout: Tensor, out: Tensor, u: Tensor, mask: Optional[T
 def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tensor, invstd1: Tensor, weight1: Tensor,
                             V: int, stride: int, pad: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     return _k().bn_relu_phases_backward(dh_ph, h_ph, z, mean1, invstd1, weight1, V, stride, pad)
+
+
+def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return _gemm().gcn_forward(x, A, weight, bias)
+
+
+def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offsets: List[int], frame_step: int,
+                T_out: int, add: Optional[Tensor], relu: bool, stats: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _gemm().conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats)

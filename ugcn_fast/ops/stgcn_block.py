@@ -26,8 +26,12 @@ aggregation pass that also applies bias map and ReLU into the phase buffer, GEMM
 one ReLU.
 
 The GEMMs are torch's (MKL / cuBLAS): on the CPU they measure faster than anything we would write, and the
-passes between them are what the native kernels fuse. Gradients and sums are gathered per output element or per
-channel in a fixed order: results are reproducible run to run for a given thread count.
+passes between them are what the native kernels fuse. Where stgcn_pieces.FUSED_GEMMS says so (Triton; the CPU in
+eval) the backend's own kernels run the forward's channel mixing instead, with the neighbouring passes in their prologue/epilogue:
+gcn_forward (1x1 + aggregation + bias + B1 statistics; its backward then takes the GEMM-first route, having saved
+no aggregated input) and conv_frames (the taps on the phase buffer, or the strided residual 1x1, + bias, + B2 / B3
+statistics in training; in eval + residual and the final ReLU). Gradients and sums are gathered per output
+element or per channel in a fixed order: results are reproducible run to run for a given thread count.
 """
 from __future__ import annotations
 
@@ -96,6 +100,16 @@ def _tcn_weight_cat(w_t: Tensor) -> Tensor:
     return w_t[:, :, :, 0].permute(2, 1, 0).reshape(kt * C, C_out)
 
 
+def _tcn_weight_taps(w_t: Tensor) -> Tensor:
+    """tcn.2.weight (C_out, C, kt, 1) -> (kt, C, C_out): conv_frames' operand, tap j's GEMM weight."""
+    return w_t[:, :, :, 0].permute(2, 1, 0)
+
+
+def _tap_frame_offsets(kernel_size: int, stride: int, Tq: int) -> list[int]:
+    """Tap j's first frame in the phase buffer seen as (stride * Tq) frames: conv_frames' frame offsets."""
+    return [(j % stride) * Tq + j // stride for j in range(kernel_size)]
+
+
 def _residual_input(x_tm: Tensor, stride: int) -> Tensor:
     return x_tm if stride == 1 else x_tm[::stride].contiguous()
 
@@ -113,8 +127,14 @@ class _TrainingBlock(torch.autograd.Function):
         dtype = x.dtype
         A = A.to(dtype)
         rows = x.view(T * N * V, C_in)
-        graph_first = C_in < C_out
-        if graph_first:
+        # fused_gemms: the backend's kernel mixes channels and aggregates in registers, B1 statistics in its
+        # epilogue; with no aggregated input saved, the backward takes the GEMM-first route
+        fused = pieces.fused_gemms(be, training=True)
+        graph_first = C_in < C_out and not fused
+        if fused:
+            xa = None
+            z, s1, ss1 = pieces.gcn_forward(be, x.view(T * N, V, C_in), A, w_gcn.view(K * C_out, C_in), b_gcn)
+        elif graph_first:
             xa = pieces.graph_aggregate(be, x.view(T * N, V, C_in), A, False, False, None)
             z = (xa.view(-1, K * C_in) @ _gcn_weight_by_subset(w_gcn, K)).view(T * N, V, C_out)
             z, s1, ss1 = pieces.bias_map_stats(be, z, _bias_map(A, b_gcn))
@@ -129,24 +149,37 @@ class _TrainingBlock(torch.autograd.Function):
         pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
         z = z.view(T, N * V, C_out)
         shift_map = shift1.expand(V, C_out).contiguous()
-        if pieces.tcn_layout(be) == "im2col":
+        im2col = pieces.tcn_layout(be) == "im2col" and not fused  # the fused kernels read the phase buffer
+        if im2col:
             h = pieces.bn_relu_im2col(be, z, scale1, shift_map, V, cfg.kernel_size, cfg.stride, pad, T_out)
             u = torch.addmm(b_t, h.view(T_out * N * V, -1), _tcn_weight_cat(w_t))
         else:
             h = pieces.bn_relu_phases(be, z, scale1, shift_map, V, cfg.stride, pad, Tq)
-            taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
-            u = torch.addmm(b_t, taps[0], w_t[:, :, 0, 0].t())
-            for j in range(1, cfg.kernel_size):
-                u.addmm_(taps[j], w_t[:, :, j, 0].t())
+            if fused:
+                u, s2, ss2 = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t), b_t,
+                                                _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, None,
+                                                False, True)
+            else:
+                taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
+                u = torch.addmm(b_t, taps[0], w_t[:, :, 0, 0].t())
+                for j in range(1, cfg.kernel_size):
+                    u.addmm_(taps[j], w_t[:, :, j, 0].t())
+        if not fused:
+            s2, ss2 = pieces.channel_stats(be, u)
         M2 = T_out * N * V
-        mean2, var2, invstd2 = _bn_from_sums(*pieces.channel_stats(be, u), M2, cfg.eps[1])
+        mean2, var2, invstd2 = _bn_from_sums(s2, ss2, M2, cfg.eps[1])
         scale2, shift2 = _affine(w2, b2, mean2, invstd2, dtype)
 
         xs = r0 = mean3 = var3 = invstd3 = scale3 = shift3 = None
         if cfg.residual == "conv":
-            xs = _residual_input(x, cfg.stride).view(M2, C_in)
-            r0 = torch.addmm(b_r, xs, w_r.view(C_out, C_in).t())
-            mean3, var3, invstd3 = _bn_from_sums(*pieces.channel_stats(be, r0), M2, cfg.eps[2])
+            if fused:  # the strided frames read in place; backward re-slices them
+                r0, s3, ss3 = pieces.conv_frames(be, x.view(T, N * V, C_in), w_r.view(C_out, C_in).t().unsqueeze(0),
+                                                 b_r, [0], cfg.stride, T_out, None, False, True)
+            else:
+                xs = _residual_input(x, cfg.stride).view(M2, C_in)
+                r0 = torch.addmm(b_r, xs, w_r.view(C_out, C_in).t())
+                s3, ss3 = pieces.channel_stats(be, r0)
+            mean3, var3, invstd3 = _bn_from_sums(s3, ss3, M2, cfg.eps[2])
             scale3, shift3 = _affine(w3, b3, mean3, invstd3, dtype)
             res = r0
         elif cfg.residual == "identity":
@@ -162,7 +195,7 @@ class _TrainingBlock(torch.autograd.Function):
             mask_rows = dropout_multipliers(dropout_seed, cfg.dropout, M2, C_out, dtype, x.device)
             out = pieces.block_output(be, u, scale2, shift2, mask_rows, res, scale3, shift3)
 
-        ctx.cfg, ctx.graph_first, ctx.shape = cfg, graph_first, (T, N, V, C_in, C_out, T_out, pad)
+        ctx.cfg, ctx.graph_first, ctx.im2col, ctx.shape = cfg, graph_first, im2col, (T, N, V, C_in, C_out, T_out, pad)
         ctx.save_for_backward(x, A, w_gcn, w1, w_t, w2, w_r, w3, mask_rows, dropout_seed, xa, z, h, u, out, xs, r0,
                               mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map)
         stats = [mean1, var1, mean2, var2]
@@ -183,7 +216,7 @@ class _TrainingBlock(torch.autograd.Function):
         du, dres, dw2, db2, dw3, db3, db_t, db_r = pieces.block_output_backward(
             be, dout, out, u, dropout, mean2, invstd2, w2, cfg.residual, r0, mean3, invstd3, w3)
 
-        if pieces.tcn_layout(be) == "im2col":  # one GEMM for the weight, one for the input's im2col gradient
+        if ctx.im2col:  # one GEMM for the weight, one for the input's im2col gradient
             h_col = h.view(T_out * N * V, -1)
             dw_t = (h_col.t() @ du).view(kt, C_out, C_out).permute(2, 1, 0).unsqueeze(-1)
             dh_col = (du @ _tcn_weight_cat(w_t).t()).view(h.shape)
@@ -219,6 +252,8 @@ class _TrainingBlock(torch.autograd.Function):
 
         dw_r = db_r_out = None
         if cfg.residual == "conv":
+            if xs is None:
+                xs = _residual_input(x, stride).view(-1, C_in)
             dw_r = (dres.t() @ xs).view(C_out, C_in, 1, 1)
             db_r_out = db_r.to(w_r.dtype)
             # accumulate dres @ Wr into the frames the strided residual read, in place
@@ -254,6 +289,8 @@ def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: Bl
     """Eval-mode block on time-major x with every BatchNorm folded into the convolution before it: one aggregation
     pass, one pass into the phase buffer (bias map, B1 and ReLU), GEMMs accumulating onto the residual, one ReLU."""
     be = cfg.backend
+    if pieces.fused_gemms(be, training=False):
+        return _eval_forward_fused_gemms(x_tm, A, params, bns, cfg)
     T, N, V, C_in = x_tm.shape
     K = A.shape[0]
     dtype = x_tm.dtype
@@ -300,6 +337,41 @@ def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: Bl
     if cfg.residual == "identity":  # relu(u + bias) in one pass
         return pieces.block_output(be, u, ones, bias_t, None, None, None, None).view(T_out, N, V, C_out)
     return torch.relu_(u).view(T_out, N, V, C_out)
+
+
+def _eval_forward_fused_gemms(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig) -> Tensor:
+    """eval_forward on a backend whose kernels mix channels (pieces.FUSED_GEMMS): the graph convolution with B1
+    folded into its weights and bias in one kernel, B1's shift and ReLU into the phase buffer, the convolution
+    residual as one kernel reading the strided frames in place, and the temporal convolution with B2 folded in
+    one kernel whose epilogue adds the bias and the residual and applies the final ReLU."""
+    be = cfg.backend
+    T, N, V, C_in = x_tm.shape
+    K = A.shape[0]
+    dtype = x_tm.dtype
+    w_gcn, b_gcn, w_t, b_t = (params[k] for k in ("gcn.conv.weight", "gcn.conv.bias", "tcn.2.weight", "tcn.2.bias"))
+    C_out = w_t.shape[0]
+    scale1, shift1 = _fold(bns[0], cfg.eps[0], dtype)
+    scale2, shift2 = _fold(bns[1], cfg.eps[1], dtype)
+    w1 = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
+    b1 = (b_gcn.view(K, C_out) * scale1).view(-1)
+    z, _, _ = pieces.gcn_forward(be, x_tm.view(T * N, V, C_in), A.to(dtype), w1, b1)
+    pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
+    ones = torch.ones(C_out, dtype=dtype, device=x_tm.device)
+    h = pieces.bn_relu_phases(be, z.view(T, N * V, C_out), ones, shift1.expand(V, C_out).contiguous(), V, cfg.stride,
+                              pad, Tq)
+    bias_t = b_t * scale2 + shift2
+    residual = None
+    if cfg.residual == "conv":
+        scale3, shift3 = _fold(bns[2], cfg.eps[2], dtype)
+        w_r = params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)
+        residual, _, _ = pieces.conv_frames(be, x_tm.view(T, N * V, C_in), w_r.t().unsqueeze(0),
+                                            params["residual.0.bias"] * scale3 + shift3, [0], cfg.stride, T_out, None,
+                                            False, False)
+    elif cfg.residual == "identity":
+        residual = x_tm.view(T * N * V, C_in)
+    out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t) * scale2, bias_t,
+                                   _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, residual, True, False)
+    return out.view(T_out, N, V, C_out)
 
 
 def draw_dropout_seed() -> Tensor:

@@ -29,6 +29,18 @@ def tcn_layout(backend: str) -> str:
     return TCN_LAYOUT.get(backend, "phases")
 
 
+# Where a backend's own kernels do the forward's channel mixing (gcn_forward, conv_frames), per mode; elsewhere
+# torch's GEMMs run between the passes. CPU: the native register-blocked kernels beat MKL plus the im2col pass on
+# every UGCN block shape (eval: 1.3x on the temporal convolutions, 1.2x on the graph convolutions, measured with
+# bench/cpu_gemm_probe.py; training forward + backward over UGCN's blocks: 1.14x, with the phase buffer saved
+# for backward instead of the kt-times larger im2col matrix). Plain containers: torch.compile traces the lookups.
+FUSED_GEMMS = {"triton": ("training", "eval"), "cpu": ("training", "eval")}
+
+
+def fused_gemms(backend: str, training: bool) -> bool:
+    return ("training" if training else "eval") in FUSED_GEMMS.get(backend, ())
+
+
 # Backends whose output passes hash dropout's multipliers from the seed on the fly (no mask tensor); the others
 # get the same multipliers materialised by torch_stgcn.dropout_multipliers.
 HASHED_DROPOUT = ("cpu", "cuda")
@@ -195,3 +207,28 @@ def bn_relu_im2col_backward(backend: str, dh_col: Tensor, z: Tensor, scale: Tens
 def _(backend, dh_col, z, scale, shift_map, mean1, invstd1, weight1, V, kernel_size, stride, pad):
     C = z.shape[-1]
     return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), z.new_empty((V, C), dtype=torch.float64)
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_gcn_forward", mutates_args=())
+def gcn_forward(backend: str, x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return _impl(backend).gcn_forward(x, A, weight, bias)
+
+
+@gcn_forward.register_fake
+def _(backend, x, A, weight, bias):
+    C_out = weight.shape[0] // A.shape[0]
+    return x.new_empty((x.shape[0], x.shape[1], C_out)), _stats_like(x, C_out), _stats_like(x, C_out)
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_conv_frames", mutates_args=())
+def conv_frames(backend: str, src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int],
+                frame_step: int, T_out: int, add: Tensor | None, relu: bool, stats: bool
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    return _impl(backend).conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats)
+
+
+@conv_frames.register_fake
+def _(backend, src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats):
+    C_out = weight.shape[-1]
+    n_stats = C_out if stats else 0
+    return (src.new_empty((T_out * src.shape[1], C_out)), _stats_like(src, n_stats), _stats_like(src, n_stats))

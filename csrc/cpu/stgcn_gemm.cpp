@@ -1,0 +1,572 @@
+// CPU kernels of the fused ST-GCN block's channel mixing with fused epilogues; see stgcn_gemm.h for what each tile
+// does and ugcn_fast/backends/torch_stgcn.py (gcn_forward, conv_frames) for the contract.
+//
+// The micro-kernel. A block of output channels is 1 to kMaxVectors SIMD vectors (16 floats / 8 doubles each with
+// AVX-512); a micro-tile is RB rows of it: RB x NV accumulators, small enough to stay in registers with the NV
+// weight vectors and a broadcast (AVX-512 has 32), and at least 8 independent FMA chains to cover the FMA latency
+// on two ports. The inner loop, per (tap, input channel): load the NV weight vectors of the packed row
+// W[j, ci, block] once, then for each of the RB rows broadcast src[row, ci] and FMA. It is written as plain C++
+// (fixed-size local arrays, compile-time block sizes, `omp simd` over the channels of the block, the row loop
+// unrolled) that GCC turns into register-resident zmm accumulators with embedded-broadcast FMAs
+// (`vfmadd231ps (%reg,%idx){1to16}, %zmmW, %zmmAcc`); check with objdump -d after changing the blocking. The
+// weights are packed per channel block into contiguous panels [depth][block], zero-padded to whole vectors, so a
+// ragged last block computes exact zeros in its padded lanes and only the epilogue (add, store, statistics)
+// looks at the number of valid channels. Rows past the end of a run (the ragged last micro-tile) re-read the last
+// valid row and are never stored. The sparse aggregation over the joints (gcn_forward) gathers whole vectors with
+// GCC / Clang vector extensions instead (see Simd below).
+//
+// Rounding. This file is compiled with FMA contraction on (the pragma below; the build's -ffp-contract=off is for
+// the motion loss, whose x * x must stay exact): every product-sum is a fused multiply-add in T, the whole sum
+// over taps and input channels in one accumulator, the bias and `add` added after it, the result rounded once to
+// T. The contract (torch) sums per tap with a BLAS GEMM; the results agree to the dtype's rounding, not bitwise.
+//
+// Statistics: per-thread float64 partials (plain float64 accumulation, as the contract's float64 sums: exact
+// enough for a large mean and a small spread), of the values as stored, over a static partition of row tiles
+// (groups for gcn_forward), summed in thread order: bitwise reproducible for a given thread count.
+#include "stgcn_gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
+// (and no memcpy calls made of store loops: the statistics that follow a store read registers, not the store)
+#pragma GCC optimize("fp-contract=fast", "no-tree-loop-distribute-patterns")
+#endif
+
+namespace ugcn {
+namespace cpu {
+namespace {
+
+// Elements of T in one 64-byte vector (AVX-512; narrower targets split it into 2 or 4 registers).
+template <typename T>
+constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+// The widest channel block, in vectors: 4 x 6 accumulators + 4 weight vectors + a broadcast fill 29 of 32 zmm.
+constexpr int kMaxVectors = 4;
+// Blocking (measured with bench/cpu_gemm_probe.py; the UGCN_GEMM_* macros override it for such measurements).
+#ifndef UGCN_GEMM_RB
+#define UGCN_GEMM_RB 8, 8, 8, 6
+#endif
+#ifndef UGCN_GEMM_ROW_TILE
+#define UGCN_GEMM_ROW_TILE 96
+#endif
+#ifndef UGCN_GEMM_CHUNK_BYTES
+#define UGCN_GEMM_CHUNK_BYTES (256 * 1024)
+#endif
+#ifndef UGCN_GEMM_CHUNK_ROWS
+#define UGCN_GEMM_CHUNK_ROWS 256
+#endif
+// Rows per micro-tile for a block of nv vectors: nv * RB accumulators (<= 24 registers), >= 8 FMA chains.
+constexpr int kMicroRows[kMaxVectors] = {UGCN_GEMM_RB};
+constexpr int micro_rows(int nv) { return kMicroRows[nv - 1]; }
+// conv_frames' unit of work (rows): a multiple of every micro_rows, and short enough that the source rows it
+// reads (kRowTile x taps x C_in) stay in L2 while every channel block walks them.
+constexpr int64_t kRowTile = UGCN_GEMM_ROW_TILE;
+static_assert(kRowTile % micro_rows(1) == 0 && kRowTile % micro_rows(2) == 0 && kRowTile % micro_rows(3) == 0 &&
+                  kRowTile % micro_rows(4) == 0,
+              "a row tile is whole micro-tiles");
+// gcn_forward's thread-local buffer (a chunk of whole groups) targets this many bytes and at most kChunkRows rows
+// (enough rows that the ragged last micro-tile of a chunk wastes little).
+constexpr int64_t kChunkBytes = UGCN_GEMM_CHUNK_BYTES;
+constexpr int64_t kChunkRows = UGCN_GEMM_CHUNK_ROWS;
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// A zero-initialised, 64-byte aligned array (packed panels, thread-local buffers, partials).
+template <typename T>
+class Aligned {
+ public:
+  explicit Aligned(size_t n)
+      : p_(static_cast<T*>(::operator new[](std::max<size_t>(n, 1) * sizeof(T), std::align_val_t(64)))) {
+    std::fill(p_, p_ + std::max<size_t>(n, 1), T(0));
+  }
+  ~Aligned() { ::operator delete[](p_, std::align_val_t(64)); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+
+ private:
+  T* p_;
+};
+
+// Runs fn(partials, first, end) on a static partition of [0, units) over the threads (contiguous runs); each
+// thread's partials hold `width` doubles (cache-line separated), summed in thread order into `result` when
+// non-null.
+template <typename F>
+void partitioned(int64_t units, int threads, int64_t width, double* result, F&& fn) {
+  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
+  const int64_t stride = round_up(std::max<int64_t>(width, 1), 8);
+  Aligned<double> partials(static_cast<size_t>(threads * stride));
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t chunk = (units + nt - 1) / nt;
+    const int64_t first = std::min(units, tid * chunk), end = std::min(units, first + chunk);
+    if (first < end) fn(partials.data() + tid * stride, first, end);
+  }
+  if (result == nullptr) return;
+  std::fill(result, result + width, 0.0);
+  for (int t = 0; t < threads; ++t) {
+    const double* p = partials.data() + t * stride;
+    for (int64_t i = 0; i < width; ++i) result[i] += p[i];
+  }
+}
+
+// The B operand (depth x n; n output channels) packed for the micro-kernel: channel blocks of 1 to kMaxVectors
+// vectors (balanced: 5 vectors are 3 + 2), block b = channels [c0, c0 + nv * L) stored as the contiguous panel
+// [depth][nv * L] at offset depth * c0, channels >= n zero.
+template <typename T>
+struct Panels {
+  struct Block {
+    int64_t c0;
+    int nv;
+    const T* data;
+  };
+  int64_t depth, n, padded;
+  Aligned<T> storage;
+  std::vector<Block> blocks;
+
+  template <typename F>
+  Panels(int64_t depth_, int64_t n_, F&& value)
+      : depth(depth_), n(n_), padded(round_up(n_, kLanes<T>)), storage(static_cast<size_t>(depth_ * padded)) {
+    constexpr int L = kLanes<T>;
+    const int64_t vectors = padded / L, count = (vectors + kMaxVectors - 1) / kMaxVectors;
+    int64_t c0 = 0;
+    for (int64_t b = 0; b < count; ++b) {
+      const int nv = static_cast<int>(vectors / count + (b < vectors % count ? 1 : 0));
+      const int64_t width = int64_t(nv) * L;
+      T* panel = storage.data() + depth * c0;
+      for (int64_t kk = 0; kk < depth; ++kk)
+        for (int64_t c = 0; c < width; ++c) panel[kk * width + c] = c0 + c < n ? value(kk, c0 + c) : T(0);
+      blocks.push_back(Block{c0, nv, panel});
+      c0 += width;
+    }
+  }
+};
+
+// A run of rows through every channel block: row l of the run reads rows[l] + tap_offset[j] for tap j (depth
+// values each) and is output row m = row0 + l, stored at out + m * out_ld; the epilogue adds bias[c] (padded to
+// whole vectors; zeros for none) and add[(add_period ? m % add_period : m) * add_ld + c] (a zero row with
+// add_ld = 0 for none), applies the ReLU and accumulates the statistics of the n valid channels into sum / sumsq
+// (indexed by channel; null: none).
+template <typename T>
+struct RowRun {
+  const T* const* rows;
+  int64_t row0;
+  const int64_t* tap_offset;
+  int taps;
+  int64_t depth;
+  const T* bias;
+  const T* add;
+  int64_t add_ld, add_period;
+  bool relu;
+  T* out;
+  int64_t out_ld, n;
+  double* sum;
+  double* sumsq;
+};
+
+// One micro-tile: rows l0 .. l0 + nrows - 1 (nrows <= RB) of the run, one channel block of NV vectors; kFull: the
+// whole block is valid channels (no bounds in the epilogue); kStats: accumulate the statistics.
+template <typename T, int NV, bool kFull, bool kStats>
+inline void micro_tile(const RowRun<T>& run, const typename Panels<T>::Block& block, int64_t l0, int nrows) {
+  constexpr int CB = NV * kLanes<T>;
+  constexpr int RB = micro_rows(NV);
+  T acc[RB][CB];
+  const T* row[RB];
+#pragma GCC unroll 16
+  for (int i = 0; i < RB; ++i) {
+    row[i] = run.rows[l0 + std::min(i, nrows - 1)];
+#pragma omp simd
+    for (int c = 0; c < CB; ++c) acc[i][c] = T(0);
+  }
+  const T* w = block.data;
+  for (int j = 0; j < run.taps; ++j) {
+    const T* a[RB];
+#pragma GCC unroll 16
+    for (int i = 0; i < RB; ++i) a[i] = row[i] + run.tap_offset[j];
+    for (int64_t k = 0; k < run.depth; ++k, w += CB) {
+#pragma GCC unroll 16
+      for (int i = 0; i < RB; ++i) {
+        const T s = a[i][k];
+#pragma omp simd
+        for (int c = 0; c < CB; ++c) acc[i][c] += s * w[c];
+      }
+    }
+  }
+  // epilogue, row by row in one pass over the block: + bias, + add, ReLU, store; the stored value goes back to acc
+  // (rows past nrows: 0) for the statistics below
+  const int64_t c0 = block.c0;
+  const int nc = kFull ? CB : static_cast<int>(run.n - c0);
+  const T* __restrict b = run.bias + c0;
+  // ReLU as a clamp from below at 0, or at -inf (nothing) without it: value < lo ? lo : value keeps NaN (as
+  // stgcn::relu, torch.relu) and compiles to a compare + blend against a broadcast constant.
+  const T lo = run.relu ? T(0) : -std::numeric_limits<T>::infinity();
+#pragma GCC unroll 16
+  for (int i = 0; i < RB; ++i) {
+    if (i >= nrows) {
+      if (kStats) {
+#pragma omp simd
+        for (int c = 0; c < CB; ++c) acc[i][c] = T(0);
+      }
+      continue;
+    }
+    const int64_t m = run.row0 + l0 + i;
+    const T* __restrict a = run.add + (run.add_period ? m % run.add_period : m) * run.add_ld + c0;
+    T* __restrict o = run.out + m * run.out_ld + c0;
+#pragma omp simd
+    for (int c = 0; c < nc; ++c) {
+      T value = acc[i][c] + b[c] + a[c];
+      value = value < lo ? lo : value;
+      o[c] = value;
+      acc[i][c] = value;
+    }
+  }
+  // statistics: the tile's column sums in float64 (rows in order), then one update of the thread's partials per
+  // tile (per-row updates would chain every row through a store and a reload of the partials)
+  if (kStats) {
+    double* __restrict s = run.sum + c0;
+    double* __restrict q = run.sumsq + c0;
+#pragma omp simd
+    for (int c = 0; c < nc; ++c) {
+      double ts = 0.0, tq = 0.0;
+#pragma GCC unroll 16
+      for (int i = 0; i < RB; ++i) {
+        const double d = double(acc[i][c]);
+        ts += d;
+        tq += d * d;
+      }
+      s[c] += ts;
+      q[c] += tq;
+    }
+  }
+}
+
+template <typename T, int NV>
+void run_block(const RowRun<T>& run, const typename Panels<T>::Block& block, int64_t rows) {
+  constexpr int RB = micro_rows(NV);
+  const bool full = block.c0 + NV * kLanes<T> <= run.n, stats = run.sum != nullptr;
+  for (int64_t l0 = 0; l0 < rows; l0 += RB) {
+    const int nrows = static_cast<int>(std::min<int64_t>(RB, rows - l0));
+    if (full)
+      stats ? micro_tile<T, NV, true, true>(run, block, l0, nrows) : micro_tile<T, NV, true, false>(run, block, l0, nrows);
+    else
+      stats ? micro_tile<T, NV, false, true>(run, block, l0, nrows) : micro_tile<T, NV, false, false>(run, block, l0, nrows);
+  }
+}
+
+// The run's `rows` rows through every channel block of the panels.
+template <typename T>
+void run_blocks(const RowRun<T>& run, const Panels<T>& panels, int64_t rows) {
+  for (const auto& block : panels.blocks) {
+    switch (block.nv) {
+      case 1: run_block<T, 1>(run, block, rows); break;
+      case 2: run_block<T, 2>(run, block, rows); break;
+      case 3: run_block<T, 3>(run, block, rows); break;
+      default: run_block<T, 4>(run, block, rows); break;
+    }
+  }
+}
+
+// Sparse gathers of the aggregation over the joints: destination i = sum over its entries e of m[e] * the source
+// run at off[e] (n channels each). entries of destination i: [start[i], start[i + 1]).
+template <typename T>
+struct GatherList {
+  std::vector<int64_t> start, off;
+  std::vector<T> m;
+  GatherList() : start(1, 0) {}
+  void add(int64_t offset, T weight) {
+    off.push_back(offset);
+    m.push_back(weight);
+  }
+  void close() { start.push_back(static_cast<int64_t>(off.size())); }
+};
+
+// The aggregation's gathers are written with GCC / Clang vector extensions (64-byte vectors; GCC splits them on
+// narrower targets): there GCC keeps plain arrays on the stack (a loop over a run-time number of entries around the
+// channel loop), which chains every entry through a store and a reload. Vectors are loaded and stored with memcpy
+// (unaligned moves).
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(64)));
+  typedef float Unaligned __attribute__((vector_size(64), aligned(4), may_alias));
+  typedef double Wide __attribute__((vector_size(128)));  // a float vector in float64: two double vectors
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(64)));
+  typedef double Unaligned __attribute__((vector_size(64), aligned(8), may_alias));
+  typedef double Wide __attribute__((vector_size(64)));
+};
+template <typename T>
+using Vec = typename Simd<T>::V;
+using VecD = Vec<double>;
+// float64 vectors per vector of T (a float vector widens to two)
+template <typename T>
+constexpr int kWiden = static_cast<int>(sizeof(double) / sizeof(T));
+
+template <typename T>  // (a reference: no vector passed by value, whose ABI depends on the target)
+inline const typename Simd<T>::Unaligned& vload(const T* p) {
+  return *reinterpret_cast<const typename Simd<T>::Unaligned*>(p);
+}
+template <typename T>
+inline void vstore(T* p, const Vec<T>& v) {
+  *reinterpret_cast<typename Simd<T>::Unaligned*>(p) = v;
+}
+// v in float64, as kWiden<T> double vectors
+template <typename T>
+inline void widen(const Vec<T>& v, VecD* out) {
+  const typename Simd<T>::Wide wide = __builtin_convertvector(v, typename Simd<T>::Wide);
+  std::memcpy(out, &wide, sizeof wide);
+}
+
+// acc[0:NV) = sum over the entries e in [first, end) of m[e] * the NV vectors at base + off[e].
+template <typename T, int NV>
+inline void gather_vectors(Vec<T> (&acc)[NV], const T* __restrict base, const int64_t* __restrict off,
+                           const T* __restrict m, int64_t first, int64_t end) {
+  constexpr int L = kLanes<T>;
+  for (int v = 0; v < NV; ++v) acc[v] = Vec<T>{};
+  for (int64_t e = first; e < end; ++e) {
+    const T* src = base + off[e];
+    const T w = m[e];
+    for (int v = 0; v < NV; ++v) acc[v] += w * vload(src + v * L);
+  }
+}
+
+// dst rows d = 0 .. rows-1 (dst + d * dst_ld, n channels each) = the gathers of destination d of `lists` (entries
+// relative to base): whole vectors in blocks of up to kMaxVectors, then the last n % L channels one by one, never
+// reading past a source row's n channels (base may be the caller's tensor).
+template <typename T>
+void gather_rows(T* dst, int64_t dst_ld, int64_t rows, int64_t n, const T* base, const GatherList<T>& lists) {
+  constexpr int L = kLanes<T>;
+  const int64_t* start = lists.start.data();
+  auto blocks = [&](auto nv, int64_t c) {
+    constexpr int NV = decltype(nv)::value;
+    for (int64_t d = 0; d < rows; ++d) {
+      Vec<T> acc[NV];
+      gather_vectors<T, NV>(acc, base + c, lists.off.data(), lists.m.data(), start[d], start[d + 1]);
+      for (int v = 0; v < NV; ++v) vstore(dst + d * dst_ld + c + v * L, acc[v]);
+    }
+  };
+  int64_t c = 0;
+  for (; c + kMaxVectors * L <= n; c += kMaxVectors * L) blocks(std::integral_constant<int, kMaxVectors>{}, c);
+  switch ((n - c) / L) {
+    case 3: blocks(std::integral_constant<int, 3>{}, c); c += 3 * L; break;
+    case 2: blocks(std::integral_constant<int, 2>{}, c); c += 2 * L; break;
+    case 1: blocks(std::integral_constant<int, 1>{}, c); c += L; break;
+    default: break;
+  }
+  for (; c < n; ++c)
+    for (int64_t d = 0; d < rows; ++d) {
+      T value = T(0);
+      for (int64_t e = start[d]; e < start[d + 1]; ++e) value += lists.m[e] * base[lists.off[e] + c];
+      dst[d * dst_ld + c] = value;
+    }
+}
+
+// gather_rows for one group's output rows w = 0 .. V-1 (destination w), with their statistics: summed over the
+// group in float64 registers, added to sum / sumsq (indexed by channel) once per group.
+template <typename T>
+void aggregate_group(T* z, int64_t z_ld, int64_t V, int64_t n, const T* base, const GatherList<T>& lists,
+                     double* sum, double* sumsq) {
+  constexpr int L = kLanes<T>, W = kWiden<T>, DL = kLanes<double>;
+  const int64_t* start = lists.start.data();
+  auto blocks = [&](auto nv, int64_t c) {
+    constexpr int NV = decltype(nv)::value;
+    VecD gs[NV * W], gq[NV * W];
+    for (int u = 0; u < NV * W; ++u) gs[u] = gq[u] = VecD{};
+    for (int64_t w = 0; w < V; ++w) {
+      Vec<T> acc[NV];
+      gather_vectors<T, NV>(acc, base + c, lists.off.data(), lists.m.data(), start[w], start[w + 1]);
+      for (int v = 0; v < NV; ++v) {
+        vstore(z + w * z_ld + c + v * L, acc[v]);
+        VecD d[W];
+        widen<T>(acc[v], d);
+        for (int u = 0; u < W; ++u) {
+          gs[v * W + u] += d[u];
+          gq[v * W + u] += d[u] * d[u];
+        }
+      }
+    }
+    for (int u = 0; u < NV * W; ++u) {
+      vstore(sum + c + u * DL, vload(sum + c + u * DL) + gs[u]);
+      vstore(sumsq + c + u * DL, vload(sumsq + c + u * DL) + gq[u]);
+    }
+  };
+  int64_t c = 0;
+  for (; c + 2 * L <= n; c += 2 * L) blocks(std::integral_constant<int, 2>{}, c);
+  for (; c + L <= n; c += L) blocks(std::integral_constant<int, 1>{}, c);
+  for (; c < n; ++c) {
+    double gs = 0.0, gq = 0.0;
+    for (int64_t w = 0; w < V; ++w) {
+      T value = T(0);
+      for (int64_t e = start[w]; e < start[w + 1]; ++e) value += lists.m[e] * base[lists.off[e] + c];
+      z[w * z_ld + c] = value;
+      gs += double(value);
+      gq += double(value) * double(value);
+    }
+    sum[c] += gs;
+    sumsq[c] += gq;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bias, const T* add, bool relu, T* u,
+                 double* sums, int threads) {
+  const int64_t M = p.T_out * p.R, C_in = p.C_in, C_out = p.C_out;
+  const Panels<T> panels(p.taps * C_in, C_out, [&](int64_t kk, int64_t c) { return weight[kk * C_out + c]; });
+  Aligned<T> bias_padded(static_cast<size_t>(panels.padded)), zero_row(static_cast<size_t>(panels.padded));
+  if (bias) std::copy(bias, bias + C_out, bias_padded.data());
+  int64_t tap_offset[kMaxConvTaps];
+  for (int j = 0; j < p.taps; ++j) tap_offset[j] = p.frame_offsets[j] * p.R * C_in;
+  const int64_t tiles = (M + kRowTile - 1) / kRowTile;
+  partitioned(tiles, threads, sums ? 2 * C_out : 0, sums, [&](double* part, int64_t first, int64_t end) {
+    const T* rows[kRowTile];
+    RowRun<T> run{rows, 0, tap_offset, p.taps, C_in, bias_padded.data(), add ? add : zero_row.data(),
+                  add ? C_out : 0, 0, relu, u, C_out, C_out, sums ? part : nullptr, sums ? part + C_out : nullptr};
+    for (int64_t tile = first; tile < end; ++tile) {
+      const int64_t m0 = tile * kRowTile, n = std::min(kRowTile, M - m0);
+      int64_t t = m0 / p.R, r = m0 - t * p.R;
+      for (int64_t l = 0; l < n; ++l) {  // row t * R + r reads frame t * frame_step (+ the tap's offset), row r
+        rows[l] = src + (t * p.frame_step * p.R + r) * C_in;
+        if (++r == p.R) r = 0, ++t;
+      }
+      run.row0 = m0;
+      run_blocks(run, panels, n);
+    }
+  });
+}
+
+template <typename T>
+void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias, T* z, double* sums, int threads,
+                 int order) {
+  const int64_t V = p.V, K = p.K, C_in = p.C_in, C_out = p.C_out;
+  auto adjacency = [&](int64_t k, int64_t v, int64_t w) { return T(p.A[(k * V + v) * V + w]); };  // as the contract
+  // The dense products are the same (V x K*C_in x C_out) either way; aggregating costs nnz x (vectors of the
+  // aggregated side): aggregate first when the input has fewer vectors than the output (16 -> 32 channels, not
+  // 2 -> 16 where both are one vector and the GEMM-first order measured faster, and is the contract's order).
+  const int64_t L = kLanes<T>;
+  const bool aggregate_first =
+      order == kGcnAuto ? (C_in + L - 1) / L < (C_out + L - 1) / L : order == kGcnAggregateFirst;
+  const int64_t width = aggregate_first ? K * C_in : K * C_out;  // the thread-local buffer's row
+  const int64_t chunk = std::max<int64_t>(
+      1, std::min<int64_t>(kChunkBytes / (V * width * int64_t(sizeof(T))), kChunkRows / V));
+  const int64_t zero_offset[1] = {0};
+  if (aggregate_first) {
+    // z = xa @ Wcat + bias_map, xa[g, w, k*C_in + ci] = sum_v A[k, v, w] x[g, v, ci], Wcat[k*C_in + ci, c] =
+    // weight[k*C_out + c, ci], bias_map[w, c] = sum_k colsum(A_k)[w] bias[k*C_out + c]. This moves the 1x1's
+    // bias through the aggregation and skips the contract's rounding of y = x @ W^T + b to T before it: equal in
+    // exact arithmetic, so in float32 only the last bits differ (the tests' float32 tolerances), in float64 far
+    // below the tests' 1e-9.
+    const Panels<T> panels(K * C_in, C_out, [&](int64_t kk, int64_t c) {
+      return weight[((kk / C_in) * C_out + c) * C_in + kk % C_in];
+    });
+    Aligned<T> bias_map(static_cast<size_t>(V * panels.padded)), zero_row(static_cast<size_t>(panels.padded));
+    for (int64_t w = 0; w < V; ++w)
+      for (int64_t c = 0; c < C_out; ++c) {
+        double s = 0.0;
+        for (int64_t k = 0; k < K; ++k) {
+          double colsum = 0.0;
+          for (int64_t v = 0; v < V; ++v) colsum += double(adjacency(k, v, w));
+          s += colsum * double(bias[k * C_out + c]);
+        }
+        bias_map.data()[w * panels.padded + c] = T(s);
+      }
+    // Narrow inputs (C_in < one vector) aggregate element by element over one flat list per group, destination
+    // xa[w, k*C_in + ci] (zeroed first) += m * x[v, ci]; wider ones row segment by row segment, in registers.
+    const bool flat = C_in < kLanes<T>;
+    std::vector<int64_t> flat_dst, flat_src;
+    std::vector<T> flat_m;
+    GatherList<T> lists;  // destination (w, k): the x rows v (offset v * C_in)
+    for (int64_t w = 0; w < V; ++w)
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t v = 0; v < V; ++v) {
+          const T m = adjacency(k, v, w);
+          if (m == T(0)) continue;
+          lists.add(v * C_in, m);
+          if (flat)
+            for (int64_t ci = 0; ci < C_in; ++ci) {
+              flat_dst.push_back((w * K + k) * C_in + ci);
+              flat_src.push_back(v * C_in + ci);
+              flat_m.push_back(m);
+            }
+        }
+        lists.close();
+      }
+    const int64_t n_flat = static_cast<int64_t>(flat_m.size());
+    partitioned(p.groups, threads, 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
+      Aligned<T> xa(static_cast<size_t>(chunk * V * width));
+      std::vector<const T*> rows(chunk * V);
+      for (int64_t l = 0; l < chunk * V; ++l) rows[l] = xa.data() + l * width;
+      RowRun<T> run{rows.data(), 0, zero_offset, 1, width, zero_row.data(), bias_map.data(), panels.padded, V, false,
+                    z, C_out, C_out, part, part + C_out};
+      for (int64_t g0 = first; g0 < end; g0 += chunk) {
+        const int64_t groups = std::min(chunk, end - g0);
+        for (int64_t gl = 0; gl < groups; ++gl) {
+          const T* __restrict xg = x + (g0 + gl) * V * C_in;
+          T* __restrict xag = xa.data() + gl * V * width;
+          if (flat) {
+            std::fill(xag, xag + V * width, T(0));
+            for (int64_t e = 0; e < n_flat; ++e) xag[flat_dst[e]] += flat_m[e] * xg[flat_src[e]];
+          } else {  // destination (w, k) is the row segment xa[w, k*C_in : (k+1)*C_in]
+            gather_rows(xag, C_in, V * K, C_in, xg, lists);
+          }
+        }
+        run.row0 = g0 * V;  // a multiple of V: row m's joint is m % V (the bias map's row)
+        run_blocks(run, panels, groups * V);
+      }
+    });
+  } else {
+    // y = x @ W^T + b per chunk (rounded to T, as the contract's), then z[w] = sum_k sum_v A[k, v, w] y[v, k]
+    const Panels<T> panels(C_in, K * C_out, [&](int64_t ci, int64_t kc) { return weight[kc * C_in + ci]; });
+    Aligned<T> bias_padded(static_cast<size_t>(panels.padded)), zero_row(static_cast<size_t>(panels.padded));
+    std::copy(bias, bias + K * C_out, bias_padded.data());
+    GatherList<T> lists;  // destination w: the y segments (v, k) (offset v * width + k * C_out)
+    for (int64_t w = 0; w < V; ++w) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t v = 0; v < V; ++v) {
+          const T m = adjacency(k, v, w);
+          if (m != T(0)) lists.add(v * width + k * C_out, m);
+        }
+      lists.close();
+    }
+    partitioned(p.groups, threads, 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
+      Aligned<T> y(static_cast<size_t>(chunk * V * width));
+      std::vector<const T*> rows(chunk * V);
+      RowRun<T> run{rows.data(), 0, zero_offset, 1, C_in, bias_padded.data(), zero_row.data(), 0, 0, false,
+                    y.data(), width, width, nullptr, nullptr};
+      for (int64_t g0 = first; g0 < end; g0 += chunk) {
+        const int64_t groups = std::min(chunk, end - g0);
+        for (int64_t l = 0; l < groups * V; ++l) rows[l] = x + (g0 * V + l) * C_in;
+        run_blocks(run, panels, groups * V);
+        for (int64_t gl = 0; gl < groups; ++gl)
+          aggregate_group(z + (g0 + gl) * V * C_out, C_out, V, C_out, y.data() + gl * V * width, lists, part,
+                          part + C_out);
+      }
+    });
+  }
+}
+
+#define UGCN_INSTANTIATE(T)                                                                                   \
+  template void conv_frames<T>(const ConvFrames&, const T*, const T*, const T*, const T*, bool, T*, double*, \
+                               int);                                                                         \
+  template void gcn_forward<T>(const GcnForward&, const T*, const T*, const T*, T*, double*, int, int);
+UGCN_INSTANTIATE(float)
+UGCN_INSTANTIATE(double)
+#undef UGCN_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace ugcn

@@ -1,0 +1,60 @@
+// CPU kernels of the fused ST-GCN block's channel mixing (the GEMMs) with fused epilogues, for the small channel
+// counts of UGCN (16 to 256 channels, ~100k rows), where a library GEMM is narrow and memory-bound.
+// Contract: gcn_forward and conv_frames in ugcn_fast/backends/torch_stgcn.py; launchers in
+// ugcn_fast/backends/cpu_stgcn.py. Matrices are rows x C, channels contiguous; per-channel statistics are float64
+// sums over per-thread partials of a static partition, added in thread order: bitwise reproducible for a given
+// thread count.
+//
+// What each tile does (stgcn_gemm.cpp):
+// - conv_frames: a thread owns a contiguous run of row tiles (kRowTile output rows each). For a row tile it
+//   computes each row's source row once (row m = t * R + r reads, for tap j, source row
+//   (frame_offsets[j] + t * frame_step) * R + r: the taps and the strided frames are addressing, nothing is
+//   copied), then for every block of output channels (1 to 4 SIMD vectors wide) it walks the tile in micro-tiles
+//   of RB rows: RB x block accumulators in registers, one pass over (tap, input channel) broadcasting
+//   src[row, ci] against the packed weight row W[j, ci, block], then the epilogue in registers (+ bias, + add,
+//   ReLU, store, statistics).
+// - gcn_forward: a thread owns a contiguous run of groups (the V rows of one (t, n)), processed in chunks of whole
+//   groups (up to 256 rows, 256 KiB) through a thread-local buffer. When the input has fewer SIMD vectors of
+//   channels than the output (16 -> 32): aggregate first (xa = the K aggregated copies of x, V x K*C_in, over the
+//   adjacency's non-zeros only), then z = xa @ Wcat + bias_map by the same micro-kernel, statistics in its
+//   epilogue. Otherwise: GEMM first (y = x @ W^T + b, V x K*C_out, rounded to the dtype as the contract's), then
+//   the sparse aggregation into z, group by group, with the statistics in registers on the way.
+#pragma once
+
+#include <cstdint>
+
+namespace ugcn {
+namespace cpu {
+
+constexpr int kMaxConvTaps = 9;
+
+struct ConvFrames {
+  int64_t frames, R, C_in, C_out, T_out, frame_step;  // src (frames, R, C_in) -> u (T_out * R, C_out)
+  int taps;                                           // 1 .. kMaxConvTaps
+  int64_t frame_offsets[kMaxConvTaps];                // tap j's first frame; every read frame < frames
+};
+
+// u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j] + bias + add[t*R + r]).
+// weight (taps, C_in, C_out) contiguous; bias (C_out) or null; add (T_out*R, C_out) or null; sums (2, C_out)
+// float64 (sum, sum of squares of the stored u) or null for no statistics.
+template <typename T>
+void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bias, const T* add, bool relu, T* u,
+                 double* sums, int threads);
+
+struct GcnForward {
+  int64_t groups, V, K, C_in, C_out;  // x (groups, V, C_in) -> z (groups, V, C_out)
+  const double* A;                    // (K, V, V), rounded to T as the contract's aggregation does
+};
+
+// Which side gcn_forward aggregates: auto (the narrower one: aggregate first when C_in < C_out), or forced (tests
+// and the measurement script exercise both).
+enum GcnOrder { kGcnAuto = 0, kGcnAggregateFirst = 1, kGcnGemmFirst = 2 };
+
+// z[g, w, c] = sum_k sum_v A[k, v, w] (x[g, v] . weight[k*C_out + c] + bias[k*C_out + c]); weight (K*C_out, C_in)
+// contiguous, bias (K*C_out); sums (2, C_out) float64: sum and sum of squares of the stored z.
+template <typename T>
+void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias, T* z, double* sums, int threads,
+                 int order = kGcnAuto);
+
+}  // namespace cpu
+}  // namespace ugcn

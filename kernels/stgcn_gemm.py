@@ -1,0 +1,296 @@
+"""Triton kernels of the fused ST-GCN block's channel mixing (the GEMMs) with fused epilogues, and their launchers.
+
+The executable contract is ugcn_fast/backends/torch_stgcn.py (gcn_forward, conv_frames): same signatures, same
+semantics; ugcn_fast/backends/triton_stgcn.py delegates to the launchers here. The block's Triton backend runs its
+forward channel mixing with these two kernels (ugcn_fast/ops/stgcn_block.py, pieces.FUSED_GEMMS); the
+memory-bound passes around them are in kernels/stgcn_block.py, whose helpers (tl.dot precision, accumulator
+dtype, shifted moments, float64 partials and their fixed-order sum) both kernels share. Layout as there:
+time-major, channels-last matrices, channels contiguous.
+
+Tiles.
+- gcn_forward: one program per (chunk of whole groups, block of <= 64 output channels). For each group of its
+  chunk it computes, per adjacency subset k, the 1x1 convolution Y_k = X[g] @ W_k^T + b_k as a [VP, BLOCK_C] tile
+  (tl.dot over the input channels in BLOCK_I chunks; VP = V padded to a power of two >= 16, the pad joints
+  masked), rounds it to the input dtype, and aggregates it over the joints in registers (Z += Mt_k @ Y_k, a
+  second tl.dot), so neither Y nor the per-subset products ever reach memory. Z is stored once.
+- conv_frames: a tiled GEMM, one program per [BLOCK_M rows, BLOCK_N output channels] tile of u. Output row
+  m = t * R + r reads, for tap j, the source row (frame_offsets[j] + t * frame_step) * R + r of src seen as
+  (F * R, C_in): the taps and the strided frames are addressing, not copies. The K loop runs over (tap, chunk of
+  BLOCK_K input channels) as one flat loop (the compiler pipelines the loads of the whole sum, not of one tap's
+  few chunks), accumulating in acc. The epilogue adds the bias and `add`, applies the ReLU, rounds to src's
+  dtype and stores the tile.
+
+Statistics, deterministic, no atomics. Both kernels reduce the BatchNorm statistics (sum, sum of squares per
+output channel) of the values they store, as rounded: each program writes the sums of its rows to a float64
+(P, 2, C_out) workspace (gcn_forward: P chunks of groups; conv_frames: P = the row tiles, a number that depends
+on the shape only), and `_sum_partials` adds the P partials in a fixed order. Each program sums x - k and
+(x - k)^2 about a shift k (the first stored row of its tile or chunk; per joint in gcn_forward) and turns them
+into sum x, sum x^2 in float64 (`_moments`), so a channel with a large mean and a small spread keeps its
+variance in float32.
+
+Precision and dtypes: inputs float32 / float16 / bfloat16 (acc float32) or float64 (acc float64); float32
+products in "ieee" precision (not TF32, which the contract does not have); 16-bit operands multiply in tl.dot
+with a float32 accumulator; every output rounded once to the input dtype (gcn_forward also rounds Y_k, as the
+contract's unfused convolution does). Only plain `triton.language` is used (no libdevice, no autotuning), so the
+kernels run in Triton's interpreter (TRITON_INTERPRET=1) on CPU tensors and compile with Triton 3.6 and later.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .stgcn_block import (_LAUNCH, _MAX_BLOCK_C, _acc, _block_c, _device_of, _dot, _moments, _relu, _split,
+                          _store_partials, _sum_partials)
+
+# conv_frames' tile: BLOCK_M rows x up to _GEMM_MAX_BLOCK_N output channels, the inner dimension in chunks of up to
+# _GEMM_MAX_BLOCK_K. Modest on purpose: float64 tiles stay in registers and the interpreter stays quick. Every
+# block is >= 16, tl.dot's minimum.
+_GEMM_BLOCK_M = 64
+_GEMM_MAX_BLOCK_N = 64
+_GEMM_MAX_BLOCK_K = 32
+# Taps conv_frames takes: its frame offsets are scalar arguments F0..F8 (no device tensor to build per call).
+_MAX_TAPS = 9
+
+
+def _dot_block(n: int, largest: int) -> int:
+    return max(16, min(triton.next_power_of_2(max(n, 1)), largest))
+
+
+# ---- the graph convolution's forward in one kernel -----------------------------------------------------------------
+@triton.jit
+def _gcn_forward_kernel(X, A, W, B, Z, PART, G, V, C_in, C_out, groups_per_program,
+                        K: tl.constexpr, IEEE: tl.constexpr, ACC: tl.constexpr, VP: tl.constexpr,
+                        BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Grid (P, output channel blocks). For each group of the program's chunk, in registers:
+    Y_k = X[g] @ W_k^T + b_k ([VP, BLOCK_C], tl.dot over C_in in BLOCK_I chunks), Z[g] = sum_k Mt_k @ Y_k
+    (tl.dot, Mt_k[w, v] = A[k, v, w]); Z stored once, and PART[p] = the chunk's (sum, sum of squares) of the
+    stored Z per channel (about the chunk's first group, per joint), the BatchNorm statistics epilogue.
+    Y_k is rounded to the input dtype before the aggregation, as the unfused convolution's output is."""
+    DT: tl.constexpr = X.dtype.element_ty
+    p = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C_out
+    v = tl.arange(0, VP)
+    vm = v < V
+    ci = tl.arange(0, BLOCK_I)
+    w = tl.arange(0, VP)
+    m_off = v[None, :] * V + w[:, None]  # Mt_k[w, v] = A[k, v, w]
+    m_mask = vm[:, None] & vm[None, :]
+    vc_mask = vm[:, None] & cm[None, :]
+    vc_off = v[:, None] * C_out + c[None, :]
+    start = p.to(tl.int64) * groups_per_program
+    n = tl.minimum(G - start, groups_per_program)
+    s1 = tl.zeros([VP, BLOCK_C], dtype=ACC)
+    s2 = tl.zeros([VP, BLOCK_C], dtype=ACC)
+    shift = tl.zeros([VP, BLOCK_C], dtype=ACC)
+    for i in range(0, n):
+        g = start + i
+        acc = tl.zeros([VP, BLOCK_C], dtype=ACC)
+        for k in tl.static_range(K):
+            y = tl.zeros([VP, BLOCK_C], dtype=ACC)
+            for i0 in range(0, C_in, BLOCK_I):
+                cin = i0 + ci
+                x = tl.load(X + g * V * C_in + v[:, None] * C_in + cin[None, :],
+                            mask=vm[:, None] & (cin < C_in)[None, :], other=0.0)
+                wt = tl.load(W + (k * C_out + c[None, :]) * C_in + cin[:, None],
+                             mask=(cin < C_in)[:, None] & cm[None, :], other=0.0).to(DT)
+                y = _dot(x, wt, y, IEEE, ACC)
+            y += tl.load(B + k * C_out + c, mask=cm, other=0.0).to(ACC)[None, :]
+            mt = tl.load(A + k * V * V + m_off, mask=m_mask, other=0.0).to(DT)
+            acc = _dot(mt, y.to(DT), acc, IEEE, ACC)
+        z = acc.to(Z.dtype.element_ty)
+        tl.store(Z + g * V * C_out + vc_off, z, mask=vc_mask)
+        z = tl.where(vc_mask, z.to(ACC), 0.0)
+        if i == 0:
+            shift = z
+        d = z - shift
+        s1 += d
+        s2 += d * d
+    total, total_sq = _moments(s1, s2, shift, n)
+    _store_partials(PART, p, c, cm, C_out, 2, 0, tl.sum(total, axis=0))
+    _store_partials(PART, p, c, cm, C_out, 2, 1, tl.sum(total_sq, axis=0))
+
+
+def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """See torch_stgcn.gcn_forward: the graph convolution of SPEC §3 on time-major groups with its BatchNorm
+    statistics, in one kernel: x (G, V, C_in), A (K, V, V), weight (K*C_out, C_in), bias (K*C_out,) ->
+    (z (G, V, C_out), sum, sum of squares (float64, per channel of z)), with
+    z[g, w, c] = sum_k sum_v A[k, v, w] (x[g, v] . weight[k*C_out + c] + bias[k*C_out + c])."""
+    G, V, C_in = x.shape
+    K = A.shape[0]
+    C_out = weight.shape[0] // K
+    z = x.new_empty((G, V, C_out))
+    if z.numel() == 0:
+        zeros = torch.zeros(C_out, dtype=torch.float64, device=x.device)
+        return z.zero_(), zeros, zeros.clone()
+    x, A, weight, bias = x.contiguous(), A.contiguous(), weight.reshape(K * C_out, C_in).contiguous(), bias.contiguous()
+    block_c = max(16, _block_c(C_out))
+    block_i = _dot_block(C_in, _MAX_BLOCK_C)
+    P, groups = _split(G, 1)
+    part = torch.empty((P, 2, C_out), dtype=torch.float64, device=x.device)
+    with _device_of(x):
+        _gcn_forward_kernel[(P, triton.cdiv(C_out, block_c))](
+            x, A, weight, bias, z, part, G, V, C_in, C_out, groups, K=K, IEEE=x.dtype == torch.float32,
+            ACC=_acc(x.dtype), VP=max(16, triton.next_power_of_2(V)), BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
+        s, ss = _sum_partials(part, C_out, [(C_out,), (C_out,)])
+    return z, s, ss
+
+
+# ---- temporal / pointwise convolution over frames: a GEMM per tap, one epilogue ------------------------------------
+@triton.jit
+def _tap_first_frame(j, F0, F1, F2, F3, F4, F5, F6, F7, F8, KT: tl.constexpr):
+    """frame_offsets[j] for a tap j known at run time only (the flat K loop's), from the scalar arguments."""
+    first = F0
+    if KT > 1:
+        first = tl.where(j == 1, F1, first)
+    if KT > 2:
+        first = tl.where(j == 2, F2, first)
+    if KT > 3:
+        first = tl.where(j == 3, F3, first)
+    if KT > 4:
+        first = tl.where(j == 4, F4, first)
+    if KT > 5:
+        first = tl.where(j == 5, F5, first)
+    if KT > 6:
+        first = tl.where(j == 6, F6, first)
+    if KT > 7:
+        first = tl.where(j == 7, F7, first)
+    if KT > 8:
+        first = tl.where(j == 8, F8, first)
+    return first
+
+
+# The frame offsets change with T (through Tq): specialising on their values (== 1, multiples of 16) would compile
+# a new variant for many sequence lengths, for no gain (they only shift a row index).
+@triton.jit(do_not_specialize=["F0", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8"])
+def _conv_frames_kernel(SRC, W, BIAS, ADD, U, PART, M, R, C_in, C_out, frame_step, rows_per_program,
+                        stride_wj, stride_wk, stride_wn,
+                        F0, F1, F2, F3, F4, F5, F6, F7, F8,
+                        KT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, RELU: tl.constexpr,
+                        STATS: tl.constexpr, IEEE: tl.constexpr, ACC: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Grid (P, output channel tiles); program p owns the rows_per_program rows (a whole number of BLOCK_M tiles)
+    from p * rows_per_program: U[m, n] = sum_j SRC[(F_j + t * frame_step) * R + r] @ W[j] (+ BIAS[n])
+    (+ ADD[m, n]), relu'd if RELU, for m = t * R + r; with STATS, PART[p] = its rows' (sum, sum of squares) per
+    channel of the stored U, each tile's summed about its first row and added in float64 in tile order (P is
+    bounded, so the partials stay few)."""
+    p = tl.program_id(0)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nm = n < C_out
+    start = p.to(tl.int64) * rows_per_program
+    total = tl.zeros([BLOCK_N], dtype=tl.float64)
+    total_sq = tl.zeros([BLOCK_N], dtype=tl.float64)
+    for tile_start in range(start, tl.minimum(start + rows_per_program, M), BLOCK_M):
+        s1, s2 = _conv_frames_tile(SRC, W, BIAS, ADD, U, M, R, C_in, C_out, frame_step, stride_wj, stride_wk,
+                                   stride_wn, F0, F1, F2, F3, F4, F5, F6, F7, F8, tile_start, n, nm, KT, HAS_BIAS,
+                                   HAS_ADD, RELU, STATS, IEEE, ACC, BLOCK_M, BLOCK_N, BLOCK_K)
+        total += s1
+        total_sq += s2
+    if STATS:
+        _store_partials(PART, p, n, nm, C_out, 2, 0, total)
+        _store_partials(PART, p, n, nm, C_out, 2, 1, total_sq)
+
+
+@triton.jit
+def _conv_frames_tile(SRC, W, BIAS, ADD, U, M, R, C_in, C_out, frame_step, stride_wj, stride_wk, stride_wn,
+                      F0, F1, F2, F3, F4, F5, F6, F7, F8, tile_start, n, nm,
+                      KT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, RELU: tl.constexpr,
+                      STATS: tl.constexpr, IEEE: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One [BLOCK_M, BLOCK_N] tile of U from row tile_start; returns its float64 (sum, sum of squares) per channel
+    (zeros without STATS)."""
+    DT: tl.constexpr = SRC.dtype.element_ty
+    m = tile_start + tl.arange(0, BLOCK_M)
+    mm = m < M
+    t = m // R
+    r = m - t * R
+    kk = tl.arange(0, BLOCK_K)
+    k_chunks = tl.cdiv(C_in, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    for step in range(0, KT * k_chunks):
+        j = step // k_chunks
+        k = (step - j * k_chunks) * BLOCK_K + kk
+        km = k < C_in
+        first = _tap_first_frame(j, F0, F1, F2, F3, F4, F5, F6, F7, F8, KT)
+        src_row = (first + t * frame_step) * R + r
+        a = tl.load(SRC + src_row[:, None] * C_in + k[None, :], mask=mm[:, None] & km[None, :], other=0.0)
+        b = tl.load(W + j * stride_wj + k[:, None] * stride_wk + n[None, :] * stride_wn,
+                    mask=km[:, None] & nm[None, :], other=0.0).to(DT)
+        acc = _dot(a, b, acc, IEEE, ACC)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + n, mask=nm, other=0.0).to(ACC)[None, :]
+    mask = mm[:, None] & nm[None, :]
+    off = m[:, None] * C_out + n[None, :]
+    if HAS_ADD:
+        acc += tl.load(ADD + off, mask=mask, other=0.0).to(ACC)
+    if RELU:
+        acc = _relu(acc)
+    u = acc.to(U.dtype.element_ty)
+    tl.store(U + off, u, mask=mask)
+    total = tl.zeros([BLOCK_N], dtype=tl.float64)
+    total_sq = tl.zeros([BLOCK_N], dtype=tl.float64)
+    if STATS:
+        u = u.to(ACC)
+        is_first = (tl.arange(0, BLOCK_M) == 0)[:, None]
+        shift = tl.sum(tl.where(is_first, u, 0.0), axis=0)  # row 0 of a tile always exists (m < M)
+        d = tl.where(mask, u - shift[None, :], 0.0)
+        rows = tl.minimum(M - tile_start, BLOCK_M)
+        total, total_sq = _moments(tl.sum(d, axis=0), tl.sum(d * d, axis=0), shift, rows)
+    return total, total_sq
+
+
+def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offsets: List[int], frame_step: int,
+                T_out: int, add: Optional[Tensor], relu: bool, stats: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """See torch_stgcn.conv_frames: src (F, R, C_in), weight (kt, C_in, C_out) (any strides: used in place when
+    its input or output channels are contiguous), bias (C_out,) or None, add (T_out * R, C_out) or None ->
+    (u (T_out * R, C_out) in src's dtype, per-channel float64 sum and sum of squares of u when `stats`, else two
+    empty float64 tensors), u[t * R + r] = relu?(sum_j src[frame_offsets[j] + t * frame_step, r] @ weight[j]
+    + bias + add[t * R + r])."""
+    F, R, C_in = src.shape
+    kt, _, C_out = weight.shape
+    offsets = [int(o) for o in frame_offsets]
+    if not 1 <= len(offsets) <= _MAX_TAPS or len(offsets) != kt:
+        raise ValueError(f"conv_frames takes 1 to {_MAX_TAPS} taps, one frame offset per weight tap; got "
+                         f"{len(offsets)} offsets for weight {tuple(weight.shape)}")
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+    if T_out > 0 and any(o < 0 or o + (T_out - 1) * frame_step >= F for o in offsets):
+        raise ValueError(f"frame offsets {offsets} with step {frame_step} and T_out {T_out} read past the {F} "
+                         f"frames of src")
+    M = T_out * R
+    if add is not None and add.numel() != M * C_out:
+        raise ValueError(f"add must hold (T_out * R, C_out) = ({M}, {C_out}) values, got shape {tuple(add.shape)}")
+    u = src.new_empty((M, C_out))
+    if M == 0 or C_out == 0:
+        n_stats = C_out if stats else 0
+        zeros = torch.zeros(n_stats, dtype=torch.float64, device=src.device)
+        return u.zero_(), zeros, zeros.clone()
+    src, bias, add = src.contiguous(), _contiguous(bias), _contiguous(add)
+    if weight.stride(1) != 1 and weight.stride(2) != 1:  # neither dimension of a tile load coalesces: copy once
+        weight = weight.contiguous()
+    block_n = _dot_block(C_out, _GEMM_MAX_BLOCK_N)
+    block_k = _dot_block(C_in, _GEMM_MAX_BLOCK_K)
+    P, rows_per_program = _split(M, _GEMM_BLOCK_M)
+    part = torch.empty((P, 2, C_out) if stats else (1, 2, 1), dtype=torch.float64, device=src.device)
+    dummy = u  # stands for absent tensors; never dereferenced (constexpr flags)
+    with _device_of(src):
+        _conv_frames_kernel[(P, triton.cdiv(C_out, block_n))](
+            src, weight, bias if bias is not None else dummy, add if add is not None else dummy, u, part, M, R,
+            C_in, C_out, frame_step, rows_per_program, weight.stride(0), weight.stride(1), weight.stride(2),
+            *(offsets + [0] * (_MAX_TAPS - kt)),
+            KT=kt, HAS_BIAS=bias is not None, HAS_ADD=add is not None, RELU=bool(relu), STATS=bool(stats),
+            IEEE=src.dtype == torch.float32, ACC=_acc(src.dtype), BLOCK_M=_GEMM_BLOCK_M, BLOCK_N=block_n,
+            BLOCK_K=block_k, **_LAUNCH)
+        if not stats:
+            empty = torch.empty(0, dtype=torch.float64, device=src.device)
+            return u, empty, empty.clone()
+        s, ss = _sum_partials(part, C_out, [(C_out,), (C_out,)])
+    return u, s, ss
+
+
+def _contiguous(x: Optional[Tensor]) -> Optional[Tensor]:
+    return None if x is None else x.contiguous()

@@ -1,0 +1,327 @@
+"""The native CPU channel-mixing kernels (csrc/cpu/stgcn_gemm.cpp via ugcn_fast.backends.cpu_stgcn: conv_frames and
+gcn_forward, GEMMs with fused epilogues) against the plain-PyTorch contract (ugcn_fast.backends.torch_stgcn), in
+float64 (tight) and float32, on awkward shapes: ragged channel blocks, row tiles that straddle frames, 1 to 9 taps,
+the stride-2 phase layout and the strided residual; plus statistics, determinism and argument checks."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import ugcn_fast
+from ugcn_fast import Graph
+
+if "cpu" not in ugcn_fast.available_backends():
+    pytest.skip("the native CPU module ugcn_fast._C is not built", allow_module_level=True)
+
+from ugcn_fast import _native  # noqa: E402
+from ugcn_fast.backends import cpu_stgcn as cpu  # noqa: E402
+from ugcn_fast.backends import torch_stgcn as ref  # noqa: E402
+
+DTYPES = [torch.float64, torch.float32]
+# (rtol, atol relative to the largest expected magnitude)
+TOL = {torch.float64: (1e-9, 1e-11), torch.float32: (2e-4, 2e-5)}
+
+A17 = Graph(layout="h36m").A                                                    # K = 3, V = 17
+A5 = Graph(num_nodes=5, edges=[(0, 1), (1, 2), (2, 3), (3, 4)], center=2).A     # K = 3, V = 5 (a chain)
+A1 = Graph(layout="coco", strategy="uniform").A                                 # K = 1, V = 17
+
+
+def _rand(shape, dtype, seed, scale=1.0, offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + offset).to(dtype)
+
+
+def _close(actual, expected, dtype, scale=None, what=""):
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (what, actual.shape, expected.shape,
+                                                                               actual.dtype, expected.dtype)
+    assert actual.is_contiguous(), what
+    rtol, atol = TOL[dtype]
+    if scale is None:
+        scale = expected.abs().max().item() if expected.numel() else 1.0
+    scale = scale if scale > 0 else 1.0
+    torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol * scale,
+                               msg=lambda m: f"{what}\n{m}")
+
+
+def _close_outputs(got, want, dtype, stats=True):
+    """(out, sum, sum of squares) against the contract's; the sums are of values equal up to their rounding, so the
+    sum's error is measured against the sum of magnitudes (a channel's sum may cancel to ~0)."""
+    out, s, ss = got
+    out_ref, s_ref, ss_ref = want
+    _close(out, out_ref, dtype, what="output")
+    assert s.dtype == ss.dtype == torch.float64 and s.shape == s_ref.shape and ss.shape == ss_ref.shape
+    if not stats or s_ref.numel() == 0:
+        return
+    assert s.data_ptr() != ss.data_ptr()
+    magnitudes = out_ref.double().reshape(-1, out_ref.shape[-1]).abs().sum(0)
+    _close(s, s_ref, dtype, scale=magnitudes.max().item(), what="sum")
+    _close(ss, ss_ref, dtype, what="sum of squares")
+
+
+# ---- conv_frames ---------------------------------------------------------------------------------------------------
+def _conv_inputs(C_in, C_out, R, T_out, kt, frame_step, dtype, seed, bias=True, add=True, layout="taps"):
+    """src, weight (kt, C_in, C_out) non-contiguous as the block passes it, bias, frame offsets, add."""
+    if layout == "phases":  # a stride-2 temporal convolution on the phase buffer (2, Tq, R, C)
+        Tq = T_out + (kt - 1) // 2
+        offsets = [(j % 2) * Tq + j // 2 for j in range(kt)]
+        F = 2 * Tq
+    else:  # tap j reads frame j + t * frame_step
+        offsets = list(range(kt))
+        F = (T_out - 1) * frame_step + kt
+    src = _rand((F, R, C_in), dtype, seed)
+    weight = _rand((C_out, C_in, kt), dtype, seed + 1, scale=(kt * C_in) ** -0.5).permute(2, 1, 0)
+    b = _rand((C_out,), dtype, seed + 2) if bias else None
+    a = _rand((T_out * R, C_out), dtype, seed + 3) if add else None
+    return src, weight, b, offsets, a
+
+
+def _check_conv(C_in, C_out, R, T_out, kt, frame_step, dtype, bias=True, add=True, relu=True, stats=True,
+                layout="taps", seed=0):
+    src, weight, b, offsets, a = _conv_inputs(C_in, C_out, R, T_out, kt, frame_step, dtype, seed, bias, add, layout)
+    got = cpu.conv_frames(src, weight, b, offsets, frame_step, T_out, a, relu, stats)
+    want = ref.conv_frames(src, weight, b, offsets, frame_step, T_out, a, relu, stats)
+    _close_outputs(got, want, dtype, stats)
+    return got
+
+
+C_INS = [1, 2, 3, 16, 20, 70]
+C_OUTS = [1, 16, 17, 33, 65]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("C_in,C_out", list(itertools.product(C_INS, C_OUTS)))
+def test_conv_frames_channel_grid(C_in, C_out, dtype):
+    # every (C_in, C_out): ragged channel blocks of every width; R and T_out, the taps and the options rotate
+    i = C_INS.index(C_in) * len(C_OUTS) + C_OUTS.index(C_out)
+    R, T_out, kt = (17, 5)[i % 2], (1, 4, 7)[i % 3], (1, 3, 5, 9)[i % 4]
+    _check_conv(C_in, C_out, R, T_out, kt, 1, dtype, bias=i % 3 != 1, add=i % 2 == 0, relu=i % 5 != 2,
+                stats=i % 7 != 3, seed=i)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kt", [1, 3, 5, 9])
+@pytest.mark.parametrize("R,T_out", [(17, 1), (17, 9), (5, 1), (5, 23)])
+def test_conv_frames_taps_and_frames(kt, R, T_out, dtype):
+    # row tiles straddle frames (R = 5, 17 rows per frame against 96-row tiles)
+    _check_conv(16, 16, R, T_out, kt, 1, dtype, seed=kt + R + T_out)
+    _check_conv(20, 33, R, T_out, kt, 1, dtype, seed=kt + R + T_out + 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kt", [1, 3, 5, 9])
+@pytest.mark.parametrize("R,T_out", [(17, 1), (17, 6), (5, 11)])
+def test_conv_frames_stride2_phase_offsets(kt, R, T_out, dtype):
+    # frame_offsets (j % 2) * Tq + j // 2 on the phase buffer seen as (2 * Tq) frames
+    _check_conv(16, 32, R, T_out, kt, 1, dtype, layout="phases", seed=kt * R + T_out)
+    _check_conv(3, 17, R, T_out, kt, 1, dtype, layout="phases", add=False, seed=kt * R + T_out + 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("C_in,C_out,R,T_out", [(16, 32, 17, 5), (70, 65, 5, 7), (2, 16, 17, 1), (33, 1, 5, 3)])
+def test_conv_frames_strided_residual(C_in, C_out, R, T_out, dtype):
+    # a stride-2 1x1 residual reading x (T, R, C) in place: frame_offsets [0], frame_step 2 (T odd and even)
+    for extra in (0, 1):
+        T = 2 * (T_out - 1) + 1 + extra
+        x = _rand((T, R, C_in), dtype, C_in + extra)
+        w = _rand((C_out, C_in), dtype, C_out, scale=C_in ** -0.5).t().unsqueeze(0)
+        b = _rand((C_out,), dtype, 7)
+        for stats in (False, True):
+            got = cpu.conv_frames(x, w, b, [0], 2, T_out, None, False, stats)
+            want = ref.conv_frames(x, w, b, [0], 2, T_out, None, False, stats)
+            _close_outputs(got, want, dtype, stats)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bias,add,relu,stats", list(itertools.product([False, True], repeat=4)))
+def test_conv_frames_epilogue_options(bias, add, relu, stats, dtype):
+    got = _check_conv(20, 33, 17, 4, 5, 1, dtype, bias=bias, add=add, relu=relu, stats=stats, seed=3)
+    if not stats:
+        assert got[1].numel() == 0 and got[2].numel() == 0
+    if relu:
+        assert (got[0] >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv_frames_stats_large_mean_small_spread(dtype):
+    # u ~ 1000 + 1e-2 noise over many rows and several threads' partials: the float64 sums must be those of the
+    # stored values (no float32 accumulation), so the variance survives sumsq / M - mean^2
+    R, T_out, C_in, C_out = 17, 600, 16, 33
+    src = _rand((T_out, R, C_in), dtype, 1, scale=1e-2)
+    weight = _rand((1, C_in, C_out), dtype, 2, scale=0.25)
+    bias = torch.full((C_out,), 1000.0, dtype=dtype)
+    u, s, ss = cpu.conv_frames(src, weight, bias, [0], 1, T_out, None, True, True)
+    u64 = u.double()
+    M = u.shape[0]
+    torch.testing.assert_close(s, u64.sum(0), rtol=1e-13, atol=0)
+    torch.testing.assert_close(ss, (u64 * u64).sum(0), rtol=1e-13, atol=0)
+    var = ss / M - (s / M) ** 2
+    torch.testing.assert_close(var, u64.var(0, unbiased=False), rtol=1e-3, atol=0)
+    assert (u64.var(0) > 1e-7).all()
+    _, s_ref, ss_ref = ref.conv_frames(src, weight, bias, [0], 1, T_out, None, True, True)
+    _close(s, s_ref, dtype, what="sum")
+    _close(ss, ss_ref, dtype, what="sum of squares")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_conv_frames_deterministic(dtype):
+    src, weight, b, offsets, a = _conv_inputs(33, 65, 17, 40, 5, 1, dtype, seed=11)
+    first = cpu.conv_frames(src, weight, b, offsets, 1, 40, a, True, True)
+    second = cpu.conv_frames(src, weight, b, offsets, 1, 40, a, True, True)
+    for x, y in zip(first, second):
+        assert torch.equal(x, y)
+
+
+def test_conv_frames_thread_counts_agree():
+    src, weight, b, offsets, a = _conv_inputs(16, 32, 17, 30, 5, 1, torch.float64, seed=12)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(cpu.conv_frames(src, weight, b, offsets, 1, 30, a, True, True))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        _close_outputs(other, results[0], torch.float64)
+
+
+@pytest.mark.parametrize("case", ["T_out=0", "C_out=0", "C_in=0"])
+@pytest.mark.parametrize("stats", [False, True])
+def test_conv_frames_empty(case, stats):
+    T_out, C_in, C_out = {"T_out=0": (0, 4, 5), "C_out=0": (3, 4, 0), "C_in=0": (3, 0, 5)}[case]
+    src = _rand((4, 5, C_in), torch.float64, 0)
+    w = _rand((C_out, C_in, 2), torch.float64, 1).permute(2, 1, 0)
+    b = _rand((C_out,), torch.float64, 2)
+    a = _rand((T_out * 5, C_out), torch.float64, 3)
+    got = cpu.conv_frames(src, w, b, [0, 1], 1, T_out, a, True, stats)
+    want = ref.conv_frames(src, w, b, [0, 1], 1, T_out, a, True, stats)
+    _close_outputs(got, want, torch.float64, stats)
+
+
+def test_conv_frames_rejects_bad_arguments():
+    src = _rand((6, 5, 4), torch.float32, 0)
+    w = _rand((3, 4, 8), torch.float32, 1)
+    with pytest.raises(ValueError, match="taps"):
+        cpu.conv_frames(src, w, None, [0, 1], 1, 2, None, False, False)  # 2 offsets, 3 taps
+    with pytest.raises(ValueError, match="taps"):
+        cpu.conv_frames(src, _rand((10, 4, 8), torch.float32, 1), None, list(range(10)), 1, 1, None, False, False)
+    with pytest.raises(ValueError, match="read past"):
+        cpu.conv_frames(src, w, None, [0, 1, 4], 1, 3, None, False, False)  # 4 + 2 >= 6 frames
+    with pytest.raises(ValueError, match="read past"):
+        cpu.conv_frames(src, w, None, [-1, 0, 1], 1, 2, None, False, False)
+    with pytest.raises(ValueError, match="frame_step"):
+        cpu.conv_frames(src, w, None, [0, 1, 2], 0, 2, None, False, False)
+    with pytest.raises(ValueError, match="add"):
+        cpu.conv_frames(src, w, None, [0, 1, 2], 1, 2, torch.zeros(3, 8), False, False)
+    with pytest.raises(ValueError, match="dtype"):
+        cpu.conv_frames(src, w.double(), None, [0, 1, 2], 1, 2, None, False, False)
+    # the binding itself refuses what would read or write out of bounds
+    C = _native.cpu_module
+    u = torch.empty(10, 8)
+    ok = dict(frames=6, R=5, C_in=4, C_out=8, T_out=2, frame_step=1, offsets=[0, 1, 2])
+
+    def call(src_ptr=src.data_ptr(), w_ptr=w.data_ptr(), u_ptr=u.data_ptr(), dtype="float32", **kw):
+        a = {**ok, **kw}
+        C.stgcn_conv_frames(dtype, src_ptr, w_ptr, 0, 0, u_ptr, 0, a["frames"], a["R"], a["C_in"], a["C_out"],
+                            a["T_out"], a["frame_step"], a["offsets"], False, 1)
+
+    call()  # valid
+    for bad in (dict(src_ptr=0), dict(w_ptr=0), dict(u_ptr=0), dict(offsets=[]), dict(offsets=list(range(10))),
+                dict(offsets=[0, 1, 5]), dict(offsets=[0, -1, 2]), dict(frame_step=0), dict(T_out=0), dict(C_in=0),
+                dict(R=0), dict(dtype="float16"), dict(frame_step=3, offsets=[0, 1, 3])):
+        with pytest.raises(ValueError):
+            call(**bad)
+
+
+# ---- gcn_forward ---------------------------------------------------------------------------------------------------
+GRAPHS = {"K3V17": A17, "K3V5": A5, "K1V17": A1}
+ORDERS = ["auto", "aggregate_first", "gemm_first"]
+
+
+def _gcn_inputs(G, A, C_in, C_out, dtype, seed, offset=0.0, spread=1.0):
+    K, V, _ = A.shape
+    x = _rand((G, V, C_in), dtype, seed, scale=spread, offset=offset)
+    w = _rand((K * C_out, C_in), dtype, seed + 1, scale=max(C_in, 1) ** -0.5)
+    b = _rand((K * C_out,), dtype, seed + 2)
+    return x, A.to(dtype), w, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("graph", list(GRAPHS))
+@pytest.mark.parametrize("C_in,C_out", [(2, 16), (3, 17), (16, 16), (20, 70), (32, 16), (70, 33), (17, 1), (1, 5)])
+def test_gcn_forward_matches_contract(C_in, C_out, graph, order, dtype):
+    x, A, w, b = _gcn_inputs(7, GRAPHS[graph], C_in, C_out, dtype, seed=C_in * C_out)
+    got = cpu.gcn_forward_ordered(x, A, w, b, order)
+    _close_outputs(got, ref.gcn_forward(x, A, w, b), dtype)
+    if order == "auto":
+        for a, c in zip(got, cpu.gcn_forward(x, A, w, b)):
+            assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("G", [1, 2, 40])
+def test_gcn_forward_group_counts(G, dtype):
+    # chunks of groups per thread: one group, fewer groups than threads, many chunks
+    for C_in, C_out in ((4, 32), (64, 16)):
+        x, A, w, b = _gcn_inputs(G, A17, C_in, C_out, dtype, seed=G)
+        _close_outputs(cpu.gcn_forward(x, A, w, b), ref.gcn_forward(x, A, w, b), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("order", ORDERS[1:])
+def test_gcn_forward_stats_large_mean_small_spread(order, dtype):
+    x, A, w, b = _gcn_inputs(300, A17, 8, 24, dtype, seed=5, offset=0.0, spread=1e-2)
+    b = b + 1000.0
+    z, s, ss = cpu.gcn_forward_ordered(x, A, w, b, order)
+    z64 = z.double().reshape(-1, z.shape[-1])
+    torch.testing.assert_close(s, z64.sum(0), rtol=1e-13, atol=0)
+    torch.testing.assert_close(ss, (z64 * z64).sum(0), rtol=1e-13, atol=0)
+    M = z64.shape[0]
+    # mean ~1e3 against a variance ~1e-3: float32 sums would lose it entirely, float64 ones keep ~1e-6 of it
+    torch.testing.assert_close(ss / M - (s / M) ** 2, z64.var(0, unbiased=False), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("order", ORDERS[1:])
+def test_gcn_forward_deterministic(order, dtype):
+    x, A, w, b = _gcn_inputs(50, A17, 12, 40, dtype, seed=9)
+    first = cpu.gcn_forward_ordered(x, A, w, b, order)
+    second = cpu.gcn_forward_ordered(x, A, w, b, order)
+    for p, q in zip(first, second):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("case", ["G=0", "C_out=0", "C_in=0"])
+def test_gcn_forward_empty(case):
+    G, C_in, C_out = {"G=0": (0, 4, 6), "C_out=0": (3, 4, 0), "C_in=0": (3, 0, 6)}[case]
+    x, A, w, b = _gcn_inputs(G, A17, C_in, C_out, torch.float64, seed=1)
+    if C_in == 0:  # the contract's reshape cannot infer a 0-wide view: z is the aggregated bias, as with a zero input
+        want = ref.gcn_forward(x.new_zeros((G, 17, 1)), A, w.new_zeros((w.shape[0], 1)), b)
+    else:
+        want = ref.gcn_forward(x, A, w, b)
+    _close_outputs(cpu.gcn_forward(x, A, w, b), want, torch.float64)
+
+
+def test_gcn_forward_rejects_bad_arguments():
+    x, A, w, b = _gcn_inputs(3, A17, 4, 6, torch.float32, seed=1)
+    with pytest.raises(ValueError, match="shapes"):
+        cpu.gcn_forward(x, A, w[:-1], b)
+    with pytest.raises(ValueError, match="shapes"):
+        cpu.gcn_forward(x, A[:, :5, :5], w, b)
+    with pytest.raises(ValueError, match="dtype"):
+        cpu.gcn_forward(x, A, w.double(), b)
+    C = _native.cpu_module
+    z, sums, A64 = torch.empty(3, 17, 6), torch.empty(2, 6, dtype=torch.float64), A.double()
+    args = [x.data_ptr(), A64.data_ptr(), w.data_ptr(), b.data_ptr(), z.data_ptr(), sums.data_ptr()]
+    C.stgcn_gcn_forward("float32", *args, 3, 17, 3, 4, 6, 0, 1)  # valid
+    for i in range(len(args)):
+        bad = list(args)
+        bad[i] = 0
+        with pytest.raises(ValueError):
+            C.stgcn_gcn_forward("float32", *bad, 3, 17, 3, 4, 6, 0, 1)
+    for sizes in ((0, 17, 3, 4, 6, 0), (3, 17, 0, 4, 6, 0), (3, 17, 3, 4, 6, 3), (3, 17, 3, 0, 6, 0)):
+        with pytest.raises(ValueError):
+            C.stgcn_gcn_forward("float32", *args, *sizes, 1)

@@ -1,0 +1,81 @@
+"""torch.library.opcheck of every pass of the fused ST-GCN block (`ugcn_fast::stgcn_*`): schema, fake
+(meta) implementation against the real outputs' shapes, dtypes and strides, and AOT dispatch, for the plain-PyTorch
+contract and the native CPU kernels. (The block's autograd is an autograd.Function around these ops, tested in
+test_stgcn_fused.py; the ops themselves carry no autograd.)"""
+import pytest
+import torch
+
+import ugcn_fast
+from ugcn_fast import Graph
+from ugcn_fast.ops import stgcn_pieces as pieces
+
+BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
+T, N, V, C, K, KT, STRIDE = 5, 2, 5, 4, 3, 5, 2
+PAD, T_OUT, TQ = pieces.phase_geometry(T, KT, STRIDE)
+NV = N * V
+
+
+def _r(*shape, dtype=torch.float64, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _stats(seed):
+    return _r(C, seed=seed).abs() + 0.5
+
+
+def _cases(backend):
+    A = Graph(num_nodes=V, edges=[(0, 1), (1, 2), (2, 3), (3, 4)], center=2).A.double()
+    z = _r(T, NV, C, seed=1)
+    scale, shift_map = _stats(2), _r(V, C, seed=3)
+    u, dout = _r(T_OUT * NV, C, seed=4), _r(T_OUT * NV, C, seed=5)
+    out = torch.relu(_r(T_OUT * NV, C, seed=6))
+    mean, invstd, weight = _r(C, seed=7), _stats(8), _stats(9)
+    seed = torch.tensor(1234, dtype=torch.int64)
+    h_ph = torch.relu(_r(STRIDE, TQ, NV, C, seed=10))
+    h_col = torch.relu(_r(T_OUT, NV, KT * C, seed=11))
+    cases = {
+        "graph_aggregate": (pieces.graph_aggregate, (backend, _r(T * N, V, K * C, seed=12), A, True, False,
+                                                     shift_map)),
+        "graph_aggregate_expand": (pieces.graph_aggregate, (backend, _r(T * N, V, C, seed=13), A, False, True, None)),
+        "channel_stats": (pieces.channel_stats, (backend, u)),
+        "bias_map_stats": (pieces.bias_map_stats, (backend, z.view(T * N, V, C), shift_map)),
+        "bn_relu_phases": (pieces.bn_relu_phases, (backend, z, scale, shift_map, V, STRIDE, PAD, TQ)),
+        "bn_relu_im2col": (pieces.bn_relu_im2col, (backend, z, scale, shift_map, V, KT, STRIDE, PAD, T_OUT)),
+        "block_output": (pieces.block_output, (backend, u, scale, mean, _r(T_OUT * NV, C, seed=14).sign() + 1,
+                                               u.clone(), invstd, weight)),
+        "block_output_backward": (pieces._block_output_backward, (backend, dout, out, u, None, mean, invstd, weight,
+                                                                  "conv", u.clone(), mean, invstd, weight)),
+        "bn_relu_phases_backward": (pieces.bn_relu_phases_backward, (backend, h_ph.clone(), h_ph, z, mean, invstd,
+                                                                     weight, V, STRIDE, PAD)),
+        "bn_relu_im2col_backward": (pieces.bn_relu_im2col_backward, (backend, h_col, z, scale, shift_map, mean,
+                                                                     invstd, weight, V, KT, STRIDE, PAD)),
+        "gcn_forward": (pieces.gcn_forward, (backend, _r(T * N, V, 3, seed=15), A, _r(K * C, 3, seed=16),
+                                             _r(K * C, seed=17))),
+        "conv_frames": (pieces.conv_frames, (backend, h_ph.view(STRIDE * TQ, NV, C), _r(KT, C, C, seed=18),
+                                             _r(C, seed=19), [(j % STRIDE) * TQ + j // STRIDE for j in range(KT)], 1,
+                                             T_OUT, u, True, True)),
+        "conv_frames_residual": (pieces.conv_frames, (backend, z, _r(1, C, 3, seed=20), None, [0], STRIDE, T_OUT,
+                                                      None, False, False)),
+    }
+    if backend in pieces.HASHED_DROPOUT:
+        cases["block_output_hashed"] = (pieces.block_output_hashed, (backend, u, scale, mean, seed, 0.5, None, None,
+                                                                     None))
+        cases["block_output_backward_hashed"] = (
+            pieces._block_output_backward_hashed, (backend, dout, out, u, seed, 0.5, mean, invstd, weight, "identity",
+                                                   None, None, None, None))
+    return cases
+
+
+def _implemented(backend: str, name: str) -> bool:
+    fn = name.removesuffix("_expand").removesuffix("_residual")
+    return hasattr(pieces._impl(backend), fn)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(_cases("cpu")))
+def test_opcheck(backend, name):
+    cases = _cases(backend)
+    if name not in cases or not _implemented(backend, name):
+        pytest.skip(f"{backend} has no {name}")
+    op, args = cases[name]
+    torch.library.opcheck(op, args)

@@ -1,0 +1,285 @@
+"""Triton channel-mixing kernels of the fused ST-GCN block (kernels/stgcn_gemm.py via
+ugcn_fast.backends.triton_stgcn: gcn_forward and conv_frames, GEMMs with fused epilogues) against the plain-PyTorch
+contract (ugcn_fast.backends.torch_stgcn).
+
+Without a CUDA GPU the kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py
+before triton is imported) in float32 and float64 on tiny shapes. With a GPU they run compiled on CUDA tensors in
+float32 / float16 / bfloat16 / float64. Every comparison runs the contract on the same inputs in the same dtype.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # torch.cuda.is_available() does not import triton
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set (no CUDA GPU): run with "
+                    "TRITON_INTERPRET=1 in the environment", allow_module_level=True)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+
+from ugcn_fast.backends import torch_stgcn as ref  # noqa: E402
+from ugcn_fast.backends import triton_stgcn as tri  # noqa: E402
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+if not INTERPRET and not torch.cuda.is_available():
+    pytest.skip("the Triton kernels need a CUDA GPU or TRITON_INTERPRET=1", allow_module_level=True)
+
+pytestmark = pytest.mark.triton  # registered in pyproject.toml: `-m "not triton"` deselects this module
+
+from ugcn_fast.kernels import stgcn_block as kst  # noqa: E402  (the shared helpers: partial sums)
+from ugcn_fast.kernels import stgcn_gemm as kgemm  # noqa: E402  (the module the backend runs)
+
+DEVICE = "cpu" if INTERPRET else "cuda"
+DTYPES = [torch.float64, torch.float32] if INTERPRET else [torch.float64, torch.float32, torch.float16,
+                                                           torch.bfloat16]
+# (rtol, atol relative to the largest expected magnitude) per dtype: the contract itself rounds 16-bit
+# intermediates (every tap's partial sum, the bias, the add) where the kernels keep float32, so 16-bit tolerances
+# are a few units of the last place.
+TOL = {torch.float64: (1e-9, 1e-11), torch.float32: (2e-4, 2e-5), torch.float16: (2e-2, 5e-3),
+       torch.bfloat16: (5e-2, 2e-2)}
+
+
+def _stat_tol(dtype):
+    """Tolerances of float64 sums accumulated per program in acc (float32 unless float64) over values of dtype."""
+    return dtype if dtype in (torch.float64, torch.float16, torch.bfloat16) else torch.float32
+
+
+def _rand(shape, dtype, seed, scale=1.0, offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + offset).to(dtype).to(DEVICE)
+
+
+def _close(actual, expected, dtype, scale=None, what=""):
+    """actual vs expected with the dtype's tolerances; atol relative to `scale` (default: max |expected|)."""
+    assert actual is not None and actual.device == expected.device, what
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (what, actual.shape, expected.shape,
+                                                                               actual.dtype, expected.dtype)
+    assert actual.is_contiguous(), what
+    rtol, atol = TOL[dtype]
+    if scale is None:
+        scale = expected.detach().abs().max().item() if expected.numel() else 1.0
+    scale = scale if scale > 0 else 1.0
+    torch.testing.assert_close(actual.detach().double().cpu(), expected.detach().double().cpu(), rtol=rtol,
+                               atol=atol * scale, msg=lambda m: f"{what}\n{m}")
+
+
+def _close_stats(got, want, dtype):
+    """(sum, sum of squares) of the stored outputs: sums of the same values up to their rounding, so the sum's
+    error is measured against the sum of magnitudes (a channel's sum may cancel to ~0)."""
+    out, s, ss = got
+    out_ref, s_ref, ss_ref = want
+    assert s.dtype == ss.dtype == torch.float64 and s.data_ptr() != ss.data_ptr()
+    stat = _stat_tol(dtype)
+    magnitudes = out_ref.double().reshape(-1, out_ref.shape[-1]).abs().sum(0)
+    _close(s, s_ref, stat, scale=magnitudes.max().item() if magnitudes.numel() else None, what="sum")
+    _close(ss, ss_ref, stat, what="sumsq")
+
+
+def _adjacency(K, V, seed):
+    """A column-normalised random (K, V, V) adjacency with zeros, like a graph's."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.rand((K, V, V), generator=g, dtype=torch.float64) * (torch.rand((K, V, V), generator=g) < 0.5)
+    return (A / A.sum((0, 1), keepdim=True).clamp_min(1e-3))
+
+
+# ---- the graph convolution's forward -----------------------------------------------------------------------------
+# (G, V, C_in, C_out, K): V padded from 17 and 5, C_in within one chunk, ragged (20) and past one (70), C_out from
+# 1 to past one channel block (65), K = 1 and 3, one group and several
+GCN = [(5, 17, 3, 20, 3), (1, 5, 70, 1, 1), (4, 5, 16, 3, 3), (3, 17, 20, 65, 3)]
+
+
+def _gcn_inputs(G, V, C_in, C_out, K, dtype, bias_offset=0.0):
+    x = _rand((G, V, C_in), dtype, 90)
+    A = _adjacency(K, V, 91).to(dtype).to(DEVICE)
+    weight = _rand((K * C_out, C_in), dtype, 92)
+    bias = _rand((K * C_out,), dtype, 93, offset=bias_offset)
+    return x, A, weight, bias
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("G,V,C_in,C_out,K", GCN)
+def test_gcn_forward(G, V, C_in, C_out, K, dtype):
+    args = _gcn_inputs(G, V, C_in, C_out, K, dtype)
+    got, want = tri.gcn_forward(*args), ref.gcn_forward(*args)
+    _close(got[0], want[0], dtype, what="z")
+    _close_stats(got, want, dtype)
+
+
+def test_gcn_forward_empty():
+    """No groups or no output channels: nothing launched, zero statistics. (The contract's channel_stats cannot
+    reshape 0 channels, so those expectations are spelled out.)"""
+    dtype = DTYPES[0]
+    args = _gcn_inputs(0, 5, 4, 3, 3, dtype)
+    for a, b in zip(tri.gcn_forward(*args), ref.gcn_forward(*args)):
+        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    z, s, ss = tri.gcn_forward(*_gcn_inputs(2, 5, 4, 0, 3, dtype))
+    assert z.shape == (2, 5, 0) and z.dtype == dtype
+    assert s.shape == ss.shape == (0,) and s.dtype == ss.dtype == torch.float64
+
+
+def test_gcn_forward_large_mean_small_spread():
+    """z with mean ~1000 and spread ~1e-2 per channel: the per-program, per-joint shift keeps the variance that
+    float32 sums of z^2 would lose."""
+    dtype = torch.float32
+    x, A, weight, bias = _gcn_inputs(6, 5, 3, 4, 1, dtype, bias_offset=1000.0)
+    A = torch.eye(5, dtype=dtype, device=DEVICE)[None]  # z = y: every joint near its channel's bias
+    z, s, ss = tri.gcn_forward(x, A, weight * 1e-2, bias)
+    _check_variance(z.reshape(-1, z.shape[-1]), s, ss)
+
+
+def _check_variance(out, s, ss):
+    """The variance from (sum, sum of squares) against the float64 variance of the stored values themselves."""
+    M = out.shape[0]
+    var = ss / M - (s / M) ** 2
+    out64 = out.double()
+    torch.testing.assert_close(var.cpu(), out64.var(0, unbiased=False).cpu(), rtol=1e-3, atol=0)
+    torch.testing.assert_close(s.cpu(), out64.sum(0).cpu(), rtol=1e-12, atol=0)
+
+
+# ---- temporal / pointwise convolution over frames ----------------------------------------------------------------
+# (R, C_in, C_out, T_out, kt, stride) on the phase buffer of a stride-`stride` convolution: R = 17 and 5 (rows of
+# a tile straddle frames), C_in within one K chunk (3), ragged (20) and past two (70), C_out from 1 to past one N
+# tile (65), T_out = 1, kt = 1, 3, 5, 9, and 68 rows (a second, ragged row tile)
+CONV = [(17, 3, 17, 2, 3, 1), (5, 20, 1, 3, 5, 2), (17, 70, 65, 1, 9, 1), (5, 20, 65, 4, 9, 2), (17, 3, 1, 4, 1, 1),
+        (5, 70, 17, 3, 5, 1)]
+# (bias, add, relu, stats): the training forward (bias, stats), the eval forward (bias, residual add, relu), and
+# the combinations around them
+FLAGS = [(True, False, False, True), (False, True, True, True), (True, True, True, False), (False, False, False, False)]
+
+
+def _phase_src(R, C_in, T_out, kt, stride, dtype):
+    """The phase buffer seen as frames, and tap j's first frame: (j % stride) * Tq + j // stride."""
+    Tq = T_out + (kt - 1) // stride
+    src = _rand((stride * Tq, R, C_in), dtype, 100)
+    return src, [(j % stride) * Tq + j // stride for j in range(kt)]
+
+
+def _epilogue_inputs(M, C_out, dtype, with_bias, with_add):
+    bias = _rand((C_out,), dtype, 102, offset=0.2) if with_bias else None
+    add = _rand((M, C_out), dtype, 103) if with_add else None
+    return bias, add
+
+
+def _check_conv_frames(src, weight, bias, offsets, step, T_out, add, relu, stats, dtype):
+    got = tri.conv_frames(src, weight, bias, offsets, step, T_out, add, relu, stats)
+    want = ref.conv_frames(src, weight, bias, offsets, step, T_out, add, relu, stats)
+    _close(got[0], want[0], dtype, what="u")
+    if stats:
+        _close_stats(got, want, dtype)
+    else:
+        assert got[1].shape == got[2].shape == (0,) and got[1].dtype == got[2].dtype == torch.float64
+    return got
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("with_bias,with_add,relu,stats", FLAGS)
+@pytest.mark.parametrize("R,C_in,C_out,T_out,kt,stride", CONV)
+def test_conv_frames_phases(R, C_in, C_out, T_out, kt, stride, with_bias, with_add, relu, stats, dtype):
+    src, offsets = _phase_src(R, C_in, T_out, kt, stride, dtype)
+    weight = _rand((kt, C_in, C_out), dtype, 101)
+    bias, add = _epilogue_inputs(T_out * R, C_out, dtype, with_bias, with_add)
+    _check_conv_frames(src, weight, bias, offsets, 1, T_out, add, relu, stats, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T,R,C_in,C_out", [(7, 5, 3, 17), (6, 17, 20, 1), (8, 5, 70, 65), (1, 17, 3, 3)])
+def test_conv_frames_strided_residual(T, R, C_in, C_out, dtype):
+    """A stride-2 1x1 residual reads every other frame of x in place: frame_offsets [0], frame_step 2."""
+    x = _rand((T, R, C_in), dtype, 110)
+    T_out = (T - 1) // 2 + 1
+    weight = _rand((C_out, C_in), dtype, 111).t().unsqueeze(0)  # the orchestration's w_r.t(): used in place
+    bias = _rand((C_out,), dtype, 112)
+    _check_conv_frames(x, weight, bias, [0], 2, T_out, None, False, True, dtype)
+
+
+def test_conv_frames_weight_layouts():
+    """The weights the orchestration passes: tcn.2.weight (C_out, C, kt, 1) permuted to (kt, C, C_out) (neither
+    channel dimension contiguous: copied), the same scaled (strides kept), the residual's transposed 1x1 weight
+    (input channels contiguous: read in place), and a contiguous one."""
+    dtype = DTYPES[0]
+    R, C, C_out, T_out, kt, stride = 5, 20, 17, 3, 3, 2
+    src, offsets = _phase_src(R, C, T_out, kt, stride, dtype)
+    w_t = _rand((C_out, C, kt, 1), dtype, 120)
+    taps = w_t[:, :, :, 0].permute(2, 1, 0)
+    for weight in (taps, taps * _rand((C_out,), dtype, 121), taps.contiguous()):
+        _check_conv_frames(src, weight, None, offsets, 1, T_out, None, False, True, dtype)
+    w_r = _rand((C_out, C), dtype, 122)
+    _check_conv_frames(src, w_r.t().unsqueeze(0), None, [1], stride, T_out, None, True, True, dtype)
+
+
+def test_conv_frames_empty():
+    """No rows (T_out = 0 or R = 0) or no output channels: nothing launched, zero statistics. (The contract
+    cannot reshape 0 rows or 0 channels with a -1, so the expectations are spelled out.)"""
+    dtype = DTYPES[0]
+    weight, bias = _rand((3, 4, 6), dtype, 130), _rand((6,), dtype, 131)
+    for T_out, R, C_out in ((0, 5, 6), (2, 0, 6), (2, 5, 0)):
+        src = _rand((4, R, 4), dtype, 132)
+        for stats in (True, False):
+            u, s, ss = tri.conv_frames(src, weight[:, :, :C_out], bias[:C_out], [0, 1, 2], 1, T_out, None, True,
+                                       stats)
+            assert u.shape == (T_out * R, C_out) and u.dtype == dtype and not u.any()
+            zeros = torch.zeros(C_out if stats else 0, dtype=torch.float64, device=DEVICE)
+            assert torch.equal(s, zeros) and torch.equal(ss, zeros)
+            assert not zeros.numel() or s.data_ptr() != ss.data_ptr()
+
+
+def test_conv_frames_large_mean_small_spread():
+    """u with mean ~1000 and spread ~1e-2 per channel over three row tiles: the per-tile shift keeps the variance
+    that float32 sums of u^2 would lose."""
+    dtype = torch.float32
+    R, C_in, C_out, T_out, kt = 17, 5, 3, 9, 3
+    src, offsets = _phase_src(R, C_in, T_out, kt, 1, dtype)
+    weight = _rand((kt, C_in, C_out), dtype, 140, scale=1e-2)
+    bias = _rand((C_out,), dtype, 141, offset=1000.0)
+    u, s, ss = _check_conv_frames(src, weight, bias, offsets, 1, T_out, None, False, True, dtype)
+    _check_variance(u, s, ss)
+
+
+@pytest.mark.parametrize("max_row_programs", [None, 2])
+def test_conv_frames_many_tiles(monkeypatch, max_row_programs):
+    """Tiny tiles force what the shapes above reach only partly: several row, column and K tiles per tap, more
+    partials than one step of the partial reduction, and (few row programs) several row tiles per program with a
+    ragged last one."""
+    monkeypatch.setattr(kgemm, "_GEMM_BLOCK_M", 16)
+    monkeypatch.setattr(kgemm, "_GEMM_MAX_BLOCK_N", 16)
+    monkeypatch.setattr(kgemm, "_GEMM_MAX_BLOCK_K", 16)
+    monkeypatch.setattr(kst, "_BLOCK_P", 2)
+    if max_row_programs is not None:
+        monkeypatch.setattr(kst, "_MAX_ROW_PROGRAMS", max_row_programs)
+    dtype = DTYPES[0]
+    R, C_in, C_out, T_out, kt, stride = 7, 40, 35, 5, 3, 2
+    src, offsets = _phase_src(R, C_in, T_out, kt, stride, dtype)
+    weight = _rand((kt, C_in, C_out), dtype, 150)
+    bias, add = _epilogue_inputs(T_out * R, C_out, dtype, True, True)
+    _check_conv_frames(src, weight, bias, offsets, 1, T_out, add, True, True, dtype)
+
+
+def test_conv_frames_deterministic_and_no_aliasing():
+    dtype = DTYPES[1]
+    src, offsets = _phase_src(17, 20, 4, 3, 1, dtype)
+    weight = _rand((3, 20, 17), dtype, 160)
+    bias, add = _epilogue_inputs(4 * 17, 17, dtype, True, True)
+    first = tri.conv_frames(src, weight, bias, offsets, 1, 4, add, False, True)
+    again = tri.conv_frames(src, weight, bias, offsets, 1, 4, add, False, True)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    ptrs = [t.data_ptr() for t in first]
+    assert len(set(ptrs)) == len(ptrs)  # a custom op's outputs must not alias each other
+
+
+def test_conv_frames_rejects_bad_arguments():
+    dtype = DTYPES[0]
+    src = _rand((4, 5, 3), dtype, 170)
+    weight = _rand((2, 3, 4), dtype, 171)
+    with pytest.raises(ValueError, match="read past"):
+        tri.conv_frames(src, weight, None, [0, 2], 1, 3, None, False, False)
+    with pytest.raises(ValueError, match="one frame offset per weight tap"):
+        tri.conv_frames(src, weight, None, [0], 1, 2, None, False, False)
+    with pytest.raises(ValueError, match="1 to 9 taps"):
+        tri.conv_frames(src, _rand((10, 3, 4), dtype, 172), None, [0] * 10, 1, 2, None, False, False)
+    with pytest.raises(ValueError, match="add must hold"):
+        tri.conv_frames(src, weight, None, [0, 1], 1, 2, _rand((4,), dtype, 173), False, False)
