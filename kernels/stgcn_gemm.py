@@ -250,20 +250,10 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offse
     (u (T_out * R, C_out) in src's dtype, per-channel float64 sum and sum of squares of u when `stats`, else two
     empty float64 tensors), u[t * R + r] = relu?(sum_j src[frame_offsets[j] + t * frame_step, r] @ weight[j]
     + bias + add[t * R + r])."""
-    F, R, C_in = src.shape
+    _, R, C_in = src.shape
     kt, _, C_out = weight.shape
-    offsets = [int(o) for o in frame_offsets]
-    if not 1 <= len(offsets) <= _MAX_TAPS or len(offsets) != kt:
-        raise ValueError(f"conv_frames takes 1 to {_MAX_TAPS} taps, one frame offset per weight tap; got "
-                         f"{len(offsets)} offsets for weight {tuple(weight.shape)}")
-    if frame_step < 1:
-        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
-    if T_out > 0 and any(o < 0 or o + (T_out - 1) * frame_step >= F for o in offsets):
-        raise ValueError(f"frame offsets {offsets} with step {frame_step} and T_out {T_out} read past the {F} "
-                         f"frames of src")
+    offsets = [int(o) for o in frame_offsets]  # checked by ugcn_fast.backends (torch_stgcn.check_conv_frames)
     M = T_out * R
-    if add is not None and add.numel() != M * C_out:
-        raise ValueError(f"add must hold (T_out * R, C_out) = ({M}, {C_out}) values, got shape {tuple(add.shape)}")
     u = src.new_empty((M, C_out))
     if M == 0 or C_out == 0:
         n_stats = C_out if stats else 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import sys
 import types
 from pathlib import Path
@@ -20,15 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # torch.cuda.is_available() does not import triton
-    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        # Triton's own jit'd library (tl.sum, ...) is decorated at import, so the interpreter cannot be switched on
-        # afterwards; without a GPU there is nothing else to run the kernels on.
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set (no CUDA GPU): run with "
-                    "TRITON_INTERPRET=1 in the environment", allow_module_level=True)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-pytest.importorskip("triton")
+from _triton_env import DEVICE, INTERPRET  # noqa: E402  (first: switches on Triton's interpreter without a GPU)
 
 pytestmark = pytest.mark.triton  # registered in pyproject.toml: `-m "not triton"` deselects this module
 
@@ -39,8 +30,6 @@ if str(ROOT) not in sys.path:
 import kernels.motion_loss as ml  # noqa: E402
 from kernels.motion_loss import motion_loss_forward  # noqa: E402
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-DEVICE = "cpu" if INTERPRET else "cuda"
 DTYPES = [torch.float32, torch.float64] if INTERPRET else [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 # (rtol, atol) of the loss and of the gradients, per input dtype; 16-bit gradients are rounded on store.
 TOL = {

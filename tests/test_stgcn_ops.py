@@ -32,7 +32,6 @@ def _cases(backend):
     mean, invstd, weight = _r(C, seed=7), _stats(8), _stats(9)
     seed = torch.tensor(1234, dtype=torch.int64)
     h_ph = torch.relu(_r(STRIDE, TQ, NV, C, seed=10))
-    h_col = torch.relu(_r(T_OUT, NV, KT * C, seed=11))
     cases = {
         "graph_aggregate": (pieces.graph_aggregate, (backend, _r(T * N, V, K * C, seed=12), A, True, False,
                                                      shift_map)),
@@ -40,15 +39,12 @@ def _cases(backend):
         "channel_stats": (pieces.channel_stats, (backend, u)),
         "bias_map_stats": (pieces.bias_map_stats, (backend, z.view(T * N, V, C), shift_map)),
         "bn_relu_phases": (pieces.bn_relu_phases, (backend, z, scale, shift_map, V, STRIDE, PAD, TQ)),
-        "bn_relu_im2col": (pieces.bn_relu_im2col, (backend, z, scale, shift_map, V, KT, STRIDE, PAD, T_OUT)),
         "block_output": (pieces.block_output, (backend, u, scale, mean, _r(T_OUT * NV, C, seed=14).sign() + 1,
                                                u.clone(), invstd, weight)),
         "block_output_backward": (pieces._block_output_backward, (backend, dout, out, u, None, mean, invstd, weight,
                                                                   "conv", u.clone(), mean, invstd, weight)),
         "bn_relu_phases_backward": (pieces.bn_relu_phases_backward, (backend, h_ph.clone(), h_ph, z, mean, invstd,
                                                                      weight, V, STRIDE, PAD)),
-        "bn_relu_im2col_backward": (pieces.bn_relu_im2col_backward, (backend, h_col, z, scale, shift_map, mean,
-                                                                     invstd, weight, V, KT, STRIDE, PAD)),
         "gcn_forward": (pieces.gcn_forward, (backend, _r(T * N, V, 3, seed=15), A, _r(K * C, 3, seed=16),
                                              _r(K * C, seed=17))),
         "conv_frames": (pieces.conv_frames, (backend, h_ph.view(STRIDE * TQ, NV, C), _r(KT, C, C, seed=18),

@@ -8,19 +8,12 @@ float32 / float16 / bfloat16 / float64. Every comparison runs the contract on th
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # torch.cuda.is_available() does not import triton
-    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set (no CUDA GPU): run with "
-                    "TRITON_INTERPRET=1 in the environment", allow_module_level=True)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-pytest.importorskip("triton")
+from _triton_env import DEVICE, INTERPRET  # noqa: F401  (first: switches on Triton's interpreter without a GPU)
+from _triton_stgcn import DTYPES, TOL, adjacency as _adjacency, close as _close, rand as _rand  # noqa: F401
+from _triton_stgcn import stat_tol as _stat_tol  # noqa: F401
 
 import ugcn_fast  # noqa: E402
 from ugcn_fast.backends import torch_stgcn as ref  # noqa: E402
@@ -28,53 +21,9 @@ from ugcn_fast.backends import triton_stgcn as tri  # noqa: E402
 from ugcn_fast.fused_stgcn_block import FusedSTGCNBlock  # noqa: E402
 from ugcn_fast.reference import STGCNBlock  # noqa: E402
 from _stgcn import give_reference_the_fused_mask  # noqa: E402
-
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-if not INTERPRET and not torch.cuda.is_available():
-    pytest.skip("the Triton kernels need a CUDA GPU or TRITON_INTERPRET=1", allow_module_level=True)
-
-pytestmark = pytest.mark.triton  # registered in pyproject.toml: `-m "not triton"` deselects this module
-
 from ugcn_fast.kernels import stgcn_block as kst  # noqa: E402  (the module the backend runs)
 
-DEVICE = "cpu" if INTERPRET else "cuda"
-DTYPES = [torch.float64, torch.float32] if INTERPRET else [torch.float64, torch.float32, torch.float16,
-                                                           torch.bfloat16]
-# (rtol, atol relative to the largest expected magnitude) per dtype: the contract itself rounds 16-bit
-# intermediates where the kernels keep float32, so 16-bit tolerances are a few units of the last place.
-TOL = {torch.float64: (1e-9, 1e-11), torch.float32: (2e-4, 2e-5), torch.float16: (2e-2, 5e-3),
-       torch.bfloat16: (5e-2, 2e-2)}
-
-
-def _stat_tol(dtype):
-    """Tolerances of float64 sums accumulated per program in acc (float32 unless float64) over values of dtype."""
-    return dtype if dtype in (torch.float64, torch.float16, torch.bfloat16) else torch.float32
-
-
-def _rand(shape, dtype, seed, scale=1.0, offset=0.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + offset).to(dtype).to(DEVICE)
-
-
-def _close(actual, expected, dtype, scale=None, what=""):
-    """actual vs expected with the dtype's tolerances; atol relative to `scale` (default: max |expected|)."""
-    assert actual is not None and actual.device == expected.device, what
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype, (what, actual.shape, expected.shape,
-                                                                               actual.dtype, expected.dtype)
-    assert actual.is_contiguous(), what
-    rtol, atol = TOL[dtype]
-    if scale is None:
-        scale = expected.detach().abs().max().item() if expected.numel() else 1.0
-    scale = scale if scale > 0 else 1.0
-    torch.testing.assert_close(actual.detach().double().cpu(), expected.detach().double().cpu(), rtol=rtol,
-                               atol=atol * scale, msg=lambda m: f"{what}\n{m}")
-
-
-def _adjacency(K, V, seed):
-    """A column-normalised random (K, V, V) adjacency with zeros, like a graph's."""
-    g = torch.Generator().manual_seed(seed)
-    A = torch.rand((K, V, V), generator=g, dtype=torch.float64) * (torch.rand((K, V, V), generator=g) < 0.5)
-    return (A / A.sum((0, 1), keepdim=True).clamp_min(1e-3))
+pytestmark = pytest.mark.triton  # registered in pyproject.toml: `-m "not triton"` deselects this module
 
 
 # ---- graph aggregation -------------------------------------------------------------------------------------------

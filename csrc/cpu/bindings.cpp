@@ -87,14 +87,6 @@ ugcn::cpu::Phases make_phases(int64_t T, int64_t rows, int64_t C, int64_t V, int
   return ugcn::cpu::Phases{T, rows, C, V, stride, pad, Tq};
 }
 
-ugcn::cpu::Im2col make_im2col(int64_t T, int64_t rows, int64_t C, int64_t V, int64_t kernel_size, int64_t stride,
-                               int64_t pad, int64_t T_out) {
-  require(T >= 1 && rows >= 1 && C >= 1 && V >= 1 && rows % V == 0, "sizes: need T, rows, C, V >= 1, V | rows");
-  require(kernel_size >= 1 && stride >= 1 && pad >= 0 && T_out >= 1 && (T_out - 1) * stride + kernel_size <= T + 2 * pad,
-          "im2col: need kernel_size, stride, T_out >= 1, pad >= 0 and the last window inside the padded input");
-  return ugcn::cpu::Im2col{T, rows, C, V, kernel_size, stride, pad, T_out};
-}
-
 // Dropout from the Python arguments: a mask tensor (pointer), or hashed from `seed` with probability p.
 template <typename T>
 ugcn::cpu::Dropout<T> make_dropout(uintptr_t mask, bool hashed, uint64_t seed, double p) {
@@ -196,35 +188,6 @@ void bind_stgcn(py::module_& m) {
           });
         },
         "bn_relu_phases(dtype, z, scale, shift_map, h_ph, T, rows, C, V, stride, pad, Tq, threads)");
-  m.def("stgcn_bn_relu_im2col",
-        [](const std::string& dtype, uintptr_t z, uintptr_t scale, uintptr_t shift_map, uintptr_t h_col, int64_t T,
-           int64_t rows, int64_t C, int64_t V, int64_t kernel_size, int64_t stride, int64_t pad, int64_t T_out,
-           int threads) {
-          require(z && scale && shift_map && h_col, "bn_relu_im2col: null pointer");
-          const auto p = make_im2col(T, rows, C, V, kernel_size, stride, pad, T_out);
-          with_dtype(dtype, [&](auto t) {
-            using T_ = decltype(t);
-            ugcn::cpu::bn_relu_im2col<T_>(p, in<T_>(z), in<T_>(scale), in<T_>(shift_map), out<T_>(h_col), threads);
-          });
-        },
-        "bn_relu_im2col(dtype, z, scale, shift_map, h_col, T, rows, C, V, kernel_size, stride, pad, T_out, threads)");
-  m.def("stgcn_bn_relu_im2col_backward",
-        [](const std::string& dtype, uintptr_t dh_col, uintptr_t z, uintptr_t scale, uintptr_t shift_map,
-           uintptr_t mean1, uintptr_t invstd1, uintptr_t weight1, uintptr_t dz, uintptr_t sums, uintptr_t joint_sums,
-           int64_t T, int64_t rows, int64_t C, int64_t V, int64_t kernel_size, int64_t stride, int64_t pad,
-           int64_t T_out, int threads) {
-          require(dh_col && z && scale && shift_map && mean1 && invstd1 && weight1 && dz && sums && joint_sums,
-                  "bn_relu_im2col_backward: null pointer");
-          const auto p = make_im2col(T, rows, C, V, kernel_size, stride, pad, T_out);
-          with_dtype(dtype, [&](auto t) {
-            using T_ = decltype(t);
-            ugcn::cpu::bn_relu_im2col_backward<T_>(p, in<T_>(dh_col), in<T_>(z), in<T_>(scale), in<T_>(shift_map),
-                                                   saved(mean1, invstd1, weight1), out<T_>(dz), out<double>(sums),
-                                                   out<double>(joint_sums), threads);
-          });
-        },
-        "bn_relu_im2col_backward(dtype, dh_col, z, scale, shift_map, mean1, invstd1, weight1, dz, sums, joint_sums, "
-        "T, rows, C, V, kernel_size, stride, pad, T_out, threads): sums (2, C), joint_sums (V, C) float64");
   m.def("stgcn_block_output",
         [](const std::string& dtype, int64_t rows, int64_t C, uintptr_t u, uintptr_t scale2, uintptr_t shift2,
            uintptr_t mask, bool hashed, uint64_t seed, double p, uintptr_t res, uintptr_t scale3, uintptr_t shift3,

@@ -367,82 +367,6 @@ void bn_relu_phases_backward(const Phases& p, const T* dh_ph, const T* h_ph, con
   }
 }
 
-template <typename T>
-void bn_relu_im2col(const Im2col& p, const T* z, const T* scale, const T* shift_map, T* h_col, int threads) {
-  const int64_t C = p.C, kt = p.kernel_size;
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-  for (int64_t to = 0; to < p.T_out; ++to)
-    for (int64_t r = 0; r < p.rows; ++r) {
-      const T* __restrict shift = shift_map + (r % p.V) * C;
-      for (int64_t j = 0; j < kt; ++j) {
-        T* __restrict h = h_col + ((to * p.rows + r) * kt + j) * C;
-        const int64_t t = to * p.stride + j - p.pad;
-        if (t < 0 || t >= p.T) {
-          std::memset(h, 0, sizeof(T) * C);
-          continue;
-        }
-        const T* __restrict zr = z + (t * p.rows + r) * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) h[c] = relu(zr[c] * scale[c] + shift[c]);
-      }
-    }
-}
-
-template <typename T>
-void bn_relu_im2col_backward(const Im2col& p, const T* dh_col, const T* z, const T* scale, const T* shift_map,
-                             BatchNormSaved bn1_saved, T* dz, double* sums, double* joint_sums, int threads) {
-  const int64_t C = p.C, kt = p.kernel_size, rows = p.T * p.rows;
-  BatchNormBackward<T> bn1(bn1_saved, C);
-  const std::vector<T> ones(C, T(1));
-  // pass 1: g = ReLU'(z * scale + shift) * sum of the taps reading the frame (taps in increasing j: a fixed order),
-  // stored in dz; the BatchNorm reductions of g on the way. Reads dh_col once and z once.
-  std::vector<double> red(2 * C);
-  reduce_over_rows(rows, threads, 2 * C, red.data(), [&](double* acc, int64_t first, int64_t end) {
-    for (int64_t i = first; i < end; ++i) {
-      const int64_t t = i / p.rows, r = i % p.rows;
-      T* __restrict g = dz + i * C;
-      std::fill(g, g + C, T(0));
-      for (int64_t j = 0; j < kt; ++j) {
-        const int64_t tp = t + p.pad - j;
-        if (tp < 0 || tp % p.stride != 0 || tp / p.stride >= p.T_out) continue;
-        const T* __restrict dh = dh_col + ((tp / p.stride * p.rows + r) * kt + j) * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) g[c] += dh[c];
-      }
-      const T* __restrict zr = z + i * C;
-      const T* __restrict shift = shift_map + (r % p.V) * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) g[c] = relu_backward(g[c], zr[c] * scale[c] + shift[c]);
-      accumulate_bn_row<Dropout<T>::kNone>(g, ones.data(), Dropout<T>{}, 0, zr, bn1.mean.data(), bn1.invstd.data(), C,
-                                           acc, acc + C);
-    }
-  });
-  bn1.set_reductions(red.data(), red.data() + C, double(rows));
-  // pass 2: dz = BatchNorm backward of g, in place, and the per-joint sums of dz
-  const T* __restrict mean = bn1.mean.data();
-  const T* __restrict invstd = bn1.invstd.data();
-  const T* __restrict k = bn1.k.data();
-  const T* __restrict mean_dy = bn1.mean_dy.data();
-  const T* __restrict mean_dy_xhat = bn1.mean_dy_xhat.data();
-  reduce_over_rows(rows, threads, p.V * C, joint_sums, [&](double* acc, int64_t first, int64_t end) {
-    for (int64_t i = first; i < end; ++i) {
-      T* __restrict g = dz + i * C;  // read and overwritten element by element
-      const T* __restrict zr = z + i * C;
-      double* __restrict joint = acc + ((i % p.rows) % p.V) * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const T value = bn_backward_element<T, T>(g[c], zr[c], mean[c], invstd[c], k[c], mean_dy[c], mean_dy_xhat[c]);
-        g[c] = value;
-        joint[c] += double(value);
-      }
-    }
-  });
-  for (int64_t c = 0; c < C; ++c) {
-    sums[c] = red[C + c];  // dweight1
-    sums[C + c] = red[c];  // dbias1
-  }
-}
-
 #define UGCN_INSTANTIATE(T)                                                                                          \
   template void graph_aggregate<T>(const GraphAggregation&, const T*, const T*, T*, int);                           \
   template void channel_stats<T>(const T*, int64_t, int64_t, const T*, int64_t, T*, double*, int);                  \
@@ -452,10 +376,7 @@ void bn_relu_im2col_backward(const Im2col& p, const T* dh_col, const T* z, const
   template void block_output_backward<T>(int64_t, int64_t, const T*, const T*, const T*, Dropout<T>, BatchNormSaved,\
                                          int, const T*, BatchNormSaved, T*, T*, double*, int);                      \
   template void bn_relu_phases_backward<T>(const Phases&, const T*, const T*, const T*, BatchNormSaved, T*, double*, \
-                                           double*, int);                                                            \
-  template void bn_relu_im2col<T>(const Im2col&, const T*, const T*, const T*, T*, int);                            \
-  template void bn_relu_im2col_backward<T>(const Im2col&, const T*, const T*, const T*, const T*, BatchNormSaved,  \
-                                           T*, double*, double*, int);
+                                           double*, int);
 UGCN_INSTANTIATE(float)
 UGCN_INSTANTIATE(double)
 #undef UGCN_INSTANTIATE

@@ -40,19 +40,6 @@ struct Phases {
 template <typename T>
 void bn_relu_phases(const Phases& p, const T* z, const T* scale, const T* shift_map, T* h_ph, int threads);
 
-struct Im2col {
-  int64_t T, rows, C, V, kernel_size, stride, pad, T_out;  // z (T, rows, C) -> h_col (T_out, rows, kernel_size*C)
-};
-
-template <typename T>
-void bn_relu_im2col(const Im2col& p, const T* z, const T* scale, const T* shift_map, T* h_col, int threads);
-
-// Backward of bn_relu_im2col (training): each frame gathers the taps that read it, times ReLU's derivative
-// recomputed from z (z * scale + shift_map > 0); outputs as bn_relu_phases_backward.
-template <typename T>
-void bn_relu_im2col_backward(const Im2col& p, const T* dh_col, const T* z, const T* scale, const T* shift_map,
-                             BatchNormSaved bn1, T* dz, double* sums, double* joint_sums, int threads);
-
 // Dropout's multiplier of each element: none, a (rows, C) tensor of multipliers, or hashed from a seed
 // (stgcn::dropout_multiplier, nothing stored).
 template <typename T>

@@ -20,9 +20,6 @@ triton: kernels/stgcn_gemm.py; the forward's graph and temporal convolutions):
 | `triton`    | CUDA; CPU too when TRITON_INTERPRET=1    | float32, float64, float16, bfloat16 (interpreter: float32, float64) |
 | `cuda`      | CUDA                                     | float32, float64, float16, bfloat16         |
 
-The temporal convolution's input layout per backend is in ugcn_fast.ops.stgcn_pieces.TCN_LAYOUT (CPU: im2col,
-one wide GEMM; GPU backends: phases, the input stored once).
-
 `auto` picks, per call, the first available entry of AUTO_PREFERENCE for the tensors' device that supports the
 dtype and shape, and the reference otherwise. Every fused backend has the same launcher contract:
 `forward(pred, target, opts, need_grad_pred, need_grad_target) -> (loss_per_sample, grad_pred, grad_target)`,

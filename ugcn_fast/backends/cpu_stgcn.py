@@ -11,7 +11,6 @@ from . import torch_stgcn
 
 _RESIDUAL = {"none": 0, "identity": 1, "conv": 2}
 _GCN_ORDER = {"auto": 0, "aggregate_first": 1, "gemm_first": 2}
-_MAX_TAPS = 9
 
 
 def _module():
@@ -145,31 +144,6 @@ def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tenso
     return (dz, *_rows(sums), joint_sums)
 
 
-def bn_relu_im2col(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, kernel_size: int, stride: int, pad: int,
-                   T_out: int) -> Tensor:
-    T, rows, C = z.shape
-    h_col = z.new_empty((T_out, rows, kernel_size * C))
-    scale, shift_map = scale.contiguous(), shift_map.contiguous()
-    _module().stgcn_bn_relu_im2col(_dtype(z), _ptr(z), _ptr(scale), _ptr(shift_map), _ptr(h_col), T, rows, C, V,
-                                   kernel_size, stride, pad, T_out, _threads())
-    return h_col
-
-
-def bn_relu_im2col_backward(dh_col: Tensor, z: Tensor, scale: Tensor, shift_map: Tensor, mean1: Tensor,
-                            invstd1: Tensor, weight1: Tensor, V: int, kernel_size: int, stride: int, pad: int
-                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    T, rows, C = z.shape
-    dz = torch.empty_like(z)
-    sums = torch.empty((2, C), dtype=torch.float64)
-    joint_sums = torch.empty((V, C), dtype=torch.float64)
-    scale, shift_map = scale.contiguous(), shift_map.contiguous()
-    mean1, invstd1, weight1 = map(_f64, (mean1, invstd1, weight1))
-    _module().stgcn_bn_relu_im2col_backward(
-        _dtype(z), _ptr(dh_col), _ptr(z), _ptr(scale), _ptr(shift_map), _ptr(mean1), _ptr(invstd1), _ptr(weight1),
-        _ptr(dz), _ptr(sums), _ptr(joint_sums), T, rows, C, V, kernel_size, stride, pad, dh_col.shape[0], _threads())
-    return (dz, *_rows(sums), joint_sums)
-
-
 # ---- channel mixing with fused epilogues (csrc/cpu/stgcn_gemm.cpp) -------------------------------------------------
 def _same_dtype(ref: Tensor, *others: Tensor | None) -> None:
     for t in others:
@@ -215,23 +189,10 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
     """See torch_stgcn.conv_frames: u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j]
     + bias + add[t*R + r]) over src (F, R, C_in), weight (kt, C_in, C_out) (any strides: copied once into the
     contiguous layout the kernel packs from), with the per-channel statistics of u when `stats`."""
+    offsets = torch_stgcn.check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)
     F, R, C_in = src.shape
-    kt, _, C_out = weight.shape
-    offsets = [int(o) for o in frame_offsets]
-    if not 1 <= len(offsets) <= _MAX_TAPS or len(offsets) != kt or weight.shape[1] != C_in:
-        raise ValueError(f"conv_frames takes 1 to {_MAX_TAPS} taps, one frame offset per weight tap, weight "
-                         f"(kt, C_in, C_out); got {len(offsets)} offsets for weight {tuple(weight.shape)} and src "
-                         f"{tuple(src.shape)}")
-    if frame_step < 1:
-        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
-    if T_out > 0 and any(o < 0 or o + (T_out - 1) * frame_step >= F for o in offsets):
-        raise ValueError(f"frame offsets {offsets} with step {frame_step} and T_out {T_out} read past the {F} "
-                         f"frames of src")
+    C_out = weight.shape[2]
     M = T_out * R
-    if add is not None and add.numel() != M * C_out:
-        raise ValueError(f"add must hold (T_out * R, C_out) = ({M}, {C_out}) values, got shape {tuple(add.shape)}")
-    if bias is not None and bias.shape != (C_out,):
-        raise ValueError(f"bias must have shape ({C_out},), got {tuple(bias.shape)}")
     if M == 0 or C_out == 0 or C_in == 0:  # nothing for the native pass to do: the contract's results
         return torch_stgcn.conv_frames(src, weight, bias, offsets, frame_step, T_out, add, relu, stats)
     _same_dtype(src, weight, bias, add)

@@ -3,20 +3,15 @@ backend (csrc/cpu, csrc/cuda, kernels/) implements, and the fallback for dtypes 
 
 Layout (see ugcn_fast/ops/stgcn_block.py for why): activations are time-major, channels-last matrices,
 rows (t, n, v) and channels contiguous; a "group" is the V rows of one (t, n). Statistics are per channel sums in
-float64. The temporal convolution's input (relu(BN1(z))) is written by the BN1 pass in one of two layouts; a
-backend's choice is in ugcn_fast.ops.stgcn_pieces.TCN_LAYOUT:
-- "phases": `h_ph (s, Tq, N*V, C)`: padded frame tp = t + pad lives in phase tp % s at slot tp // s, zero where
-  t is outside [0, T), so tap j of a stride-s convolution is the contiguous slice
-  `h_ph[j % s, j // s : j // s + T_out]`: one GEMM per tap over the rows, the input stored once.
-- "im2col": `h_col (T_out, N*V, kt*C)`: row (t_out, r) holds the kt input frames t_out * s + j - pad it
-  convolves (zero outside [0, T)): the whole convolution is one GEMM with kt * C inner dimension, the input
-  stored kt / s times. On the CPU one wide GEMM beats kt narrow ones that re-read and re-write the output.
+float64. The temporal convolution's input (relu(BN1(z))) is written by the BN1 pass into the phase buffer
+`h_ph (s, Tq, N*V, C)`: padded frame tp = t + pad lives in phase tp % s at slot tp // s, zero where t is outside
+[0, T), so tap j of a stride-s convolution is the contiguous slice `h_ph[j % s, j // s : j // s + T_out]` (one
+GEMM per tap over the rows, or conv_frames reading every tap in place), the input stored once.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-
 
 
 def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bias_map: Tensor | None) -> Tensor:
@@ -151,41 +146,6 @@ def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tenso
     return dz, dweight1, dbias1, joint_sums
 
 
-def bn_relu_im2col(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, kernel_size: int, stride: int, pad: int,
-                   T_out: int) -> Tensor:
-    """h = relu(z * scale[c] + shift_map[v, c]) for z (T, N*V, C), written as the im2col matrix
-    (T_out, N*V, kernel_size * C) of the stride-`stride` temporal convolution with zero padding `pad`."""
-    T, NV, C = z.shape
-    h = torch.relu(z.view(T, NV // V, V, C) * scale + shift_map).view(T, NV, C)
-    frames = torch.arange(T_out, device=z.device)[:, None] * stride + torch.arange(kernel_size, device=z.device) - pad
-    inside = (frames >= 0) & (frames < T)
-    cols = h[frames.clamp(0, T - 1)] * inside[:, :, None, None]  # (T_out, kt, NV, C)
-    return cols.permute(0, 2, 1, 3).reshape(T_out, NV, kernel_size * C).contiguous()
-
-
-def bn_relu_im2col_backward(dh_col: Tensor, z: Tensor, scale: Tensor, shift_map: Tensor, mean1: Tensor,
-                            invstd1: Tensor, weight1: Tensor, V: int, kernel_size: int, stride: int, pad: int
-                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Backward of bn_relu_im2col in training (BN1 with batch statistics): frame t of row r gathers dh_col[t_out, r, j]
-    over the taps (t_out, j) that read it, times ReLU's derivative, recomputed from z (z * scale + shift_map > 0, the
-    forward's ReLU input: reading z once costs less than reading the kt-times larger h_col). Returns as
-    bn_relu_phases_backward."""
-    T, NV, C = z.shape
-    T_out = dh_col.shape[0]
-    g = z.new_zeros(z.shape)
-    upstream = dh_col.view(T_out, NV, kernel_size, C)
-    for j in range(kernel_size):
-        for t_out in range(T_out):
-            t = t_out * stride + j - pad
-            if 0 <= t < T:
-                g[t] += upstream[t_out, :, j]
-    relu_input = (z.view(T, NV // V, V, C) * scale + shift_map).view(T, NV, C)
-    g = torch.where(relu_input > 0, g, torch.zeros((), dtype=g.dtype))
-    dz, dweight1, dbias1 = _bn_backward(g, z, mean1, invstd1, weight1)
-    joint_sums = dz.double().view(T, NV // V, V, C).sum((0, 1))
-    return dz, dweight1, dbias1, joint_sums
-
-
 # ---- channel mixing with fused epilogues (served natively by backends listed in stgcn_pieces.FUSED_GEMMS) -------
 def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The graph convolution of SPEC §3 on groups, with its output's channel statistics:
@@ -199,6 +159,33 @@ def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> tuple[Ten
     return (z, *channel_stats(z))
 
 
+CONV_FRAMES_MAX_TAPS = 9
+
+
+def check_conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
+                      T_out: int, add: Tensor | None) -> list[int]:
+    """The arguments every conv_frames implementation accepts (ValueError naming the one that is wrong); returns
+    the frame offsets as ints."""
+    F, R, C_in = src.shape
+    kt, _, C_out = weight.shape
+    offsets = [int(o) for o in frame_offsets]
+    if not 1 <= len(offsets) <= CONV_FRAMES_MAX_TAPS or len(offsets) != kt or weight.shape[1] != C_in:
+        raise ValueError(f"conv_frames takes 1 to {CONV_FRAMES_MAX_TAPS} taps, one frame offset per weight tap, "
+                         f"weight (kt, C_in, C_out); got {len(offsets)} offsets for weight {tuple(weight.shape)} and "
+                         f"src {tuple(src.shape)}")
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+    if T_out > 0 and any(o < 0 or o + (T_out - 1) * frame_step >= F for o in offsets):
+        raise ValueError(f"frame offsets {offsets} with step {frame_step} and T_out {T_out} read past the {F} "
+                         f"frames of src")
+    if add is not None and add.numel() != T_out * R * C_out:
+        raise ValueError(f"add must hold (T_out * R, C_out) = ({T_out * R}, {C_out}) values, got shape "
+                         f"{tuple(add.shape)}")
+    if bias is not None and bias.shape != (C_out,):
+        raise ValueError(f"bias must have shape ({C_out},), got {tuple(bias.shape)}")
+    return offsets
+
+
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
                 T_out: int, add: Tensor | None, relu: bool, stats: bool) -> tuple[Tensor, Tensor, Tensor]:
     """A temporal (or pointwise) convolution over time-major frames as a sum of per-tap GEMMs, with an epilogue:
@@ -210,6 +197,7 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
     Tap j of a stride-s temporal convolution on the phase buffer h_ph (s, Tq, R, C) is src = h_ph.view(s * Tq, R, C),
     frame_offsets[j] = (j % s) * Tq + j // s, frame_step 1; a stride-s 1x1 residual on x (T, R, C) is src = x,
     frame_offsets [0], frame_step s."""
+    check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)
     R = src.shape[1]
     out_dtype = src.dtype
     u = None

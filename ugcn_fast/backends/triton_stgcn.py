@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 from torch import Tensor
 
-from .torch_stgcn import phase_geometry  # noqa: F401  (the same geometry helper as the contract)
+from .torch_stgcn import check_conv_frames, phase_geometry  # noqa: F401  (phase_geometry: as the contract's)
 
 
 def _k():
@@ -65,4 +65,5 @@ def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Ten
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offsets: List[int], frame_step: int,
                 T_out: int, add: Optional[Tensor], relu: bool, stats: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    return _gemm().conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats)
+    offsets = check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)
+    return _gemm().conv_frames(src, weight, bias, offsets, frame_step, T_out, add, relu, stats)

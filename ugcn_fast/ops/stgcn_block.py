@@ -4,18 +4,15 @@ Layout. Inside the block activations are *time-major, channels-last* matrices: r
 contiguous, i.e. a (T, N, V, C) tensor. Three reasons: every channel-mixing convolution (the graph convolution's
 1x1, the residual 1x1, each tap of the temporal convolution) is then one dense GEMM over all rows with no permute;
 a temporal shift of the input by `j` frames is a shift by whole `N * V`-row blocks, so tap j of the temporal
-convolution reads a contiguous slice of its input (stride s: of one phase of it, see torch_stgcn.py) instead of an
-im2col copy; and the graph aggregation works on the V contiguous rows of one (t, n). The block's output is a
-(N, C, T, V)-shaped *view* of the time-major result, so a following fused block reads it without a copy.
+convolution reads a contiguous slice of its input (stride s: of one phase of it, see torch_stgcn.py) instead of
+a kt-times larger im2col copy; and the graph aggregation works on the V contiguous rows of one (t, n). The
+block's output is a (N, C, T, V)-shaped *view* of the time-major result, so a following fused block reads it without a copy.
 
 Passes, training forward (M rows, B = BatchNorm):
   gcn     graph-first (C_in < C_out, aggregate the smaller side): xa = aggregate(x) (M, K*C_in);
           z = xa @ W (M, C_out); z += bias map + B1 statistics (one pass)
           GEMM-first: y = x @ W^T + b (M, K*C_out); z = aggregate(y); B1 statistics (one pass)
-  h       relu(B1(z)) written once, zero padding included, in the layout the backend's GEMMs want:
-          "im2col" (CPU): row (t_out, n, v) holds the kt frames it convolves -> u = h @ Wt + bt, one GEMM with a
-          kt*C inner dimension (kt narrow GEMMs re-reading and re-writing u measured slower);
-          "phases" (GPU backends): the input stored once, tap j a contiguous slice -> one GEMM per tap
+  h       relu(B1(z)) written once, zero padding included, into the phase buffer: tap j a contiguous slice
   tcn     u = ... + bt; B2 statistics
   res     r0 = x[::s] @ Wr^T + br; B3 statistics (convolution residual only)
   out     relu(B2(u) * dropout mask + residual) in one pass
@@ -94,12 +91,6 @@ def _tcn_taps(h: Tensor, kernel_size: int, stride: int, T_out: int) -> list[Tens
     return [h[j % stride, j // stride: j // stride + T_out].reshape(-1, C) for j in range(kernel_size)]
 
 
-def _tcn_weight_cat(w_t: Tensor) -> Tensor:
-    """tcn.2.weight (C_out, C, kt, 1) -> (kt*C, C_out), rows (j, c): the im2col GEMM's operand."""
-    C_out, C, kt, _ = w_t.shape
-    return w_t[:, :, :, 0].permute(2, 1, 0).reshape(kt * C, C_out)
-
-
 def _tcn_weight_taps(w_t: Tensor) -> Tensor:
     """tcn.2.weight (C_out, C, kt, 1) -> (kt, C, C_out): conv_frames' operand, tap j's GEMM weight."""
     return w_t[:, :, :, 0].permute(2, 1, 0)
@@ -149,21 +140,16 @@ class _TrainingBlock(torch.autograd.Function):
         pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
         z = z.view(T, N * V, C_out)
         shift_map = shift1.expand(V, C_out).contiguous()
-        im2col = pieces.tcn_layout(be) == "im2col" and not fused  # the fused kernels read the phase buffer
-        if im2col:
-            h = pieces.bn_relu_im2col(be, z, scale1, shift_map, V, cfg.kernel_size, cfg.stride, pad, T_out)
-            u = torch.addmm(b_t, h.view(T_out * N * V, -1), _tcn_weight_cat(w_t))
+        h = pieces.bn_relu_phases(be, z, scale1, shift_map, V, cfg.stride, pad, Tq)
+        if fused:
+            u, s2, ss2 = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t), b_t,
+                                            _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, None,
+                                            False, True)
         else:
-            h = pieces.bn_relu_phases(be, z, scale1, shift_map, V, cfg.stride, pad, Tq)
-            if fused:
-                u, s2, ss2 = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t), b_t,
-                                                _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, None,
-                                                False, True)
-            else:
-                taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
-                u = torch.addmm(b_t, taps[0], w_t[:, :, 0, 0].t())
-                for j in range(1, cfg.kernel_size):
-                    u.addmm_(taps[j], w_t[:, :, j, 0].t())
+            taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
+            u = torch.addmm(b_t, taps[0], w_t[:, :, 0, 0].t())
+            for j in range(1, cfg.kernel_size):
+                u.addmm_(taps[j], w_t[:, :, j, 0].t())
         if not fused:
             s2, ss2 = pieces.channel_stats(be, u)
         M2 = T_out * N * V
@@ -195,7 +181,7 @@ class _TrainingBlock(torch.autograd.Function):
             mask_rows = dropout_multipliers(dropout_seed, cfg.dropout, M2, C_out, dtype, x.device)
             out = pieces.block_output(be, u, scale2, shift2, mask_rows, res, scale3, shift3)
 
-        ctx.cfg, ctx.graph_first, ctx.im2col, ctx.shape = cfg, graph_first, im2col, (T, N, V, C_in, C_out, T_out, pad)
+        ctx.cfg, ctx.graph_first, ctx.shape = cfg, graph_first, (T, N, V, C_in, C_out, T_out, pad)
         ctx.save_for_backward(x, A, w_gcn, w1, w_t, w2, w_r, w3, mask_rows, dropout_seed, xa, z, h, u, out, xs, r0,
                               mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map)
         stats = [mean1, var1, mean2, var2]
@@ -216,21 +202,15 @@ class _TrainingBlock(torch.autograd.Function):
         du, dres, dw2, db2, dw3, db3, db_t, db_r = pieces.block_output_backward(
             be, dout, out, u, dropout, mean2, invstd2, w2, cfg.residual, r0, mean3, invstd3, w3)
 
-        if ctx.im2col:  # one GEMM for the weight, one for the input's im2col gradient
-            h_col = h.view(T_out * N * V, -1)
-            dw_t = (h_col.t() @ du).view(kt, C_out, C_out).permute(2, 1, 0).unsqueeze(-1)
-            dh_col = (du @ _tcn_weight_cat(w_t).t()).view(h.shape)
-            dz, dw1, db1, joint_sums = pieces.bn_relu_im2col_backward(be, dh_col, z, scale1, shift_map, mean1,
-                                                                      invstd1, w1, V, kt, stride, pad)
-        else:  # one GEMM per tap for the weight, one per tap accumulating into the phase buffer
-            taps = _tcn_taps(h, kt, stride, T_out)
-            dw_t = torch.stack([(taps[j].t() @ du).t() for j in range(kt)], dim=2).unsqueeze(-1)
-            dh = torch.zeros_like(h)
-            dtaps = _tcn_taps(dh, kt, stride, T_out)
-            for j in range(kt):
-                dtaps[j].addmm_(du, w_t[:, :, j, 0])
-            dz, dw1, db1, joint_sums = pieces.bn_relu_phases_backward(be, dh, h, z, mean1, invstd1, w1, V,
-                                                                      stride, pad)
+        # temporal convolution: one GEMM per tap for the weight, one per tap accumulating into the phase buffer
+        # (MKL accumulates in place; a transposed conv_frames over zero-padded du measured slower)
+        taps = _tcn_taps(h, kt, stride, T_out)
+        dw_t = torch.stack([(taps[j].t() @ du).t() for j in range(kt)], dim=2).unsqueeze(-1)
+        dh = torch.zeros_like(h)
+        dtaps = _tcn_taps(dh, kt, stride, T_out)
+        for j in range(kt):
+            dtaps[j].addmm_(du, w_t[:, :, j, 0])
+        dz, dw1, db1, joint_sums = pieces.bn_relu_phases_backward(be, dh, h, z, mean1, invstd1, w1, V, stride, pad)
 
         # graph convolution
         rows = x.view(-1, C_in)
@@ -310,11 +290,7 @@ def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: Bl
     pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
     ones = torch.ones(C_out, dtype=dtype, device=x_tm.device)
     z = z.view(T, N * V, C_out)
-    im2col = pieces.tcn_layout(be) == "im2col"
-    if im2col:
-        h = pieces.bn_relu_im2col(be, z, ones, shift_map, V, cfg.kernel_size, cfg.stride, pad, T_out)
-    else:
-        h = pieces.bn_relu_phases(be, z, ones, shift_map, V, cfg.stride, pad, Tq)
+    h = pieces.bn_relu_phases(be, z, ones, shift_map, V, cfg.stride, pad, Tq)
 
     bias_t = b_t * scale2 + shift2
     if cfg.residual == "conv":
@@ -326,14 +302,9 @@ def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: Bl
         u = None  # the GEMM below accumulates onto x itself; the bias goes into the final pass
     else:
         u = bias_t.expand(T_out * N * V, C_out).clone()
-    if im2col:
-        w_cat = _tcn_weight_cat(w_t) * scale2
-        h_rows = h.view(T_out * N * V, -1)
-        u = torch.addmm(rows, h_rows, w_cat) if u is None else u.addmm_(h_rows, w_cat)
-    else:
-        w_t = w_t[:, :, :, 0] * scale2.view(-1, 1, 1)
-        for j, tap in enumerate(_tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)):
-            u = torch.addmm(rows, tap, w_t[:, :, j].t()) if u is None else u.addmm_(tap, w_t[:, :, j].t())
+    w_t = w_t[:, :, :, 0] * scale2.view(-1, 1, 1)
+    for j, tap in enumerate(_tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)):
+        u = torch.addmm(rows, tap, w_t[:, :, j].t()) if u is None else u.addmm_(tap, w_t[:, :, j].t())
     if cfg.residual == "identity":  # relu(u + bias) in one pass
         return pieces.block_output(be, u, ones, bias_t, None, None, None, None).view(T_out, N, V, C_out)
     return torch.relu_(u).view(T_out, N, V, C_out)

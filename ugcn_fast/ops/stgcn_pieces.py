@@ -20,20 +20,12 @@ def _impl(backend: str):
     return importlib.import_module(f"ugcn_fast.backends.{backend}_stgcn")
 
 
-# The temporal convolution's input layout each backend's BN1 pass writes (see torch_stgcn.py): im2col on the CPU,
-# where one wide GEMM measured faster than kt narrow ones; phases elsewhere. A plain dict: torch.compile traces it.
-TCN_LAYOUT = {"cpu": "im2col"}
-
-
-def tcn_layout(backend: str) -> str:
-    return TCN_LAYOUT.get(backend, "phases")
-
-
 # Where a backend's own kernels do the forward's channel mixing (gcn_forward, conv_frames), per mode; elsewhere
-# torch's GEMMs run between the passes. CPU: the native register-blocked kernels beat MKL plus the im2col pass on
-# every UGCN block shape (eval: 1.3x on the temporal convolutions, 1.2x on the graph convolutions, measured with
-# bench/cpu_gemm_probe.py; training forward + backward over UGCN's blocks: 1.14x, with the phase buffer saved
-# for backward instead of the kt-times larger im2col matrix). Plain containers: torch.compile traces the lookups.
+# torch's GEMMs run between the passes. CPU: the native register-blocked kernels beat MKL plus the pass that wrote
+# an im2col matrix for it (the CPU's route before them) on every UGCN block shape: in eval 1.3x on the temporal
+# and 1.2x on the graph convolutions (bench/cpu_gemm_probe.py), in training forward + backward 1.14x over UGCN's
+# blocks, with the phase buffer saved for backward instead of the kt-times larger im2col matrix. Plain
+# containers: torch.compile traces the lookups.
 FUSED_GEMMS = {"triton": ("training", "eval"), "cpu": ("training", "eval")}
 
 
@@ -180,31 +172,6 @@ def bn_relu_phases_backward(backend: str, dh_ph: Tensor, h_ph: Tensor, z: Tensor
 
 @bn_relu_phases_backward.register_fake
 def _(backend, dh_ph, h_ph, z, mean1, invstd1, weight1, V, stride, pad):
-    C = z.shape[-1]
-    return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), z.new_empty((V, C), dtype=torch.float64)
-
-
-@torch.library.custom_op("ugcn_fast::stgcn_bn_relu_im2col", mutates_args=())
-def bn_relu_im2col(backend: str, z: Tensor, scale: Tensor, shift_map: Tensor, V: int, kernel_size: int, stride: int,
-                   pad: int, T_out: int) -> Tensor:
-    return _impl(backend).bn_relu_im2col(z, scale, shift_map, V, kernel_size, stride, pad, T_out)
-
-
-@bn_relu_im2col.register_fake
-def _(backend, z, scale, shift_map, V, kernel_size, stride, pad, T_out):
-    return z.new_empty((T_out, z.shape[1], kernel_size * z.shape[2]))
-
-
-@torch.library.custom_op("ugcn_fast::stgcn_bn_relu_im2col_backward", mutates_args=())
-def bn_relu_im2col_backward(backend: str, dh_col: Tensor, z: Tensor, scale: Tensor, shift_map: Tensor, mean1: Tensor,
-                            invstd1: Tensor, weight1: Tensor, V: int, kernel_size: int, stride: int, pad: int
-                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _impl(backend).bn_relu_im2col_backward(dh_col, z, scale, shift_map, mean1, invstd1, weight1, V,
-                                                  kernel_size, stride, pad)
-
-
-@bn_relu_im2col_backward.register_fake
-def _(backend, dh_col, z, scale, shift_map, mean1, invstd1, weight1, V, kernel_size, stride, pad):
     C = z.shape[-1]
     return torch.empty_like(z), _stats_like(z, C), _stats_like(z, C), z.new_empty((V, C), dtype=torch.float64)
 
