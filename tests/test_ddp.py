@@ -98,7 +98,8 @@ from ugcn_fast.train import train
 try:
     train({"batch_size": 7, "window": 16, "intervals": (2,), "out": sys.argv[1] + "/odd"})
 except ValueError as error:
-    print("refused:", error)
+    sys.stdout.write(f"refused: {error}\\n")  # one write per line: the two processes share the pipe
+    sys.stdout.flush()
 train_on_shared_inputs(sys.argv[1] + "/ddp")
 """
 
