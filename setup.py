@@ -120,7 +120,7 @@ def _extensions():
             "ugcn_fast._cuda",
             sources=["csrc/cuda/motion_loss.cu", "csrc/cuda/stgcn_block.cu", "csrc/cuda/bindings.cpp"],
             depends=["csrc/motion_loss_math.h", "csrc/stgcn_block_math.h", "csrc/cuda/half_types.h",
-                     "csrc/cuda/motion_loss_cuda.h",
+                     "csrc/cuda/host_checks.h", "csrc/cuda/motion_loss_cuda.h",
                      "csrc/cuda/stgcn_block_cuda.h"],
             include_dirs=[pybind11.get_include(), "csrc", os.path.join(home, "include")],
             extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden"],

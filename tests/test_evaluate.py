@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import ugcn_fast
 from ugcn_fast import UGCN, metrics
@@ -17,21 +16,10 @@ from ugcn_fast.data.sources import LiftingSequence
 from ugcn_fast.evaluate import evaluate, format_table, main
 from ugcn_fast.inference import predict_sequence
 
+from _quadratic import Quadratic
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ABLATION = Path(__file__).resolve().parents[1] / "bench" / "ablation.py"
-
-
-class Quadratic(nn.Module):
-    """Frame-wise and flip-equivariant: (x, y) -> (x, y, x^2 + y); windows and flip averaging reproduce it."""
-
-    num_joints = 17
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
-
-    def forward(self, x):
-        return torch.cat([x, x[..., :1] ** 2 + x[..., 1:]], dim=-1) + self.dummy
 
 
 def quadratic(inputs):

@@ -5,27 +5,14 @@ import struct
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ugcn_fast import UGCN
 from ugcn_fast.data import coco_to_h36m
 from ugcn_fast.lift import lift, main, prepare_keypoints
 
+from _quadratic import Quadratic
+
 WIDTH, HEIGHT = 1000, 1002
-
-
-class Quadratic(nn.Module):
-    """Frame-wise and flip-equivariant: (x, y) -> (x, y, x^2 + y), so windows and flip averaging reproduce it
-    exactly and the output reveals the normalised inputs the model saw."""
-
-    num_joints = 17
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
-
-    def forward(self, x):
-        return torch.cat([x, x[..., :1] ** 2 + x[..., 1:]], dim=-1) + self.dummy
 
 
 def quadratic_poses(pixels):

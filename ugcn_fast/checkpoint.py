@@ -15,13 +15,13 @@ tuples, dicts, tensors); loading never runs code from the file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from ._files import write_atomically
 from .graph import LAYOUTS, Graph
 from .model import UGCN
 
@@ -107,17 +107,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    write_atomically(path, lambda handle: torch.save(checkpoint, handle), fsync=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -17,7 +17,6 @@ import argparse
 import math
 import os
 import sys
-import uuid
 import zipfile
 from typing import Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._files import write_atomically
 from .data import coco_to_h36m, fill_missing, normalize_screen
 from .graph import H36M_PARENTS
 from .inference import add_inference_arguments, predict_sequence
@@ -136,19 +136,8 @@ def read_keypoints_file(path: str | os.PathLike) -> dict:
 
 
 def _save_npz(path: str, **arrays) -> None:
-    """np.savez to exactly `path` (no ".npz" appended), via a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """np.savez to exactly `path` (no ".npz" appended), atomically."""
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def render(path: str, poses: np.ndarray, size: int = 256, fps: float = 25, stride: int = 1) -> None:

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import metrics
+from ._files import write_atomically
 from .checkpoint import (load_checkpoint, make_model_config, model_config_diff, model_from_config, save_checkpoint,
                          unwrap_model)
 from .data.loader import make_loader
@@ -385,9 +386,7 @@ def write_log_csv(path: Path, history: Sequence[Mapping]) -> None:
     writer.writerow(CSV_COLUMNS)
     for row in history:
         writer.writerow([_format_cell(row.get(column)) for column in CSV_COLUMNS])
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(buffer.getvalue())
-    os.replace(temporary, path)
+    write_atomically(path, lambda handle: handle.write(buffer.getvalue().encode()))
 
 
 def write_curves(out: Path, history: Sequence[Mapping]) -> None:

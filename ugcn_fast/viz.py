@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 import os
 import struct
-import uuid
 import zlib
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._files import write_atomically
 from .graph import H36M_LEFT, H36M_RIGHT
 
 # A qualitative palette (matplotlib's tab10): series and bones get distinct, print-friendly colours.
@@ -23,24 +23,6 @@ COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 10
 WHITE, BLACK, GREY, LIGHT_GREY = (255, 255, 255), (0, 0, 0), (110, 110, 110), (225, 225, 225)
 
 # ---------------------------------------------------------------------------------------------------- files
-
-
-def _write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Writes to a temporary file beside `path`, then renames it: a reader never sees half an image."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    # a fresh name opened with "x" (not mkstemp) so the file gets the usual umask permissions, not 0600
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _check_image(name: str, image) -> np.ndarray:
@@ -72,7 +54,7 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Writes a uint8 (H, W, 3) RGB image as a PNG file."""
-    _write_atomically(path, encode_png(image))
+    write_atomically(path, lambda f: f.write(encode_png(image)))
 
 
 # ---------------------------------------------------------------------------------------------------- GIF
@@ -180,7 +162,7 @@ def encode_gif(frames: Sequence[np.ndarray], fps: float = 25) -> bytes:
 def write_gif(path: str | os.PathLike, frames: list[np.ndarray], fps: float = 25) -> None:
     """Writes uint8 (H, W, 3) frames as a looping GIF89a animation at `fps` frames per second (GIF stores the
     delay in hundredths of a second, at least 2)."""
-    _write_atomically(path, encode_gif(frames, fps))
+    write_atomically(path, lambda f: f.write(encode_gif(frames, fps)))
 
 
 # ---------------------------------------------------------------------------------------------------- drawing

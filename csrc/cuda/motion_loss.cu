@@ -15,6 +15,7 @@
 // All per-element math lives in ../motion_loss_math.h, shared with the CPU backend that the tests cover.
 
 #include "half_types.h"
+#include "host_checks.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -239,33 +240,7 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(const __grid_constant__ 
 }
 
 // ---- host side ----------------------------------------------------------------------------------------------
-void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("ugcn_fast motion_loss CUDA backend: ") + what + " failed: " +
-                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-  }
-}
-
-// Makes device_index current for the launches and restores the caller's device afterwards (also on throw).
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device_index) {
-    check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device_index) {
-      check_cuda(cudaSetDevice(device_index), "cudaSetDevice");
-      changed_ = true;
-    }
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(previous_);  // best effort: a destructor must not throw
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
+void check_cuda(cudaError_t err, const char* what) { throw_on_cuda_error(err, "motion_loss", what); }
 
 unsigned int grid_size(int64_t blocks) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxGrid)));
@@ -381,7 +356,7 @@ void motion_loss_forward(const MotionLossLaunch& a) {
                                 " values, got " + std::to_string(a.intervals.size()));
   }
 
-  DeviceGuard guard(a.device_index);
+  DeviceGuard guard(a.device_index, "motion_loss");
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(a.stream);
   switch (a.dtype) {
     case DType::kFloat32: launch_dtype<float>(a, stream); break;

@@ -30,6 +30,7 @@
 // statistics accumulate in float64. Per-element math shared with the CPU backend: ../stgcn_block_math.h.
 
 #include "half_types.h"
+#include "host_checks.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -749,37 +750,11 @@ __global__ void __launch_bounds__(kThreads) graph_aggregate_kernel(const GraphPa
 }
 
 // ---- host side ----------------------------------------------------------------------------------------------
-void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("ugcn_fast stgcn CUDA backend: ") + what + " failed: " +
-                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-  }
-}
+void check_cuda(cudaError_t err, const char* what) { throw_on_cuda_error(err, "stgcn", what); }
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
 }
-
-// Makes device_index current for the launches and restores the caller's device afterwards (also on throw).
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device_index) {
-    check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device_index) {
-      check_cuda(cudaSetDevice(device_index), "cudaSetDevice");
-      changed_ = true;
-    }
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(previous_);  // best effort: a destructor must not throw
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
 
 // The one launch site: every kernel runs kThreads threads per block on the caller's stream.
 template <typename... Params, typename... Args>
@@ -903,7 +878,7 @@ void stgcn_graph_aggregate(const StgcnGraphAggregate& a, const StgcnLaunch& laun
   require(a.K * a.V <= (1 << 20) && a.C <= 2147483647, "graph_aggregate: K * V or C out of range");
   if (a.G == 0 || a.C == 0) return;
   require(a.src && a.A && a.out, "graph_aggregate: null pointer");
-  DeviceGuard guard(launch_on.device_index);
+  DeviceGuard guard(launch_on.device_index, "stgcn");
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(launch_on.stream);
   with_dtype(a.dtype, "graph_aggregate", [&](auto tag) { graph_aggregate_typed<decltype(tag)>(a, stream); });
 }
@@ -926,7 +901,7 @@ void stgcn_channel_stats(const StgcnChannelStats& a, const StgcnLaunch& launch_o
   require(a.sum && a.sumsq && a.workspace && (a.rows == 0 || a.x) && (a.bias_map == 0 || a.rows == 0 || a.y),
           "channel_stats: null pointer");
   require_workspace(a.workspace_size, stgcn_stats_workspace(a.rows, a.C), "channel_stats");
-  DeviceGuard guard(launch_on.device_index);
+  DeviceGuard guard(launch_on.device_index, "stgcn");
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(launch_on.stream);
   with_dtype(a.dtype, "channel_stats", [&](auto tag) {
     using T = decltype(tag);
@@ -943,7 +918,7 @@ void stgcn_bn_relu_phases(const StgcnBnReluPhases& a, const StgcnLaunch& launch_
   const std::int64_t rows = a.stride * a.Tq * NV;
   if (rows == 0 || a.C == 0) return;
   require(a.h_ph && a.scale && a.shift_map && (a.T == 0 || a.z), "bn_relu_phases: null pointer");
-  DeviceGuard guard(launch_on.device_index);
+  DeviceGuard guard(launch_on.device_index, "stgcn");
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(launch_on.stream);
   with_dtype(a.dtype, "bn_relu_phases", [&](auto tag) {
     using T = decltype(tag);
@@ -959,7 +934,7 @@ void stgcn_block_output(const StgcnBlockOutput& a, const StgcnLaunch& launch_on)
   require(!(a.dropout.enabled && a.mask), "block_output: a mask or hashed dropout, not both");
   if (a.rows == 0 || a.C == 0) return;
   require(a.u && a.scale2 && a.shift2 && a.out, "block_output: null pointer");
-  DeviceGuard guard(launch_on.device_index);
+  DeviceGuard guard(launch_on.device_index, "stgcn");
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(launch_on.stream);
   with_dtype(a.dtype, "block_output", [&](auto tag) {
     using T = decltype(tag);
@@ -1009,7 +984,7 @@ void stgcn_block_output_backward(const StgcnBlockOutputBackward& a, const StgcnL
           "block_output_backward: the conv residual needs r0, mean3, invstd3, weight3 and their gradients");
   require_workspace(a.workspace_size, stgcn_block_output_backward_workspace(a.rows, a.C, conv),
                     "block_output_backward");
-  DeviceGuard guard(launch_on.device_index);
+  DeviceGuard guard(launch_on.device_index, "stgcn");
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(launch_on.stream);
   with_dtype(a.dtype, "block_output_backward", [&](auto tag) {
     using T = decltype(tag);
@@ -1032,7 +1007,7 @@ void stgcn_bn_relu_phases_backward(const StgcnBnReluPhasesBackward& a, const Stg
           "bn_relu_phases_backward: null pointer");
   require_workspace(a.workspace_size, stgcn_bn_relu_phases_backward_workspace(a.T, a.N, a.V, a.C),
                     "bn_relu_phases_backward");
-  DeviceGuard guard(launch_on.device_index);
+  DeviceGuard guard(launch_on.device_index, "stgcn");
   const cudaStream_t stream = reinterpret_cast<cudaStream_t>(launch_on.stream);
   double* workspace = out<double>(a.workspace);
   double* colsum = workspace + partials_size(rows, cols, 3);
