@@ -1,9 +1,9 @@
 """Triton kernels of the fused ST-GCN block's channel mixing (the GEMMs) with fused epilogues, and their launchers.
 
-The executable contract is ugcn_fast/backends/torch_stgcn.py (gcn_forward, conv_frames): same signatures, same
-semantics; ugcn_fast/backends/triton_stgcn.py delegates to the launchers here. The block's Triton backend runs its
-forward channel mixing with these two kernels (ugcn_fast/ops/stgcn_block.py, pieces.FUSED_GEMMS); the
-memory-bound passes around them are in kernels/stgcn_block.py, whose helpers (tl.dot precision, accumulator
+The executable contract is ugcn_fast/backends/torch_stgcn.py (gcn_forward, gcn_relu_phases, conv_frames): same
+signatures, same semantics; ugcn_fast/backends/triton_stgcn.py delegates to the launchers here. The block's Triton
+backend runs its forward channel mixing with these two kernels (ugcn_fast/ops/stgcn_block.py, pieces.FUSED_GEMMS);
+the memory-bound passes around them are in kernels/stgcn_block.py, whose helpers (tl.dot precision, accumulator
 dtype, shifted moments, float64 partials and their fixed-order sum) both kernels share. Layout as there:
 time-major, channels-last matrices, channels contiguous.
 
@@ -13,6 +13,9 @@ Tiles.
   (tl.dot over the input channels in BLOCK_I chunks; VP = V padded to a power of two >= 16, the pad joints
   masked), rounds it to the input dtype, and aggregates it over the joints in registers (Z += Mt_k @ Y_k, a
   second tl.dot), so neither Y nor the per-subset products ever reach memory. Z is stored once.
+- gcn_relu_phases: the same kernel (PHASES): each group's rounded Z gets the eval epilogue relu(Z + shift_map)
+  and is stored at its frame's (phase, slot) row of the phase buffer, with no statistics; the launcher zero-fills
+  only the few padding slots no frame fills.
 - conv_frames: a tiled GEMM, one program per [BLOCK_M rows, BLOCK_N output channels] tile of u. Output row
   m = t * R + r reads, for tap j, the source row (frame_offsets[j] + t * frame_step) * R + r of src seen as
   (F * R, C_in): the taps and the strided frames are addressing, not copies. The K loop runs over (tap, chunk of
@@ -62,14 +65,18 @@ def _dot_block(n: int, largest: int) -> int:
 
 # ---- the graph convolution's forward in one kernel -----------------------------------------------------------------
 @triton.jit
-def _gcn_forward_kernel(X, A, W, B, Z, PART, G, V, C_in, C_out, groups_per_program,
-                        K: tl.constexpr, IEEE: tl.constexpr, ACC: tl.constexpr, VP: tl.constexpr,
-                        BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr):
+def _gcn_forward_kernel(X, A, W, B, Z, PART, SHIFT, G, V, C_in, C_out, groups_per_program, N, stride, pad, Tq,
+                        K: tl.constexpr, PHASES: tl.constexpr, IEEE: tl.constexpr, ACC: tl.constexpr,
+                        VP: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr):
     """Grid (P, output channel blocks). For each group of the program's chunk, in registers:
     Y_k = X[g] @ W_k^T + b_k ([VP, BLOCK_C], tl.dot over C_in in BLOCK_I chunks), Z[g] = sum_k Mt_k @ Y_k
     (tl.dot, Mt_k[w, v] = A[k, v, w]); Z stored once, and PART[p] = the chunk's (sum, sum of squares) of the
     stored Z per channel (about the chunk's first group, per joint), the BatchNorm statistics epilogue.
-    Y_k is rounded to the input dtype before the aggregation, as the unfused convolution's output is."""
+    Y_k is rounded to the input dtype before the aggregation, as the unfused convolution's output is.
+    PHASES (eval): Z is the phase buffer (stride, Tq, N*V, C_out) instead; group g = t * N + n stores
+    relu(Z[g] + SHIFT[v, c]) (Z[g] rounded first, as stored without PHASES) at group
+    ((t + pad) % stride * Tq + (t + pad) // stride) * N + n, nothing when that slot is >= Tq; no statistics, PART
+    untouched (SHIFT, N, stride, pad, Tq unused without PHASES)."""
     DT: tl.constexpr = X.dtype.element_ty
     p = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -87,6 +94,8 @@ def _gcn_forward_kernel(X, A, W, B, Z, PART, G, V, C_in, C_out, groups_per_progr
     s1 = tl.zeros([VP, BLOCK_C], dtype=ACC)
     s2 = tl.zeros([VP, BLOCK_C], dtype=ACC)
     shift = tl.zeros([VP, BLOCK_C], dtype=ACC)
+    if PHASES:
+        shift_map = tl.load(SHIFT + vc_off, mask=vc_mask, other=0.0).to(ACC)  # once per program
     for i in range(0, n):
         g = start + i
         acc = tl.zeros([VP, BLOCK_C], dtype=ACC)
@@ -103,16 +112,26 @@ def _gcn_forward_kernel(X, A, W, B, Z, PART, G, V, C_in, C_out, groups_per_progr
             mt = tl.load(A + k * V * V + m_off, mask=m_mask, other=0.0).to(DT)
             acc = _dot(mt, y.to(DT), acc, IEEE, ACC)
         z = acc.to(Z.dtype.element_ty)
-        tl.store(Z + g * V * C_out + vc_off, z, mask=vc_mask)
-        z = tl.where(vc_mask, z.to(ACC), 0.0)
-        if i == 0:
-            shift = z
-        d = z - shift
-        s1 += d
-        s2 += d * d
-    total, total_sq = _moments(s1, s2, shift, n)
-    _store_partials(PART, p, c, cm, C_out, 2, 0, tl.sum(total, axis=0))
-    _store_partials(PART, p, c, cm, C_out, 2, 1, tl.sum(total_sq, axis=0))
+        if PHASES:
+            t = g // N
+            tp = t + pad
+            slot = tp // stride
+            dst = ((tp % stride) * Tq + slot) * N + (g - t * N)
+            h = _relu(z.to(ACC) + shift_map).to(Z.dtype.element_ty)
+            stored = (slot + tl.zeros_like(v)) < Tq  # a block: the interpreter cannot & a scalar mask with one
+            tl.store(Z + dst * V * C_out + vc_off, h, mask=vc_mask & stored[:, None])
+        else:
+            tl.store(Z + g * V * C_out + vc_off, z, mask=vc_mask)
+            z = tl.where(vc_mask, z.to(ACC), 0.0)
+            if i == 0:
+                shift = z
+            d = z - shift
+            s1 += d
+            s2 += d * d
+    if not PHASES:
+        total, total_sq = _moments(s1, s2, shift, n)
+        _store_partials(PART, p, c, cm, C_out, 2, 0, tl.sum(total, axis=0))
+        _store_partials(PART, p, c, cm, C_out, 2, 1, tl.sum(total_sq, axis=0))
 
 
 def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -134,10 +153,60 @@ def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Ten
     part = torch.empty((P, 2, C_out), dtype=torch.float64, device=x.device)
     with _device_of(x):
         _gcn_forward_kernel[(P, triton.cdiv(C_out, block_c))](
-            x, A, weight, bias, z, part, G, V, C_in, C_out, groups, K=K, IEEE=x.dtype == torch.float32,
-            ACC=_acc(x.dtype), VP=max(16, triton.next_power_of_2(V)), BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
+            x, A, weight, bias, z, part, bias, G, V, C_in, C_out, groups, 1, 1, 0, 1, K=K, PHASES=False,
+            IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype), VP=max(16, triton.next_power_of_2(V)),
+            BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
         s, ss = _sum_partials(part, C_out, [(C_out,), (C_out,)])
     return z, s, ss
+
+
+def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, stride: int, pad: int,
+                    Tq: int) -> Tensor:
+    """See torch_stgcn.gcn_relu_phases: the eval block's graph convolution with B1 folded in (its scale in weight
+    and bias, shift_map (V, C_out) the rest) written straight into the temporal convolution's phase buffer, in
+    gcn_forward's kernel (PHASES): x (T, N, V, C_in) -> h (stride, Tq, N*V, C_out), h = relu(z + shift_map[v, c])
+    of frame t at phase (t + pad) % stride, slot (t + pad) // stride (a frame past slot Tq - 1 is computed, not
+    stored: none is with phase_geometry's Tq); the slots no frame fills (the zero padding, at most a leading and a
+    trailing run per phase) are zero-filled here, every other element is written once by the kernel. No
+    statistics."""
+    T, N, V, C_in = x.shape
+    K = A.shape[0]
+    C_out = weight.shape[0] // K
+    h = x.new_empty((stride, Tq, N * V, C_out))
+    if h.numel() == 0:
+        return h
+    _zero_uncovered_slots(h, T, stride, pad, Tq)
+    G = T * N
+    if G == 0:
+        return h
+    x = x.reshape(T * N, V, C_in).contiguous()
+    A, weight, bias = A.contiguous(), weight.reshape(K * C_out, C_in).contiguous(), bias.contiguous()
+    shift_map = shift_map.reshape(V, C_out).contiguous()
+    block_c = max(16, _block_c(C_out))
+    block_i = _dot_block(C_in, _MAX_BLOCK_C)
+    P, groups = _split(G, 1)
+    with _device_of(x):
+        _gcn_forward_kernel[(P, triton.cdiv(C_out, block_c))](
+            x, A, weight, bias, h, h, shift_map, G, V, C_in, C_out, groups, N, stride, pad, Tq, K=K, PHASES=True,
+            IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype), VP=max(16, triton.next_power_of_2(V)),
+            BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
+    return h
+
+
+def _zero_uncovered_slots(h: Tensor, T: int, stride: int, pad: int, Tq: int) -> None:
+    """Zeroes the slots of the phase buffer h (stride, Tq, ...) that none of the frames 0..T-1 fills: in phase q,
+    frame t = slot * stride + q - pad, so the filled slots are [ceil((pad - q) / stride), (T - 1 + pad - q) // stride]
+    (clipped to [0, Tq)); the rest, the zero padding, is a leading and a trailing run of slots."""
+    for q in range(stride):
+        first = max(0, -((q - pad) // stride))  # ceil((pad - q) / stride)
+        last = min(Tq - 1, (T - 1 + pad - q) // stride)  # may be < first: no frame in this phase
+        if last < first:
+            h[q].zero_()
+            continue
+        if first > 0:
+            h[q, :first].zero_()
+        if last + 1 < Tq:
+            h[q, last + 1:].zero_()
 
 
 # ---- temporal / pointwise convolution over frames: a GEMM per tap, one epilogue ------------------------------------

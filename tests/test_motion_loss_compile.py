@@ -69,3 +69,28 @@ def test_opcheck(need_grad_pred, need_grad_target, operator, D, normalize, reduc
     target.requires_grad_(need_grad_target)
     args = (pred, target, [1, 3], operator, normalize, 0.01, reduction, "cpu", need_grad_pred, need_grad_target)
     torch.library.opcheck(motion_loss_op, args)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("wrt", ["pred", "target", "both"])
+def test_eager_function_matches_op(reduction, wrt):
+    """Eager calls skip the op's dispatch (an autograd.Function around the same kernels): bitwise the op's loss and
+    gradients, grad_output != 1 included."""
+    from ugcn_fast.ops import motion_loss as ops
+
+    pred, target = _inputs(B=3, T=14, J=4)
+    grad_out = torch.rand(3 if reduction == "none" else (), dtype=torch.float64) + 0.5
+    results = []
+    for call in ("eager", "op"):
+        p = pred.clone().requires_grad_(wrt in ("pred", "both"))
+        t = target.clone().requires_grad_(wrt in ("target", "both"))
+        if call == "eager":
+            loss = ugcn_fast.motion_loss(p, t, (2, 5), reduction=reduction, backend="cpu")
+        else:
+            loss, _, _ = ops.motion_loss_op(p, t, [2, 5], "cross", "sample", 0.01, reduction, "cpu", p.requires_grad,
+                                            t.requires_grad)
+        loss.backward(grad_out)
+        results.append([loss.detach()] + [x.grad for x in (p, t)])
+    for a, b in zip(*results):
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert not ops._traced() and ops._plain(pred, target)

@@ -305,6 +305,102 @@ def test_gcn_forward_empty(case):
     _close_outputs(cpu.gcn_forward(x, A, w, b), want, torch.float64)
 
 
+# ---- gcn_relu_phases (the eval block's graph convolution, straight into the phase buffer) ---------------------------
+def _phases_inputs(T, N, A, C_in, C_out, dtype, seed):
+    K, V, _ = A.shape
+    x, A, w, b = _gcn_inputs(T * N, A, C_in, C_out, dtype, seed)
+    shift = _rand((V, C_out), dtype, seed + 3)  # about half the outputs negative before the ReLU
+    return x.view(T, N, V, C_in), A, w, b, shift
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("graph", list(GRAPHS))
+@pytest.mark.parametrize("C_in,C_out", [(2, 16), (16, 16), (20, 70), (70, 33), (3, 1)])
+@pytest.mark.parametrize("T,N,kernel_size,stride", [(12, 3, 5, 1), (11, 2, 5, 2), (1, 1, 3, 1), (2, 1, 9, 2),
+                                                    (7, 1, 1, 2), (6, 4, 3, 2)])
+def test_gcn_relu_phases_matches_contract(T, N, kernel_size, stride, C_in, C_out, graph, order, dtype):
+    x, A, w, b, shift = _phases_inputs(T, N, GRAPHS[graph], C_in, C_out, dtype, seed=T * C_in + C_out)
+    pad, _, Tq = ref.phase_geometry(T, kernel_size, stride)
+    want = ref.gcn_relu_phases(x, A, w, b, shift, stride, pad, Tq)
+    torch.manual_seed(0)
+    got = cpu.gcn_relu_phases(x, A, w, b, shift, stride, pad, Tq, order)
+    _close(got, want, dtype, what="h")
+    assert (want == 0).any() and (want > 0).any()  # the ReLU cut something and kept something
+    if order == "auto":
+        assert torch.equal(got, cpu.gcn_relu_phases(x, A, w, b, shift, stride, pad, Tq))  # deterministic
+    # the slots no frame fills are exact zeros even where the buffer held garbage
+    phase, slot, stored = ref._phase_index(T, pad, stride, Tq, "cpu")
+    filled = {(int(p), int(q)) for p, q in zip(phase[stored], slot[stored])}
+    for p, q in itertools.product(range(stride), range(Tq)):
+        if (p, q) not in filled:
+            assert torch.equal(got[p, q], torch.zeros_like(got[p, q])), (p, q)
+
+
+def test_gcn_relu_phases_padding_zeroed_over_garbage(monkeypatch):
+    # the output buffer comes from new_empty: hand the kernel a buffer full of NaN and check only real frames changed
+    x, A, w, b, shift = _phases_inputs(5, 2, A17, 4, 24, torch.float32, seed=3)
+    pad, _, Tq = ref.phase_geometry(5, 5, 1)
+    real_new_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: real_new_empty(self, *a, **k).fill_(float("nan")))
+    got = cpu.gcn_relu_phases(x, A, w, b, shift, 1, pad, Tq)
+    monkeypatch.undo()
+    torch.testing.assert_close(got, ref.gcn_relu_phases(x, A, w, b, shift, 1, pad, Tq), rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("order", ORDERS[1:])
+def test_gcn_relu_phases_nan_propagates(order):
+    x, A, w, b, shift = _phases_inputs(4, 2, A17, 20, 24, torch.float64, seed=4)
+    x[1, 0, 3, 2] = float("nan")
+    pad, _, Tq = ref.phase_geometry(4, 3, 1)
+    got = cpu.gcn_relu_phases(x, A, w, b, shift, 1, pad, Tq, order)
+    want = ref.gcn_relu_phases(x, A, w, b, shift, 1, pad, Tq)
+    # the native aggregation visits the adjacency's non-zeros only, so a NaN reaches the joint's neighbours, not (as
+    # through the contract's dense 0 * NaN) every joint of its frame; as gcn_forward
+    assert got.isnan().any() and (got.isnan() <= want.isnan()).all()
+    finite = ~want.isnan()
+    torch.testing.assert_close(got[finite], want[finite], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", ["N=0", "T=0", "C_out=0", "C_in=0"])
+def test_gcn_relu_phases_empty(case):
+    T, N, C_in, C_out = {"N=0": (4, 0, 3, 5), "T=0": (0, 2, 3, 5), "C_out=0": (4, 2, 3, 0), "C_in=0": (4, 2, 0, 5)}[case]
+    x, A, w, b, shift = _phases_inputs(T, N, A17, C_in, C_out, torch.float64, seed=1)
+    pad, _, Tq = ref.phase_geometry(max(T, 1), 3, 1)
+    if C_in == 0:  # as gcn_forward: the contract cannot view a 0-wide input; a zero channel computes the same
+        want = ref.gcn_relu_phases(x.new_zeros((T, N, 17, 1)), A, w.new_zeros((w.shape[0], 1)), b, shift, 1, pad, Tq)
+    else:
+        want = ref.gcn_relu_phases(x, A, w, b, shift, 1, pad, Tq)
+    got = cpu.gcn_relu_phases(x, A, w, b, shift, 1, pad, Tq)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_gcn_relu_phases_rejects_bad_arguments():
+    x, A, w, b, shift = _phases_inputs(3, 2, A17, 4, 6, torch.float32, seed=1)
+    with pytest.raises(ValueError, match="shapes"):
+        cpu.gcn_relu_phases(x, A, w, b, shift[:, :-1], 1, 1, 5)
+    with pytest.raises(ValueError, match="shapes"):
+        cpu.gcn_relu_phases(x, A[:, :5, :5], w, b, shift, 1, 1, 5)
+    with pytest.raises(ValueError, match="dtype"):
+        cpu.gcn_relu_phases(x, A, w, b, shift.double(), 1, 1, 5)
+    with pytest.raises(ValueError, match="stride"):
+        cpu.gcn_relu_phases(x, A, w, b, shift, 0, 1, 5)
+    C = _native.cpu_module
+    h, A64 = torch.empty(1, 5, 2 * 17, 6), A.double()
+    args = [x.data_ptr(), A64.data_ptr(), w.data_ptr(), b.data_ptr(), shift.data_ptr(), h.data_ptr()]
+    C.stgcn_gcn_relu_phases("float32", *args, 3, 2, 17, 3, 4, 6, 1, 1, 5, 0, 1)  # valid
+    for i in range(len(args)):
+        bad = list(args)
+        bad[i] = 0
+        with pytest.raises(ValueError):
+            C.stgcn_gcn_relu_phases("float32", *bad, 3, 2, 17, 3, 4, 6, 1, 1, 5, 0, 1)
+    for sizes in ((0, 2, 17, 3, 4, 6, 1, 1, 5, 0), (3, 2, 17, 3, 4, 6, 0, 1, 5, 0), (3, 2, 17, 3, 4, 6, 1, -1, 5, 0),
+                  (3, 2, 17, 3, 4, 6, 1, 1, 0, 0), (3, 2, 17, 3, 4, 6, 1, 1, 5, 3)):
+        with pytest.raises(ValueError):
+            C.stgcn_gcn_relu_phases("float32", *args, *sizes, 1)
+
+
 def test_gcn_forward_rejects_bad_arguments():
     x, A, w, b = _gcn_inputs(3, A17, 4, 6, torch.float32, seed=1)
     with pytest.raises(ValueError, match="shapes"):

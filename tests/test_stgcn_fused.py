@@ -224,6 +224,27 @@ def test_contract_pieces_of_the_native_kernels_match_torch():
             torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 2, 5, 17), (2, 33, 7, 5), (64, 16, 3, 17)])
+def test_time_major_transpose(shape, dtype):
+    """The block's input transposed to (T, N, V, C): native where pieces.NATIVE_TIME_MAJOR says, bit for bit torch's
+    permuted copy; views that are already time-major pass through; strided inputs fall back to torch."""
+    from ugcn_fast.ops.stgcn_block import to_time_major
+    x = torch.randn(shape, dtype=dtype)
+    want = x.permute(2, 0, 3, 1).contiguous()
+    for backend in ["torch"] + [b for b in BACKENDS if b in stgcn_pieces.NATIVE_TIME_MAJOR]:
+        got = to_time_major(x, backend)
+        assert got.is_contiguous() and torch.equal(got, want)
+        assert to_time_major(x[:, :, ::2], backend).equal(x[:, :, ::2].permute(2, 0, 3, 1))
+        view = want.permute(1, 3, 0, 2)  # what a fused block returns
+        assert to_time_major(view, backend).data_ptr() == want.data_ptr()
+        if backend != "torch":
+            xg = x.clone().requires_grad_(True)
+            grad = torch.randn_like(want)
+            stgcn_pieces.time_major(backend, xg).backward(grad)
+            assert torch.equal(xg.grad, grad.permute(1, 3, 0, 2))
+
+
 def test_deterministic(backend):
     torch.manual_seed(6)
     _, fused = _pair(8, 16, 2, True, A17, 0.3, backend, torch.float32)

@@ -89,6 +89,118 @@ def _check_variance(out, s, ss):
     torch.testing.assert_close(s.cpu(), out64.sum(0).cpu(), rtol=1e-12, atol=0)
 
 
+# ---- the eval block's graph convolution into the phase buffer ----------------------------------------------------
+# (T, N, V, C_in, C_out, K, kernel_size, stride): T = 1, 2 and odd / even, not divisible by the stride; kernel sizes
+# 1, 3, 5, 9 (pad = (kernel_size - 1) // 2, Tq from phase_geometry: up to 4 padding slots per side), N = 1 and 3,
+# V = 17, 5, 25, C_in < C_out and C_in > C_out (70: past one chunk), C_out ragged (3, 7, 20) and past one channel
+# block (65), K = 1 and 3
+GCN_PHASES = [(1, 1, 17, 3, 20, 3, 3, 1), (2, 3, 5, 20, 3, 1, 9, 2), (5, 1, 17, 4, 17, 3, 5, 2),
+              (4, 3, 25, 20, 7, 1, 1, 1), (7, 1, 5, 3, 20, 3, 9, 1), (6, 3, 17, 3, 65, 3, 3, 2),
+              (3, 1, 5, 70, 5, 1, 1, 2), (1, 3, 5, 4, 3, 3, 5, 1), (2, 1, 17, 3, 20, 1, 9, 2)]
+
+
+@pytest.fixture
+def poisoned_new_empty(monkeypatch):
+    """Tensor.new_empty returns NaN-filled floating-point memory: an element the launcher or the kernel leaves
+    unwritten shows (the contract allocates with zeros)."""
+    new_empty = torch.Tensor.new_empty
+
+    def poisoned(self, *args, **kwargs):
+        out = new_empty(self, *args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
+
+
+def _phases_inputs(T, N, V, C_in, C_out, K, dtype):
+    x, A, weight, bias = _gcn_inputs(T * N, V, C_in, C_out, K, dtype)
+    shift_map = _rand((V, C_out), dtype, 94, scale=0.5, offset=-0.3)  # negative enough that the ReLU zeroes some
+    return x.view(T, N, V, C_in), A, weight, bias, shift_map
+
+
+def _padding_slots(T, stride, pad, Tq):
+    """(phase, slot) of the phase buffer that no frame fills."""
+    phase, slot, stored = ref._phase_index(T, pad, stride, Tq, "cpu")
+    filled = set(zip(phase[stored].tolist(), slot[stored].tolist()))
+    return [(q, j) for q in range(stride) for j in range(Tq) if (q, j) not in filled]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T,N,V,C_in,C_out,K,kernel_size,stride", GCN_PHASES)
+def test_gcn_relu_phases(T, N, V, C_in, C_out, K, kernel_size, stride, dtype, poisoned_new_empty):
+    pad, _, Tq = ref.phase_geometry(T, kernel_size, stride)
+    args = _phases_inputs(T, N, V, C_in, C_out, K, dtype)
+    got, want = tri.gcn_relu_phases(*args, stride, pad, Tq), ref.gcn_relu_phases(*args, stride, pad, Tq)
+    assert got.shape == (stride, Tq, N * V, C_out)
+    _close(got, want, dtype, what="h")
+    padding = _padding_slots(T, stride, pad, Tq)
+    assert padding or pad == 0
+    for q, j in padding:  # exactly zero, though new_empty's memory was NaN
+        assert torch.equal(got[q, j], torch.zeros_like(got[q, j])), (q, j)
+    assert (want == 0).sum() > len(padding) * N * V * C_out and (want > 0).any()  # the ReLU zeroed some values
+
+
+def test_gcn_relu_phases_relu_matters():
+    """A shift that puts part of every channel below zero: exactly those values are zero (the stored value is
+    relu(z + shift), not z + shift), and with the shift raised above every value the output is z + shift itself."""
+    dtype = DTYPES[0]
+    T, N, V, C_in, C_out, K, stride = 3, 2, 5, 4, 6, 3, 2
+    pad, _, Tq = ref.phase_geometry(T, 3, stride)
+    x, A, weight, bias, _ = _phases_inputs(T, N, V, C_in, C_out, K, dtype)
+    z = ref.gcn_forward(x.reshape(T * N, V, C_in), A, weight, bias)[0]
+    shift_map = -z.median(0).values  # about half of every (v, c) below zero
+    got = tri.gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
+    want = ref.gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
+    _close(got, want, dtype, what="h")
+    phase, slot, _ = ref._phase_index(T, pad, stride, Tq, x.device)
+    pre = (z + shift_map).view(T, N * V, C_out)
+    clear = pre.abs() > 1e-6 * pre.abs().max()  # the median itself may round either way
+    assert (pre[clear] < 0).any() and (pre[clear] > 0).any()
+    assert torch.equal((got[phase, slot] == 0)[clear], (pre < 0)[clear])
+    lifted = tri.gcn_relu_phases(x, A, weight, bias, shift_map + 100.0, stride, pad, Tq)
+    _close(lifted[phase, slot], pre + 100.0, dtype, what="no ReLU")
+
+
+def test_gcn_relu_phases_nan():
+    """A NaN in x spreads over its group as in the contract (y's NaN row reaches every joint through the
+    aggregation, 0 * NaN included) and survives the ReLU; the other groups are untouched."""
+    dtype = DTYPES[1]
+    T, N, V, C_in, C_out, K, stride = 4, 3, 5, 4, 17, 3, 2
+    pad, _, Tq = ref.phase_geometry(T, 5, stride)
+    x, A, weight, bias, shift_map = _phases_inputs(T, N, V, C_in, C_out, K, dtype)
+    x = x.clone()
+    x[1, 2, 3, 1] = float("nan")
+    got = tri.gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
+    want = ref.gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
+    nan = want.isnan()
+    assert nan.any() and torch.equal(got.isnan(), nan)
+    _close(torch.where(nan, 0.0, got), torch.where(nan, 0.0, want), dtype, what="h outside the NaN group")
+
+
+def test_gcn_relu_phases_dropped_frames(poisoned_new_empty):
+    """A Tq shorter than phase_geometry's: the frames past the last slot are not stored (the kernel's mask), the
+    buffer holds only what the contract's does."""
+    dtype = DTYPES[0]
+    T, N, V, C_in, C_out, K = 7, 2, 5, 3, 5, 3
+    for stride, pad, Tq in ((1, 1, 3), (2, 2, 2), (2, 0, 1)):
+        args = _phases_inputs(T, N, V, C_in, C_out, K, dtype)
+        got, want = tri.gcn_relu_phases(*args, stride, pad, Tq), ref.gcn_relu_phases(*args, stride, pad, Tq)
+        _close(got, want, dtype, what=f"h stride {stride} pad {pad} Tq {Tq}")
+
+
+def test_gcn_relu_phases_empty(poisoned_new_empty):
+    """No frames (T = 0: the buffer is all padding, zeros), no samples (N = 0) or no output channels: the
+    contract's shapes, nothing launched."""
+    dtype = DTYPES[0]
+    for T, N, C_out in ((0, 2, 3), (3, 0, 3), (3, 2, 0)):
+        x, A, weight, bias, shift_map = _phases_inputs(max(T, 1), max(N, 1), 5, 4, C_out, 3, dtype)
+        x = x[:T, :N]
+        pad, _, Tq = ref.phase_geometry(T, 3, 2)
+        got = tri.gcn_relu_phases(x, A, weight, bias, shift_map, 2, pad, Tq)
+        want = ref.gcn_relu_phases(x, A, weight, bias, shift_map, 2, pad, Tq)
+        assert got.shape == want.shape and got.dtype == want.dtype and torch.equal(got, want), (T, N, C_out)
+
+
 # ---- temporal / pointwise convolution over frames ----------------------------------------------------------------
 # (R, C_in, C_out, T_out, kt, stride) on the phase buffer of a stride-`stride` convolution: R = 17 and 5 (rows of
 # a tile straddle frames), C_in within one K chunk (3), ragged (20) and past two (70), C_out from 1 to past one N

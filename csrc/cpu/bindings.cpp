@@ -153,6 +153,26 @@ void bind_stgcn_gemm(py::module_& m) {
         "gcn_forward(dtype, x, A, weight, bias, z, sums, groups, V, K, C_in, C_out, order, threads): x (groups, V, "
         "C_in), A (K, V, V) float64, weight (K*C_out, C_in), bias (K*C_out), z (groups, V, C_out), sums (2, C_out) "
         "float64; order 0 auto, 1 aggregate first, 2 GEMM first");
+  m.def("stgcn_gcn_relu_phases",
+        [](const std::string& dtype, uintptr_t x, uintptr_t A, uintptr_t weight, uintptr_t bias, uintptr_t shift,
+           uintptr_t h, int64_t T, int64_t N, int64_t V, int64_t K, int64_t C_in, int64_t C_out, int64_t stride,
+           int64_t pad, int64_t Tq, int order, int threads) {
+          require(x && A && weight && bias && shift && h, "gcn_relu_phases: null pointer");
+          require(T >= 1 && N >= 1 && V >= 1 && K >= 1 && C_in >= 1 && C_out >= 1,
+                  "gcn_relu_phases: need T, N, V, K, C_in, C_out >= 1");
+          require(stride >= 1 && pad >= 0 && Tq >= 1, "gcn_relu_phases: need stride >= 1, pad >= 0, Tq >= 1");
+          require(order >= ugcn::cpu::kGcnAuto && order <= ugcn::cpu::kGcnGemmFirst, "gcn_relu_phases: unknown order");
+          const ugcn::cpu::GcnForward p{T * N, V, K, C_in, C_out, in<double>(A)};
+          const ugcn::cpu::PhaseOutput o{N, stride, pad, Tq};
+          with_dtype(dtype, [&](auto t) {
+            using T_ = decltype(t);
+            ugcn::cpu::gcn_relu_phases<T_>(p, o, in<T_>(x), in<T_>(weight), in<T_>(bias), in<T_>(shift), out<T_>(h),
+                                           threads, order);
+          });
+        },
+        "gcn_relu_phases(dtype, x, A, weight, bias, shift, h, T, N, V, K, C_in, C_out, stride, pad, Tq, order, "
+        "threads): x (T, N, V, C_in), A (K, V, V) float64, weight (K*C_out, C_in), bias (K*C_out), shift (V, C_out), "
+        "h (stride, Tq, N*V, C_out)");
 }
 
 void bind_stgcn(py::module_& m) {
@@ -188,6 +208,17 @@ void bind_stgcn(py::module_& m) {
           });
         },
         "bn_relu_phases(dtype, z, scale, shift_map, h_ph, T, rows, C, V, stride, pad, Tq, threads)");
+  m.def("stgcn_to_time_major",
+        [](const std::string& dtype, uintptr_t x, uintptr_t dst, int64_t N, int64_t C, int64_t T, int64_t V,
+           int threads) {
+          require(x && dst, "to_time_major: null pointer");
+          require(N >= 1 && C >= 1 && T >= 1 && V >= 1, "to_time_major: need N, C, T, V >= 1");
+          with_dtype(dtype, [&](auto t) {
+            using T_ = decltype(t);
+            ugcn::cpu::to_time_major<T_>(in<T_>(x), N, C, T, V, out<T_>(dst), threads);
+          });
+        },
+        "to_time_major(dtype, x, dst, N, C, T, V, threads): x (N, C, T, V) -> dst (T, N, V, C), both contiguous");
   m.def("stgcn_block_output",
         [](const std::string& dtype, int64_t rows, int64_t C, uintptr_t u, uintptr_t scale2, uintptr_t shift2,
            uintptr_t mask, bool hashed, uint64_t seed, double p, uintptr_t res, uintptr_t scale3, uintptr_t shift3,

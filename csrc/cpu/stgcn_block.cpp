@@ -157,6 +157,21 @@ void bn_relu_phases(const Phases& p, const T* z, const T* scale, const T* shift_
     }
 }
 
+template <typename T>
+void to_time_major(const T* x, int64_t N, int64_t C, int64_t T_in, int64_t V, T* out, int threads) {
+  const int64_t TV = T_in * V;
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < T_in; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      const T* __restrict src = x + n * C * TV + t * V;
+      T* __restrict dst = out + (t * N + n) * V * C;
+      for (int64_t v = 0; v < V; ++v) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) dst[v * C + c] = src[c * TV + v];
+      }
+    }
+}
+
 namespace {
 
 // The dropout multiplier of element e = o + c (kDrop: a Dropout<T>::Kind known at compile time).
@@ -371,6 +386,7 @@ void bn_relu_phases_backward(const Phases& p, const T* dh_ph, const T* h_ph, con
   template void graph_aggregate<T>(const GraphAggregation&, const T*, const T*, T*, int);                           \
   template void channel_stats<T>(const T*, int64_t, int64_t, const T*, int64_t, T*, double*, int);                  \
   template void bn_relu_phases<T>(const Phases&, const T*, const T*, const T*, T*, int);                            \
+  template void to_time_major<T>(const T*, int64_t, int64_t, int64_t, int64_t, T*, int);                            \
   template void block_output<T>(int64_t, int64_t, const T*, const T*, const T*, Dropout<T>, const T*, const T*,     \
                                 const T*, T*, int);                                                                  \
   template void block_output_backward<T>(int64_t, int64_t, const T*, const T*, const T*, Dropout<T>, BatchNormSaved,\

@@ -40,6 +40,12 @@ struct Phases {
 template <typename T>
 void bn_relu_phases(const Phases& p, const T* z, const T* scale, const T* shift_map, T* h_ph, int threads);
 
+// The block's input in its time-major layout: out (T, N, V, C)[t, n, v, c] = x (N, C, T, V)[n, c, t, v], both
+// contiguous. One (n, t) per task: its C x V tile is read a channel row (V values) at a time and written as V rows
+// of C, the C rows it reads staying in L1 while the V output rows are written.
+template <typename T>
+void to_time_major(const T* x, int64_t N, int64_t C, int64_t T_in, int64_t V, T* out, int threads);
+
 // Dropout's multiplier of each element: none, a (rows, C) tensor of multipliers, or hashed from a seed
 // (stgcn::dropout_multiplier, nothing stored).
 template <typename T>

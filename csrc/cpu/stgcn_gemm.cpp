@@ -157,7 +157,7 @@ struct Panels {
 // values each) and is output row m = row0 + l, stored at out + m * out_ld; the epilogue adds bias[c] (padded to
 // whole vectors; zeros for none) and add[(add_period ? m % add_period : m) * add_ld + c] (a zero row with
 // add_ld = 0 for none), applies the ReLU and accumulates the statistics of the n valid channels into sum / sumsq
-// (indexed by channel; null: none).
+// (indexed by channel; null: none). With out_rows, run row l is stored at out_rows[l] instead.
 template <typename T>
 struct RowRun {
   const T* const* rows;
@@ -173,6 +173,7 @@ struct RowRun {
   int64_t out_ld, n;
   double* sum;
   double* sumsq;
+  T* const* out_rows;  // null: row m at out + m * out_ld; else run row l at out_rows[l] (gcn_relu_phases)
 };
 
 // One micro-tile: rows l0 .. l0 + nrows - 1 (nrows <= RB) of the run, one channel block of NV vectors; kFull: the
@@ -222,7 +223,7 @@ inline void micro_tile(const RowRun<T>& run, const typename Panels<T>::Block& bl
     }
     const int64_t m = run.row0 + l0 + i;
     const T* __restrict a = run.add + (run.add_period ? m % run.add_period : m) * run.add_ld + c0;
-    T* __restrict o = run.out + m * run.out_ld + c0;
+    T* __restrict o = (run.out_rows ? run.out_rows[l0 + i] : run.out + m * run.out_ld) + c0;
 #pragma omp simd
     for (int c = 0; c < nc; ++c) {
       T value = acc[i][c] + b[c] + a[c];
@@ -421,6 +422,60 @@ void aggregate_group(T* z, int64_t z_ld, int64_t V, int64_t n, const T* base, co
   }
 }
 
+// The eval form of aggregate_group: group rows w = 0 .. V-1 = relu(gathers of destination w + shift[w]), stored at
+// dst + w * dst_ld; no statistics.
+template <typename T>
+void aggregate_group_relu(T* dst, int64_t dst_ld, int64_t V, int64_t n, const T* base, const GatherList<T>& lists,
+                          const T* shift) {
+  constexpr int L = kLanes<T>;
+  const int64_t* start = lists.start.data();
+  auto blocks = [&](auto nv, int64_t c) {
+    constexpr int NV = decltype(nv)::value;
+    for (int64_t w = 0; w < V; ++w) {
+      Vec<T> acc[NV];
+      gather_vectors<T, NV>(acc, base + c, lists.off.data(), lists.m.data(), start[w], start[w + 1]);
+      for (int v = 0; v < NV; ++v) {
+        const Vec<T> value = acc[v] + vload(shift + w * n + c + v * L);
+        vstore(dst + w * dst_ld + c + v * L, value < Vec<T>{} ? Vec<T>{} : value);  // (NaN stays NaN, as relu)
+      }
+    }
+  };
+  int64_t c = 0;
+  for (; c + kMaxVectors * L <= n; c += kMaxVectors * L) blocks(std::integral_constant<int, kMaxVectors>{}, c);
+  for (; c + L <= n; c += L) blocks(std::integral_constant<int, 1>{}, c);
+  for (; c < n; ++c)
+    for (int64_t w = 0; w < V; ++w) {
+      T value = T(0);
+      for (int64_t e = start[w]; e < start[w + 1]; ++e) value += lists.m[e] * base[lists.off[e] + c];
+      value += shift[w * n + c];
+      dst[w * dst_ld + c] = value < T(0) ? T(0) : value;
+    }
+}
+
+// Where gcn_forward's output goes: z (groups, V, C_out) with statistics, or (phases != null) the eval's phase buffer,
+// relu(z + shift) without statistics.
+template <typename T>
+struct GcnOutput {
+  T* out;
+  double* sums;
+  const PhaseOutput* phases;
+  const T* shift;  // (V, C_out)
+  int64_t row_width;  // V * C_out
+
+  // The first of group g's V output rows, or null when the group's frame is dropped (no tap reads it).
+  T* group(int64_t g) const {
+    if (phases == nullptr) return out + g * row_width;
+    const PhaseOutput& o = *phases;
+    const int64_t t = g / o.N, n = g % o.N, tp = t + o.pad, slot = tp / o.stride;
+    if (slot >= o.Tq) return nullptr;
+    return out + (((tp % o.stride) * o.Tq + slot) * o.N + n) * row_width;
+  }
+};
+
+template <typename T>
+void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, const GcnOutput<T>& dst, int threads,
+             int order);
+
 }  // namespace
 
 template <typename T>
@@ -453,7 +508,29 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
 template <typename T>
 void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias, T* z, double* sums, int threads,
                  int order) {
+  gcn_run(p, x, weight, bias, GcnOutput<T>{z, sums, nullptr, nullptr, p.V * p.C_out}, threads, order);
+}
+
+template <typename T>
+void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, const T* weight, const T* bias,
+                     const T* shift, T* h, int threads, int order) {
+  const int64_t T_in = p.groups / o.N, slot_size = o.N * p.V * p.C_out;
+  for (int64_t phase = 0; phase < o.stride; ++phase)  // the padding slots (a few frames' worth): zeros
+    for (int64_t slot = 0; slot < o.Tq; ++slot) {
+      const int64_t t = slot * o.stride + phase - o.pad;
+      if (t < 0 || t >= T_in) std::memset(h + (phase * o.Tq + slot) * slot_size, 0, sizeof(T) * slot_size);
+    }
+  gcn_run(p, x, weight, bias, GcnOutput<T>{h, nullptr, &o, shift, p.V * p.C_out}, threads, order);
+}
+
+namespace {
+
+template <typename T>
+void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, const GcnOutput<T>& dst, int threads,
+             int order) {
   const int64_t V = p.V, K = p.K, C_in = p.C_in, C_out = p.C_out;
+  const bool eval = dst.phases != nullptr;
+  double* const sums = dst.sums;
   auto adjacency = [&](int64_t k, int64_t v, int64_t w) { return T(p.A[(k * V + v) * V + w]); };  // as the contract
   // The dense products are the same (V x K*C_in x C_out) either way; aggregating costs nnz x (vectors of the
   // aggregated side): aggregate first when the input has fewer vectors than the output (16 -> 32 channels, not
@@ -483,7 +560,7 @@ void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias
           for (int64_t v = 0; v < V; ++v) colsum += double(adjacency(k, v, w));
           s += colsum * double(bias[k * C_out + c]);
         }
-        bias_map.data()[w * panels.padded + c] = T(s);
+        bias_map.data()[w * panels.padded + c] = T(eval ? s + double(dst.shift[w * C_out + c]) : s);
       }
     // Narrow inputs (C_in < one vector) aggregate element by element over one flat list per group, destination
     // xa[w, k*C_in + ci] (zeroed first) += m * x[v, ci]; wider ones row segment by row segment, in registers.
@@ -507,14 +584,22 @@ void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias
         lists.close();
       }
     const int64_t n_flat = static_cast<int64_t>(flat_m.size());
-    partitioned(p.groups, threads, 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
+    partitioned(p.groups, threads, eval ? 0 : 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
       Aligned<T> xa(static_cast<size_t>(chunk * V * width));
       std::vector<const T*> rows(chunk * V);
       for (int64_t l = 0; l < chunk * V; ++l) rows[l] = xa.data() + l * width;
-      RowRun<T> run{rows.data(), 0, zero_offset, 1, width, zero_row.data(), bias_map.data(), panels.padded, V, false,
-                    z, C_out, C_out, part, part + C_out};
+      // eval: each row's place in the phase buffer; a dropped group's rows go to a scratch group
+      std::vector<T*> out_rows(eval ? chunk * V : 0);
+      Aligned<T> dropped(static_cast<size_t>(eval ? V * C_out : 0));
+      RowRun<T> run{rows.data(), 0, zero_offset, 1, width, zero_row.data(), bias_map.data(), panels.padded, V, eval,
+                    dst.out, C_out, C_out, eval ? nullptr : part, eval ? nullptr : part + C_out,
+                    eval ? out_rows.data() : nullptr};
       for (int64_t g0 = first; g0 < end; g0 += chunk) {
         const int64_t groups = std::min(chunk, end - g0);
+        for (int64_t gl = 0; eval && gl < groups; ++gl) {
+          T* group = dst.group(g0 + gl);
+          for (int64_t v = 0; v < V; ++v) out_rows[gl * V + v] = (group ? group : dropped.data()) + v * C_out;
+        }
         for (int64_t gl = 0; gl < groups; ++gl) {
           const T* __restrict xg = x + (g0 + gl) * V * C_in;
           T* __restrict xag = xa.data() + gl * V * width;
@@ -543,7 +628,7 @@ void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias
         }
       lists.close();
     }
-    partitioned(p.groups, threads, 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
+    partitioned(p.groups, threads, eval ? 0 : 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
       Aligned<T> y(static_cast<size_t>(chunk * V * width));
       std::vector<const T*> rows(chunk * V);
       RowRun<T> run{rows.data(), 0, zero_offset, 1, C_in, bias_padded.data(), zero_row.data(), 0, 0, false,
@@ -552,18 +637,26 @@ void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias
         const int64_t groups = std::min(chunk, end - g0);
         for (int64_t l = 0; l < groups * V; ++l) rows[l] = x + (g0 * V + l) * C_in;
         run_blocks(run, panels, groups * V);
-        for (int64_t gl = 0; gl < groups; ++gl)
-          aggregate_group(z + (g0 + gl) * V * C_out, C_out, V, C_out, y.data() + gl * V * width, lists, part,
-                          part + C_out);
+        for (int64_t gl = 0; gl < groups; ++gl) {
+          T* group = dst.group(g0 + gl);
+          if (!eval)
+            aggregate_group(group, C_out, V, C_out, y.data() + gl * V * width, lists, part, part + C_out);
+          else if (group)
+            aggregate_group_relu(group, C_out, V, C_out, y.data() + gl * V * width, lists, dst.shift);
+        }
       }
     });
   }
 }
 
+}  // namespace
+
 #define UGCN_INSTANTIATE(T)                                                                                   \
   template void conv_frames<T>(const ConvFrames&, const T*, const T*, const T*, const T*, bool, T*, double*, \
                                int);                                                                         \
-  template void gcn_forward<T>(const GcnForward&, const T*, const T*, const T*, T*, double*, int, int);
+  template void gcn_forward<T>(const GcnForward&, const T*, const T*, const T*, T*, double*, int, int);      \
+  template void gcn_relu_phases<T>(const GcnForward&, const PhaseOutput&, const T*, const T*, const T*,      \
+                                   const T*, T*, int, int);
 UGCN_INSTANTIATE(float)
 UGCN_INSTANTIATE(double)
 #undef UGCN_INSTANTIATE

@@ -19,6 +19,8 @@
 //   adjacency's non-zeros only), then z = xa @ Wcat + bias_map by the same micro-kernel, statistics in its
 //   epilogue. Otherwise: GEMM first (y = x @ W^T + b, V x K*C_out, rounded to the dtype as the contract's), then
 //   the sparse aggregation into z, group by group, with the statistics in registers on the way.
+// - gcn_relu_phases: gcn_forward whose epilogue adds B1's shift, applies the ReLU and stores each group's rows at
+//   their place in the phase buffer (a per-row destination instead of row m), without statistics.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +57,18 @@ enum GcnOrder { kGcnAuto = 0, kGcnAggregateFirst = 1, kGcnGemmFirst = 2 };
 template <typename T>
 void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias, T* z, double* sums, int threads,
                  int order = kGcnAuto);
+
+// The eval block's gcn_forward (gcn_relu_phases): group g = t * N + n's rows go, as relu(z + shift[w, c]) and with no
+// statistics, to the temporal convolution's phase buffer h (stride, Tq, N*V, C_out): frame t at phase
+// (t + pad) % stride, slot (t + pad) / stride (dropped when the slot is >= Tq); the slots no frame fills are zeroed.
+// Saves the pass that read z back to write the phase buffer, and the statistics eval does not use.
+struct PhaseOutput {
+  int64_t N, stride, pad, Tq;  // groups = T * N
+};
+
+template <typename T>
+void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, const T* weight, const T* bias,
+                     const T* shift, T* h, int threads, int order = kGcnAuto);
 
 }  // namespace cpu
 }  // namespace ugcn

@@ -50,6 +50,18 @@ def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bia
     return out
 
 
+def time_major(x: Tensor) -> Tensor:
+    """See torch_stgcn.time_major: one native transposing pass over a contiguous x."""
+    if x.dim() != 4:
+        raise ValueError(f"time_major: x must be (N, C, T, V), got shape {tuple(x.shape)}")
+    N, C, T, V = x.shape
+    if x.numel() == 0 or not x.is_contiguous():
+        return torch_stgcn.time_major(x)
+    out = x.new_empty((T, N, V, C))
+    _module().stgcn_to_time_major(_dtype(x), _ptr(x), _ptr(out), N, C, T, V, _threads())
+    return out
+
+
 def _stats(x: Tensor, bias_map: Tensor | None) -> tuple[Tensor | None, Tensor]:
     C = x.shape[-1]
     rows = x.numel() // C
@@ -182,6 +194,35 @@ def gcn_forward_ordered(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, orde
     _module().stgcn_gcn_forward(_dtype(x), _ptr(x), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(z), _ptr(sums),
                                 G, V, K, C_in, C_out, _GCN_ORDER[order], _threads())
     return (z, *_rows(sums))
+
+
+def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, stride: int, pad: int,
+                    Tq: int, order: str = "auto") -> Tensor:
+    """See torch_stgcn.gcn_relu_phases: gcn_forward's native pass with an eval epilogue (+ shift_map, ReLU, each
+    group's rows stored at their frame's place in the phase buffer; no statistics). `order` as gcn_forward_ordered."""
+    T, N, V, C_in = x.shape
+    K = A.shape[0]
+    KC = weight.shape[0]
+    C_out = KC // K if K else 0
+    if (A.shape != (K, V, V) or KC % max(K, 1) != 0 or weight.shape != (KC, C_in) or bias.shape != (KC,)
+            or shift_map.shape != (V, C_out)):
+        raise ValueError(f"gcn_relu_phases: shapes x {tuple(x.shape)}, A {tuple(A.shape)}, weight "
+                         f"{tuple(weight.shape)}, bias {tuple(bias.shape)} and shift_map {tuple(shift_map.shape)} do "
+                         f"not match")
+    if stride < 1 or pad < 0 or Tq < 1:
+        raise ValueError(f"gcn_relu_phases: need stride >= 1, pad >= 0, Tq >= 1, got {stride}, {pad}, {Tq}")
+    if min(T, N, V, K, C_out) == 0:  # nothing for the native pass to do: the contract's results
+        return torch_stgcn.gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
+    _same_dtype(x, weight, bias, shift_map)
+    if C_in == 0:  # as gcn_forward: one zero input channel computes the 1x1 convolution's bias
+        x, weight = x.new_zeros((T, N, V, 1)), weight.new_zeros((KC, 1))
+        C_in = 1
+    x, weight, bias, shift_map = x.contiguous(), weight.contiguous(), bias.contiguous(), shift_map.contiguous()
+    A64 = _f64(A)
+    h = x.new_empty((stride, Tq, N * V, C_out))
+    _module().stgcn_gcn_relu_phases(_dtype(x), _ptr(x), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(shift_map), _ptr(h),
+                                    T, N, V, K, C_in, C_out, stride, pad, Tq, _GCN_ORDER[order], _threads())
+    return h
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,

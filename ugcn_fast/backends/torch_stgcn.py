@@ -55,6 +55,11 @@ def _phase_index(T: int, pad: int, stride: int, Tq: int, device) -> tuple[Tensor
     return phase, slot, slot < Tq
 
 
+def time_major(x: Tensor) -> Tensor:
+    """The block's input (N, C, T, V) in its contiguous time-major layout (T, N, V, C)."""
+    return x.permute(2, 0, 3, 1).contiguous()
+
+
 def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: int, pad: int, Tq: int) -> Tensor:
     """h = relu(z * scale[c] + shift_map[v, c]) for z (T, N*V, C), written to the phase buffer (stride, Tq, N*V, C)."""
     T, NV, C = z.shape
@@ -157,6 +162,19 @@ def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> tuple[Ten
     y = torch.addmm(bias, x.reshape(-1, C_in), weight.t()).view(G, V, weight.shape[0])
     z = graph_aggregate(y, A, True, False, None)
     return (z, *channel_stats(z))
+
+
+def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, stride: int, pad: int,
+                    Tq: int) -> Tensor:
+    """The eval block's graph convolution written straight into the temporal convolution's phase buffer, with B1
+    folded in: x (T, N, V, C_in) -> h (stride, Tq, N*V, C_out), h = relu(z + shift_map[v, c]) where z =
+    gcn_forward(x) (B1's scale folded into weight and bias by the caller; shift_map (V, C_out) the rest), frame t at
+    phase (t + pad) % stride, slot (t + pad) // stride (frames past the last slot dropped), as bn_relu_phases;
+    slots no frame fills are zero. No statistics (eval needs none)."""
+    T, N, V, C_in = x.shape
+    z, _, _ = gcn_forward(x.reshape(T * N, V, C_in), A, weight, bias)
+    C_out = z.shape[-1]
+    return bn_relu_phases(z.view(T, N * V, C_out), z.new_ones(C_out), shift_map, V, stride, pad, Tq)
 
 
 CONV_FRAMES_MAX_TAPS = 9

@@ -63,6 +63,11 @@ def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Ten
     return _gemm().gcn_forward(x, A, weight, bias)
 
 
+def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, stride: int, pad: int,
+                    Tq: int) -> Tensor:
+    return _gemm().gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
+
+
 def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offsets: List[int], frame_step: int,
                 T_out: int, add: Optional[Tensor], relu: bool, stats: bool) -> Tuple[Tensor, Tensor, Tensor]:
     offsets = check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)

@@ -52,9 +52,15 @@ class BlockConfig:
     dropout: float = 0.0
 
 
-def to_time_major(x: Tensor) -> Tensor:
-    """(N, C, T, V) -> contiguous (T, N, V, C); free when x is the view a fused block returned."""
-    return x.permute(2, 0, 3, 1).contiguous()
+def to_time_major(x: Tensor, backend: str = "torch") -> Tensor:
+    """(N, C, T, V) -> contiguous (T, N, V, C); free when x is the view a fused block returned, a native transpose
+    where the backend has one (pieces.NATIVE_TIME_MAJOR: ~2x torch's permuted copy on the CPU)."""
+    x_tm = x.permute(2, 0, 3, 1)
+    if x_tm.is_contiguous():
+        return x_tm
+    if backend in pieces.NATIVE_TIME_MAJOR and x.is_contiguous():
+        return pieces.time_major(backend, x)
+    return x_tm.contiguous()
 
 
 def from_time_major(x_tm: Tensor) -> Tensor:
@@ -312,9 +318,10 @@ def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: Bl
 
 def _eval_forward_fused_gemms(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig) -> Tensor:
     """eval_forward on a backend whose kernels mix channels (pieces.FUSED_GEMMS): the graph convolution with B1
-    folded into its weights and bias in one kernel, B1's shift and ReLU into the phase buffer, the convolution
-    residual as one kernel reading the strided frames in place, and the temporal convolution with B2 folded in
-    one kernel whose epilogue adds the bias and the residual and applies the final ReLU."""
+    folded into its weights and bias, B1's shift and ReLU in its epilogue, straight into the phase buffer (one
+    kernel), the convolution residual as one kernel reading the strided frames in place, and the temporal
+    convolution with B2 folded in one kernel whose epilogue adds the bias and the residual and applies the final
+    ReLU."""
     be = cfg.backend
     T, N, V, C_in = x_tm.shape
     K = A.shape[0]
@@ -325,11 +332,9 @@ def _eval_forward_fused_gemms(x_tm: Tensor, A: Tensor, params: dict, bns: list[d
     scale2, shift2 = _fold(bns[1], cfg.eps[1], dtype)
     w1 = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
     b1 = (b_gcn.view(K, C_out) * scale1).view(-1)
-    z, _, _ = pieces.gcn_forward(be, x_tm.view(T * N, V, C_in), A.to(dtype), w1, b1)
     pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
-    ones = torch.ones(C_out, dtype=dtype, device=x_tm.device)
-    h = pieces.bn_relu_phases(be, z.view(T, N * V, C_out), ones, shift1.expand(V, C_out).contiguous(), V, cfg.stride,
-                              pad, Tq)
+    h = pieces.gcn_relu_phases(be, x_tm, A.to(dtype), w1, b1, shift1.expand(V, C_out).contiguous(), cfg.stride, pad,
+                               Tq)
     bias_t = b_t * scale2 + shift2
     residual = None
     if cfg.residual == "conv":

@@ -38,6 +38,11 @@ def fused_gemms(backend: str, training: bool) -> bool:
 HASHED_DROPOUT = ("cpu", "cuda")
 
 
+# Backends with a native transpose of the block's input to its time-major layout (ugcn_fast.ops.stgcn_block
+# .to_time_major); elsewhere torch's permuted copy.
+NATIVE_TIME_MAJOR = ("cpu",)
+
+
 def _stats_like(x: Tensor, C: int) -> Tensor:
     return x.new_empty((C,), dtype=torch.float64)
 
@@ -63,6 +68,24 @@ def channel_stats(backend: str, x: Tensor) -> tuple[Tensor, Tensor]:
 @channel_stats.register_fake
 def _(backend, x):
     return _stats_like(x, x.shape[-1]), _stats_like(x, x.shape[-1])
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_time_major", mutates_args=())
+def time_major(backend: str, x: Tensor) -> Tensor:
+    return _impl(backend).time_major(x)
+
+
+@time_major.register_fake
+def _(backend, x):
+    N, C, T, V = x.shape
+    return x.new_empty((T, N, V, C))
+
+
+def _time_major_backward(ctx, grad):
+    return None, grad.permute(1, 3, 0, 2)
+
+
+time_major.register_autograd(_time_major_backward)
 
 
 @torch.library.custom_op("ugcn_fast::stgcn_bias_map_stats", mutates_args=())
@@ -185,6 +208,18 @@ def gcn_forward(backend: str, x: Tensor, A: Tensor, weight: Tensor, bias: Tensor
 def _(backend, x, A, weight, bias):
     C_out = weight.shape[0] // A.shape[0]
     return x.new_empty((x.shape[0], x.shape[1], C_out)), _stats_like(x, C_out), _stats_like(x, C_out)
+
+
+@torch.library.custom_op("ugcn_fast::stgcn_gcn_relu_phases", mutates_args=())
+def gcn_relu_phases(backend: str, x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, stride: int,
+                    pad: int, Tq: int) -> Tensor:
+    return _impl(backend).gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
+
+
+@gcn_relu_phases.register_fake
+def _(backend, x, A, weight, bias, shift_map, stride, pad, Tq):
+    T, N, V, _ = x.shape
+    return x.new_empty((stride, Tq, N * V, weight.shape[0] // A.shape[0]))
 
 
 @torch.library.custom_op("ugcn_fast::stgcn_conv_frames", mutates_args=())
