@@ -35,13 +35,25 @@ def motion_loss_op(
     raise NotImplementedError(f"ugcn_fast::motion_loss has no kernel for {pred.device.type} tensors")
 
 
+def _launch(pred, target, opts: MotionLossOptions, backend, need_grad_pred, need_grad_target):
+    """The backend's kernel on the tensors' device -> (the loss reduced as opts.reduction says, in pred's dtype;
+    the unit gradients of pred and target, or None where not requested)."""
+    launch = backends.launcher(backend)
+    if pred.device.type == "cuda":
+        with torch.cuda.device(pred.device):
+            loss, grad_pred, grad_target = launch(pred, target, opts, need_grad_pred, need_grad_target)
+    else:
+        loss, grad_pred, grad_target = launch(pred, target, opts, need_grad_pred, need_grad_target)
+    loss = loss if opts.reduction == "none" else loss.sum()
+    return loss.to(pred.dtype), grad_pred, grad_target
+
+
 def _run(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred, need_grad_target):
     opts = resolve_options(pred, target, intervals, operator, normalize, eps, reduction)
-    loss, grad_pred, grad_target = backends.launcher(backend)(pred, target, opts, need_grad_pred, need_grad_target)
-    loss = loss if reduction == "none" else loss.sum()
+    loss, grad_pred, grad_target = _launch(pred, target, opts, backend, need_grad_pred, need_grad_target)
     empty = pred.new_empty((0,), dtype=unit_grad_dtype(pred.dtype))
     return (
-        loss.to(pred.dtype),
+        loss,
         grad_pred if grad_pred is not None else empty,
         grad_target if grad_target is not None else empty.clone(),
     )
@@ -57,9 +69,8 @@ def _motion_loss_cpu(pred, target, intervals, operator, normalize, eps, reductio
 @motion_loss_op.register_kernel("cuda")
 def _motion_loss_cuda(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
                       need_grad_target):
-    with torch.cuda.device(pred.device):
-        return _run(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
-                    need_grad_target)
+    return _run(pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
+                need_grad_target)
 
 
 def unit_grad_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -88,17 +99,21 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # the unit-gradient outputs never receive gradients: no zeros to build
 
 
-def _backward(ctx, grad_loss, _grad_of_grad_pred, _grad_of_grad_target):
+def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
+    """(dL/dpred, dL/dtarget): the saved unit gradients scaled by grad_output, None where not needed."""
     grad_pred, grad_target = ctx.saved_tensors
     if grad_loss is None:
-        return (None,) * 10
+        return None, None
     scale = grad_loss.view(-1, 1, 1, 1) if ctx.reduction == "none" else grad_loss
     need_pred, need_target = ctx.need_grad
     return (
         _scaled(grad_pred, scale, ctx.input_dtype) if need_pred and ctx.needs_input_grad[0] else None,
         _scaled(grad_target, scale, ctx.input_dtype) if need_target and ctx.needs_input_grad[1] else None,
-        None, None, None, None, None, None, None, None,
     )
+
+
+def _backward(ctx, grad_loss, _grad_of_grad_pred, _grad_of_grad_target):
+    return (*_input_grads(ctx, grad_loss), None, None, None, None, None, None, None, None)
 
 
 def _scaled(unit_grad: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
@@ -118,19 +133,21 @@ motion_loss_op.register_autograd(_backward, setup_context=_setup_context)
 
 class _EagerMotionLoss(torch.autograd.Function):
     """The op's forward and backward as a plain autograd.Function, for eager calls: the same kernels and the same
-    backward, without the custom op's dispatch (its Python autograd wrapper and redispatch cost ~0.1 ms a call,
-    7 % of the fused loss at the default shape). Traced code (torch.compile, fake tensors) takes the op."""
+    backward, without the custom op's dispatch (its Python autograd wrapper, redispatch, a second argument check
+    and the placeholder outputs cost ~0.15 ms a call, ~9 % of the fused loss at the default shape). Traced code
+    (torch.compile, fake tensors, functorch transforms) takes the op."""
 
     @staticmethod
-    def forward(ctx, pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
-                need_grad_target):
-        inputs = (pred, target, intervals, operator, normalize, eps, reduction, backend, need_grad_pred,
-                  need_grad_target)
-        output = _run(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
+    def forward(ctx, pred, target, opts, backend, need_grad_pred, need_grad_target):
+        loss, grad_pred, grad_target = _launch(pred, target, opts, backend, need_grad_pred, need_grad_target)
+        ctx.save_for_backward(grad_pred, grad_target)
+        ctx.reduction, ctx.input_dtype = opts.reduction, pred.dtype
+        ctx.need_grad = (need_grad_pred, need_grad_target)
+        return loss
 
-    backward = staticmethod(_backward)
+    @staticmethod
+    def backward(ctx, grad_loss):
+        return (*_input_grads(ctx, grad_loss), None, None, None, None)
 
 
 def _plain(*tensors: Tensor) -> bool:
@@ -165,9 +182,9 @@ def motion_loss(
         return reference_motion_loss(pred, target, opts.intervals, opts.operator, opts.normalize, opts.eps,
                                      opts.reduction)
     grad_enabled = torch.is_grad_enabled()
-    fused = motion_loss_op if _traced() or not _plain(pred, target) else _EagerMotionLoss.apply
-    loss, _, _ = fused(
-        pred, target, list(opts.intervals), opts.operator, opts.normalize, opts.eps, opts.reduction, chosen,
-        grad_enabled and pred.requires_grad, grad_enabled and target.requires_grad,
-    )
+    need_grad_pred, need_grad_target = grad_enabled and pred.requires_grad, grad_enabled and target.requires_grad
+    if not _traced() and _plain(pred, target):
+        return _EagerMotionLoss.apply(pred, target, opts, chosen, need_grad_pred, need_grad_target)
+    loss, _, _ = motion_loss_op(pred, target, list(opts.intervals), opts.operator, opts.normalize, opts.eps,
+                                opts.reduction, chosen, need_grad_pred, need_grad_target)
     return loss
