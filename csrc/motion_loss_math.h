@@ -192,6 +192,27 @@ UGCN_HD acc_t pair_loss_and_upstream(const acc_t* aP, const acc_t* bP, const acc
   return loss;
 }
 
+// The pair's sum_c |mP - mG| alone, the same values as pair_loss_and_upstream's: a forward that needs no gradient
+// stores no upstream.
+template <int OP, typename acc_t>
+UGCN_HD acc_t pair_loss(const acc_t* aP, const acc_t* bP, const acc_t* aG, const acc_t* bG, int D, int64_t cs = 1) {
+  if (OP == kCross) {
+    const Vec3<acc_t> mP = cross3(load3(aP, cs), load3(bP, cs)), mG = cross3(load3(aG, cs), load3(bG, cs));
+    return std::fabs(mP.x - mG.x) + std::fabs(mP.y - mG.y) + std::fabs(mP.z - mG.z);
+  }
+  if (OP == kInner) {
+    acc_t mP = 0, mG = 0;
+    for (int d = 0; d < D; ++d) {
+      mP += aP[d * cs] * bP[d * cs];
+      mG += aG[d * cs] * bG[d * cs];
+    }
+    return std::fabs(mP - mG);
+  }
+  acc_t loss = 0;
+  for (int d = 0; d < D; ++d) loss += std::fabs((aP[d * cs] - bP[d * cs]) - (aG[d * cs] - bG[d * cs]));
+  return loss;
+}
+
 // Reduction weight of interval tau: dL/d|d| for every element of L_tau's sum (SPEC §1, L = mean over tau).
 template <typename acc_t>
 UGCN_HD acc_t interval_weight(int reduction, int n_intervals, int64_t B, int64_t T, int64_t J, int C, int tau) {

@@ -57,6 +57,9 @@ def check_against_reference(backend, device, dtype, shape, operator, D, normaliz
     assert actual.dtype == dtype and actual.shape == expected.shape
     context = f"{backend}/{device} {dtype} {shape} {operator} D={D} {normalize} {reduction}"
     assert_close_scaled(actual.cpu(), expected, dtype, f"loss {context}")
+    with torch.no_grad():  # the forward alone (no unit gradients computed or stored) gives the same loss
+        forward_only = ugcn_fast.motion_loss(pred, target, backend=backend, **kw)
+    assert_close_scaled(forward_only.cpu(), actual.detach().cpu(), dtype, f"no-grad loss {context}")
     for name, a, e in zip(("grad pred", "grad target"), actual_grads, expected_grads):
         assert a.shape == e.shape and a.dtype == dtype
         assert_close_scaled(a.cpu(), e, dtype, f"{name} {context}")

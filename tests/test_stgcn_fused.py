@@ -291,3 +291,10 @@ def test_compile_traces_the_block_without_graph_breaks():
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=name)
+    # eval: the folded block (time-major transpose, gcn_relu_phases, conv_frames) traces in one graph too
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        torch._dynamo.reset()
+        y = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+        torch.testing.assert_close(y, reference(x), rtol=1e-4, atol=1e-4)

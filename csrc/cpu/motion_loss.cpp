@@ -277,11 +277,20 @@ double sample_loss_and_grad(int64_t B, int64_t T, int64_t J, int D_runtime, cons
 
     // (a) loss and upstream gradient of every pair; with one den per sample, 1 / den scales the sum once
     scalar_t interval_loss = 0;
+    if (grad_pred || grad_target) {
 #pragma omp simd reduction(+ : interval_loss)
-    for (int64_t n = 0; n < n_pairs; ++n) {
-      const scalar_t inv = PER_JOINT ? inv_den[n] : inv_den_sample;
-      const scalar_t raw = pair_loss_and_upstream<OP>(P + n, P + n + shift, G + n, G + n + shift, D, inv, w, g + n, cs);
-      interval_loss += PER_JOINT ? inv * raw : raw;
+      for (int64_t n = 0; n < n_pairs; ++n) {
+        const scalar_t inv = PER_JOINT ? inv_den[n] : inv_den_sample;
+        const scalar_t raw = pair_loss_and_upstream<OP>(P + n, P + n + shift, G + n, G + n + shift, D, inv, w, g + n,
+                                                        cs);
+        interval_loss += PER_JOINT ? inv * raw : raw;
+      }
+    } else {  // no gradient wanted: no upstream planes to store
+#pragma omp simd reduction(+ : interval_loss)
+      for (int64_t n = 0; n < n_pairs; ++n) {
+        const scalar_t raw = pair_loss<OP>(P + n, P + n + shift, G + n, G + n + shift, D, cs);
+        interval_loss += PER_JOINT ? inv_den[n] * raw : raw;
+      }
     }
     loss += double(w) * double(PER_JOINT ? interval_loss : inv_den_sample * interval_loss);
 
