@@ -160,11 +160,17 @@ void bn_relu_phases(const Phases& p, const T* z, const T* scale, const T* shift_
 template <typename T>
 void to_time_major(const T* x, int64_t N, int64_t C, int64_t T_in, int64_t V, T* out, int threads) {
   const int64_t TV = T_in * V;
+  // n outer, t inner: frames t and t + 1 of a channel share cache lines (V values each), read once
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-  for (int64_t t = 0; t < T_in; ++t)
-    for (int64_t n = 0; n < N; ++n) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t t = 0; t < T_in; ++t) {
       const T* __restrict src = x + n * C * TV + t * V;
       T* __restrict dst = out + (t * N + n) * V * C;
+      if (C < 16) {  // a few channels: unit-stride reads of each channel's V values
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t v = 0; v < V; ++v) dst[v * C + c] = src[c * TV + v];
+        continue;
+      }
       for (int64_t v = 0; v < V; ++v) {
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) dst[v * C + c] = src[c * TV + v];
