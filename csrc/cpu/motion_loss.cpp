@@ -19,8 +19,12 @@
 // intervals, up to four intervals per pass, summing in registers and writing the packed gradient directly (no
 // zero fill, no per-interval read-modify-write, no separate write-back: fwd+bwd ~2.1 -> ~1.8 ms at the default
 // shape). The planes carry zero padding of the largest shift on both sides, so out-of-range pairs add exact
-// zeros instead of splitting the loop into runs. (Tried and not kept: a float32 rsqrt14 + Newton square root
-// for pass 1, and software prefetch of the next sample; neither measured faster.)
+// zeros instead of splitting the loop into runs. With one den per sample (normalize "sample", the default, or
+// "none") pass 1 and pass 2(a) are one loop per interval (cross_sample_loss_and_grad): the target's pair is
+// encoded once for its statistics and for the loss, the planes hold sign(mP - mG), and (b) scales each
+// interval's sum by its w / den (raw kernel -16 % with gradients, -15 % without). A forward without gradients
+// stores no planes. (Tried and not kept: a float32 rsqrt14 + Newton square root for pass 1, and software
+// prefetch of the next sample; neither measured faster.)
 #include "motion_loss.h"
 
 #include <omp.h>
@@ -28,6 +32,7 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "../motion_loss_math.h"
 
@@ -186,10 +191,26 @@ inline __attribute__((always_inline)) void add_start_and_end(scalar_t& ax, scala
   az = std::fma(-hy, cx, std::fma(hx, cy, az));
 }
 
-template <int K, bool FIRST, bool LAST, typename scalar_t>
+// The same, the interval's upstream scaled by `scale` (its w / den) once its six products are summed.
+template <typename scalar_t>
+inline __attribute__((always_inline)) void add_scaled_start_and_end(scalar_t& ax, scalar_t& ay, scalar_t& az,
+                                                                    const scalar_t* x, const scalar_t* g, int64_t s,
+                                                                    int64_t cs, scalar_t scale) {
+  scalar_t tx = 0, ty = 0, tz = 0;
+  add_start_and_end(tx, ty, tz, x, g, s, cs);
+  ax = std::fma(scale, tx, ax);
+  ay = std::fma(scale, ty, ay);
+  az = std::fma(scale, tz, az);
+}
+
+// SCALED: interval i's planes hold sign(mP - mG) and scales[i] = w / den multiplies the sum of its products;
+// otherwise the planes hold the scaled upstream already.
+template <int K, bool FIRST, bool LAST, bool SCALED, typename scalar_t>
 void gather_cross_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, const int64_t* shifts,
-                        scalar_t sign, scalar_t* acc, scalar_t* out) {
+                        const scalar_t* scales, scalar_t sign, scalar_t* acc, scalar_t* out) {
   const int64_t s0 = shifts[0], s1 = K > 1 ? shifts[1] : 0, s2 = K > 2 ? shifts[2] : 0, s3 = K > 3 ? shifts[3] : 0;
+  const scalar_t f0 = SCALED ? scales[0] : 0, f1 = SCALED && K > 1 ? scales[1] : 0,
+                 f2 = SCALED && K > 2 ? scales[2] : 0, f3 = SCALED && K > 3 ? scales[3] : 0;
 #pragma omp simd
   for (int64_t n = 0; n < TJ; ++n) {
     scalar_t ax = 0, ay = 0, az = 0;
@@ -198,10 +219,17 @@ void gather_cross_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_
       ay = acc[n + cs];
       az = acc[n + 2 * cs];
     }
-    add_start_and_end(ax, ay, az, x + n, g + n, s0, cs);
-    if (K > 1) add_start_and_end(ax, ay, az, x + n, g + 3 * cs + n, s1, cs);
-    if (K > 2) add_start_and_end(ax, ay, az, x + n, g + 6 * cs + n, s2, cs);
-    if (K > 3) add_start_and_end(ax, ay, az, x + n, g + 9 * cs + n, s3, cs);
+    if (SCALED) {
+      add_scaled_start_and_end(ax, ay, az, x + n, g + n, s0, cs, f0);
+      if (K > 1) add_scaled_start_and_end(ax, ay, az, x + n, g + 3 * cs + n, s1, cs, f1);
+      if (K > 2) add_scaled_start_and_end(ax, ay, az, x + n, g + 6 * cs + n, s2, cs, f2);
+      if (K > 3) add_scaled_start_and_end(ax, ay, az, x + n, g + 9 * cs + n, s3, cs, f3);
+    } else {
+      add_start_and_end(ax, ay, az, x + n, g + n, s0, cs);
+      if (K > 1) add_start_and_end(ax, ay, az, x + n, g + 3 * cs + n, s1, cs);
+      if (K > 2) add_start_and_end(ax, ay, az, x + n, g + 6 * cs + n, s2, cs);
+      if (K > 3) add_start_and_end(ax, ay, az, x + n, g + 9 * cs + n, s3, cs);
+    }
     if (LAST) {
       out[n * 3 + 0] = sign * ax;
       out[n * 3 + 1] = sign * ay;
@@ -214,29 +242,127 @@ void gather_cross_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_
   }
 }
 
-template <int K, typename scalar_t>
+template <int K, bool SCALED, typename scalar_t>
 void gather_cross_chunk_dispatch(bool first, bool last, const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs,
-                                 const int64_t* shifts, scalar_t sign, scalar_t* acc, scalar_t* out) {
-  if (first && last) return gather_cross_chunk<K, true, true>(x, g, TJ, cs, shifts, sign, acc, out);
-  if (first) return gather_cross_chunk<K, true, false>(x, g, TJ, cs, shifts, sign, acc, out);
-  if (last) return gather_cross_chunk<K, false, true>(x, g, TJ, cs, shifts, sign, acc, out);
-  return gather_cross_chunk<K, false, false>(x, g, TJ, cs, shifts, sign, acc, out);
+                                 const int64_t* shifts, const scalar_t* scales, scalar_t sign, scalar_t* acc,
+                                 scalar_t* out) {
+  if (first && last) return gather_cross_chunk<K, true, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
+  if (first) return gather_cross_chunk<K, true, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
+  if (last) return gather_cross_chunk<K, false, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
+  return gather_cross_chunk<K, false, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
 }
 
+// scales: null when the upstream planes are scaled already, else each interval's w / den (see gather_cross_chunk).
 template <typename scalar_t>
 void gather_cross_all_intervals(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, const int64_t* shifts,
-                                int nI, scalar_t sign, scalar_t* acc, scalar_t* out) {
+                                const scalar_t* scales, int nI, scalar_t sign, scalar_t* acc, scalar_t* out) {
   for (int c = 0; c < nI; c += 4) {
     const int k = std::min(4, nI - c);
     const bool first = c == 0, last = c + k == nI;
     const scalar_t* gc = g + 3 * int64_t(c) * cs;
+    const int64_t* sh = shifts + c;
+    const scalar_t* f = scales ? scales + c : nullptr;
+    auto chunk = [&](auto kk) {
+      constexpr int KK = decltype(kk)::value;
+      if (f)
+        gather_cross_chunk_dispatch<KK, true>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
+      else
+        gather_cross_chunk_dispatch<KK, false>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
+    };
     switch (k) {
-      case 1: gather_cross_chunk_dispatch<1>(first, last, x, gc, TJ, cs, shifts + c, sign, acc, out); break;
-      case 2: gather_cross_chunk_dispatch<2>(first, last, x, gc, TJ, cs, shifts + c, sign, acc, out); break;
-      case 3: gather_cross_chunk_dispatch<3>(first, last, x, gc, TJ, cs, shifts + c, sign, acc, out); break;
-      default: gather_cross_chunk_dispatch<4>(first, last, x, gc, TJ, cs, shifts + c, sign, acc, out); break;
+      case 1: chunk(std::integral_constant<int, 1>{}); break;
+      case 2: chunk(std::integral_constant<int, 2>{}); break;
+      case 3: chunk(std::integral_constant<int, 3>{}); break;
+      default: chunk(std::integral_constant<int, 4>{}); break;
     }
   }
+}
+
+// One interval of the cross operator with one den per sample (cross_sample_loss_and_grad): the upstream's sign
+// planes g = sign(mP - mG) (0 for a zero or NaN difference, as component_upstream), the raw loss sum |mP - mG| and,
+// kStats, the target's statistics (sum of ||mG||, sum of ||a|| ||b||); without kUpstream (no gradient wanted) no
+// planes are stored. Scalar locals, not Vec3 / Upstream: with the statistics in the same loop GCC does not vectorise
+// the struct form.
+template <bool kStats, bool kUpstream, typename scalar_t>
+void cross_interval_pass(const scalar_t* P, const scalar_t* G, const scalar_t* norms, int64_t n_pairs, int64_t shift,
+                         int64_t cs, scalar_t* g, scalar_t& sum_magnitude, scalar_t& sum_norm_products,
+                         scalar_t& raw) {
+  scalar_t magnitudes = 0, norm_products = 0, loss = 0;
+#pragma omp simd reduction(+ : magnitudes, norm_products, loss)
+  for (int64_t n = 0; n < n_pairs; ++n) {
+    const scalar_t gx0 = G[n], gy0 = G[n + cs], gz0 = G[n + 2 * cs];
+    const scalar_t gx1 = G[n + shift], gy1 = G[n + shift + cs], gz1 = G[n + shift + 2 * cs];
+    const scalar_t mx = gy0 * gz1 - gz0 * gy1, my = gz0 * gx1 - gx0 * gz1, mz = gx0 * gy1 - gy0 * gx1;
+    if (kStats) {
+      magnitudes += std::sqrt(mx * mx + my * my + mz * mz);
+      norm_products += norms[n] * norms[n + shift];
+    }
+    const scalar_t px0 = P[n], py0 = P[n + cs], pz0 = P[n + 2 * cs];
+    const scalar_t px1 = P[n + shift], py1 = P[n + shift + cs], pz1 = P[n + shift + 2 * cs];
+    const scalar_t dx = (py0 * pz1 - pz0 * py1) - mx, dy = (pz0 * px1 - px0 * pz1) - my,
+                   dz = (px0 * py1 - py0 * px1) - mz;
+    const scalar_t ax = std::fabs(dx), ay = std::fabs(dy), az = std::fabs(dz);
+    if (kUpstream) {
+      g[n] = ax > scalar_t(0) ? std::copysign(scalar_t(1), dx) : scalar_t(0);
+      g[n + cs] = ay > scalar_t(0) ? std::copysign(scalar_t(1), dy) : scalar_t(0);
+      g[n + 2 * cs] = az > scalar_t(0) ? std::copysign(scalar_t(1), dz) : scalar_t(0);
+    }
+    loss += ax + ay + az;
+  }
+  sum_magnitude = magnitudes;
+  sum_norm_products = norm_products;
+  raw = loss;
+}
+
+// Cross operator with one den per sample and interval (normalize "none" / "sample", the default): pass 1 and
+// pass 2(a) fused, one loop per interval that encodes the target's pair once for both its statistics (-> den)
+// and the loss. 1 / den is known only after that loop, so it stores sign(mP - mG) and the gather applies each
+// interval's w / den to the sum of its products (for a NaN den, as 0 * NaN in the generic path: NaN).
+// Returns the sample's weighted loss; den: (nI, J) out.
+template <typename scalar_t>
+double cross_sample_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::vector<int>& intervals, int normalize,
+                                  scalar_t eps, int reduction, scalar_t* den, scalar_t* out_dP, scalar_t* out_dG,
+                                  Scratch<scalar_t>& s) {
+  const int nI = static_cast<int>(intervals.size());
+  const int64_t TJ = s.plane, cs = s.stride;
+  const scalar_t *P = s.P(), *G = s.G();
+  const bool statistics = normalize == kNormSample;
+  scalar_t* norms = s.norms.data();
+  if (statistics) {
+#pragma omp simd
+    for (int64_t n = 0; n < TJ; ++n) norms[n] = point_norm(G + n, 3, cs);
+  }
+  int64_t shifts[kMaxIntervals];
+  scalar_t scales[kMaxIntervals];
+  double loss = 0;
+  for (int i = 0; i < nI; ++i) {
+    const int tau = intervals[i];
+    const int64_t shift = int64_t(tau) * J, n_pairs = TJ - shift;
+    shifts[i] = shift;
+    scalar_t sum_magnitude = 0, sum_norm_products = 0, raw = 0;
+    scalar_t* g = s.upstream(i, 3);
+    auto pass = [&](auto stats, auto upstream) {
+      cross_interval_pass<decltype(stats)::value, decltype(upstream)::value>(
+          P, G, norms, n_pairs, shift, cs, g, sum_magnitude, sum_norm_products, raw);
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (out_dP || out_dG)
+      statistics ? pass(yes{}, yes{}) : pass(no{}, yes{});
+    else
+      statistics ? pass(yes{}, no{}) : pass(no{}, no{});
+    const scalar_t d = statistics ? denominator<scalar_t>(sum_magnitude, scalar_t(n_pairs), sum_norm_products,
+                                                          scalar_t(n_pairs), eps)
+                                  : scalar_t(1);
+    std::fill(den + i * J, den + (i + 1) * J, d);
+    const scalar_t w = interval_weight<scalar_t>(reduction, nI, B, T, J, 3, tau), inv_den = scalar_t(1) / d;
+    scales[i] = w * inv_den;
+    loss += double(w) * double(inv_den * raw);
+  }
+  const scalar_t* g0 = s.upstream(0, 3);
+  if (out_dP) gather_cross_all_intervals(P, g0, TJ, cs, shifts, scales, nI, scalar_t(1), s.dP(), out_dP);
+  if (out_dG) gather_cross_all_intervals(G, g0, TJ, cs, shifts, scales, nI, scalar_t(-1), s.dG(), out_dG);
+  return loss;
 }
 
 // ---- pass 2: loss and unit gradients of one sample, written to the caller's packed layout --------------------
@@ -302,8 +428,8 @@ double sample_loss_and_grad(int64_t B, int64_t T, int64_t J, int D_runtime, cons
   }
   if (kFused) {
     const scalar_t* g0 = s.upstream(0, C);
-    if (grad_pred) gather_cross_all_intervals(P, g0, TJ, cs, shifts, nI, scalar_t(1), dP, out_dP);
-    if (grad_target) gather_cross_all_intervals(G, g0, TJ, cs, shifts, nI, scalar_t(-1), dG, out_dG);
+    if (grad_pred) gather_cross_all_intervals<scalar_t>(P, g0, TJ, cs, shifts, nullptr, nI, scalar_t(1), dP, out_dP);
+    if (grad_target) gather_cross_all_intervals<scalar_t>(G, g0, TJ, cs, shifts, nullptr, nI, scalar_t(-1), dG, out_dG);
   } else {
     if (grad_pred) from_planar<DC>(dP, TJ, D, scalar_t(1), out_dP, cs);
     if (grad_target) from_planar<DC>(dG, TJ, D, scalar_t(-1), out_dG, cs);
@@ -354,6 +480,12 @@ void run_scatter(const MotionLossProblem& p) {
     for (int64_t b = 0; b < p.B; ++b) {
       to_planar<DC>(io.pred(b), TJ, p.D, s.P(), s.stride);
       to_planar<DC>(io.target(b), TJ, p.D, s.G(), s.stride);
+      if constexpr (OP == kCross && !PER_JOINT) {
+        io.loss[b] = scalar_t(cross_sample_loss_and_grad(p.B, p.T, p.J, p.intervals, p.normalize, scalar_t(p.eps),
+                                                         p.reduction, io.den_of(b), io.grad_pred(b),
+                                                         io.grad_target(b), s));
+        continue;
+      }
       sample_denominators<OP, DC>(p.T, p.J, p.D, p.intervals, p.normalize, scalar_t(p.eps), s, io.den_of(b));
       io.loss[b] = scalar_t(sample_loss_and_grad<OP, DC, PER_JOINT>(
           p.B, p.T, p.J, p.D, p.intervals, p.reduction, io.den_of(b), io.grad_pred(b), io.grad_target(b), s));
