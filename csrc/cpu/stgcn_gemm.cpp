@@ -347,9 +347,11 @@ inline void gather_vectors(Vec<T> (&acc)[NV], const T* __restrict base, const in
 
 // dst rows d = 0 .. rows-1 (dst + d * dst_ld, n channels each) = the gathers of destination d of `lists` (entries
 // relative to base): whole vectors in blocks of up to kMaxVectors, then the last n % L channels one by one, never
-// reading past a source row's n channels (base may be the caller's tensor).
+// reading past a source row's n channels (base may be the caller's tensor). With `shift` ((rows, n), the eval
+// epilogue of gcn_relu_phases): relu(gather + shift[d]) instead.
 template <typename T>
-void gather_rows(T* dst, int64_t dst_ld, int64_t rows, int64_t n, const T* base, const GatherList<T>& lists) {
+void gather_rows(T* dst, int64_t dst_ld, int64_t rows, int64_t n, const T* base, const GatherList<T>& lists,
+                 const T* shift = nullptr) {
   constexpr int L = kLanes<T>;
   const int64_t* start = lists.start.data();
   auto blocks = [&](auto nv, int64_t c) {
@@ -357,7 +359,13 @@ void gather_rows(T* dst, int64_t dst_ld, int64_t rows, int64_t n, const T* base,
     for (int64_t d = 0; d < rows; ++d) {
       Vec<T> acc[NV];
       gather_vectors<T, NV>(acc, base + c, lists.off.data(), lists.m.data(), start[d], start[d + 1]);
-      for (int v = 0; v < NV; ++v) vstore(dst + d * dst_ld + c + v * L, acc[v]);
+      for (int v = 0; v < NV; ++v) {
+        if (shift) {
+          acc[v] += vload(shift + d * n + c + v * L);
+          acc[v] = acc[v] < Vec<T>{} ? Vec<T>{} : acc[v];  // (NaN stays NaN, as relu)
+        }
+        vstore(dst + d * dst_ld + c + v * L, acc[v]);
+      }
     }
   };
   int64_t c = 0;
@@ -372,6 +380,10 @@ void gather_rows(T* dst, int64_t dst_ld, int64_t rows, int64_t n, const T* base,
     for (int64_t d = 0; d < rows; ++d) {
       T value = T(0);
       for (int64_t e = start[d]; e < start[d + 1]; ++e) value += lists.m[e] * base[lists.off[e] + c];
+      if (shift) {
+        value += shift[d * n + c];
+        value = value < T(0) ? T(0) : value;
+      }
       dst[d * dst_ld + c] = value;
     }
 }
@@ -420,36 +432,6 @@ void aggregate_group(T* z, int64_t z_ld, int64_t V, int64_t n, const T* base, co
     sum[c] += gs;
     sumsq[c] += gq;
   }
-}
-
-// The eval form of aggregate_group: group rows w = 0 .. V-1 = relu(gathers of destination w + shift[w]), stored at
-// dst + w * dst_ld; no statistics.
-template <typename T>
-void aggregate_group_relu(T* dst, int64_t dst_ld, int64_t V, int64_t n, const T* base, const GatherList<T>& lists,
-                          const T* shift) {
-  constexpr int L = kLanes<T>;
-  const int64_t* start = lists.start.data();
-  auto blocks = [&](auto nv, int64_t c) {
-    constexpr int NV = decltype(nv)::value;
-    for (int64_t w = 0; w < V; ++w) {
-      Vec<T> acc[NV];
-      gather_vectors<T, NV>(acc, base + c, lists.off.data(), lists.m.data(), start[w], start[w + 1]);
-      for (int v = 0; v < NV; ++v) {
-        const Vec<T> value = acc[v] + vload(shift + w * n + c + v * L);
-        vstore(dst + w * dst_ld + c + v * L, value < Vec<T>{} ? Vec<T>{} : value);  // (NaN stays NaN, as relu)
-      }
-    }
-  };
-  int64_t c = 0;
-  for (; c + kMaxVectors * L <= n; c += kMaxVectors * L) blocks(std::integral_constant<int, kMaxVectors>{}, c);
-  for (; c + L <= n; c += L) blocks(std::integral_constant<int, 1>{}, c);
-  for (; c < n; ++c)
-    for (int64_t w = 0; w < V; ++w) {
-      T value = T(0);
-      for (int64_t e = start[w]; e < start[w + 1]; ++e) value += lists.m[e] * base[lists.off[e] + c];
-      value += shift[w * n + c];
-      dst[w * dst_ld + c] = value < T(0) ? T(0) : value;
-    }
 }
 
 // Where gcn_forward's output goes: z (groups, V, C_out) with statistics, or (phases != null) the eval's phase buffer,
@@ -642,7 +624,7 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
           if (!eval)
             aggregate_group(group, C_out, V, C_out, y.data() + gl * V * width, lists, part, part + C_out);
           else if (group)
-            aggregate_group_relu(group, C_out, V, C_out, y.data() + gl * V * width, lists, dst.shift);
+            gather_rows(group, C_out, V, C_out, y.data() + gl * V * width, lists, dst.shift);
         }
       }
     });
