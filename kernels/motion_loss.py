@@ -48,8 +48,9 @@ NORM_JOINT: tl.constexpr = tl.constexpr(2)
 
 # Both kernels are compiled with enable_fp_fusion=False: no FMA contraction, so the arithmetic is the plain
 # multiply-then-add of the reference and of the CPU backend, x × x is exactly 0 (a static target's cross
-# encoding, whose mu is then exactly 0), and the result is the same on every Triton version (3.9 warns that its
-# default is about to change).
+# encoding, whose mu is then exactly 0), and the result does not depend on the Triton version's default (3.9
+# warns that it is about to change). Square roots and divisions are the correctly rounded ones (_sqrt_rn,
+# _div_rn), not the GPU's approximate float32 defaults, so a GPU computes what the interpreter does.
 
 # Grid axis 1 is limited to 65535 programs on CUDA; longer samples loop over their tiles (see the kernel).
 _MAX_GRID_1 = 65535
@@ -61,6 +62,27 @@ _TILE_ELEMS = 1024
 
 
 # ---- per-element math (csrc/motion_loss_math.h) ------------------------------------------------------------------
+@triton.jit
+def _sqrt_rn(x):
+    """IEEE square root: tl.sqrt is sqrt.approx.ftz.f32 on NVIDIA GPUs (a few ulp, tiny values flushed to zero),
+    which the CPU and CUDA backends and the interpreter are not; float64's tl.sqrt is already correctly rounded."""
+    if x.dtype == tl.float32:
+        r = tl.sqrt_rn(x)
+    else:
+        r = tl.sqrt(x)
+    return r
+
+
+@triton.jit
+def _div_rn(a, b):
+    """IEEE division (float32 `/` is div.full.f32 on NVIDIA GPUs, up to 2 ulp off)."""
+    if a.dtype == tl.float32:
+        r = tl.div_rn(a, b)
+    else:
+        r = a / b
+    return r
+
+
 @triton.jit
 def _upstream(diff, scale):
     """dL/dmP = sign(diff) * scale with diff = mP - mG (same sign as the normalised difference, den > 0) and
@@ -104,8 +126,8 @@ def _stats_tile(G, t0, j0, tau, n_frames, J, D, OP: tl.constexpr, ACC: tl.conste
         a0, a1, a2 = _load3(G + n * 3, mask, ACC)
         b0, b1, b2 = _load3(G + (n + tau * J) * 3, mask, ACC)
         m0, m1, m2 = _cross(a0, a1, a2, b0, b1, b2)
-        magnitude = tl.sqrt(m0 * m0 + m1 * m1 + m2 * m2)
-        norm_product = tl.sqrt(a0 * a0 + a1 * a1 + a2 * a2) * tl.sqrt(b0 * b0 + b1 * b1 + b2 * b2)
+        magnitude = _sqrt_rn(m0 * m0 + m1 * m1 + m2 * m2)
+        norm_product = _sqrt_rn(a0 * a0 + a1 * a1 + a2 * a2) * _sqrt_rn(b0 * b0 + b1 * b1 + b2 * b2)
     else:  # inner (sub is never normalised)
         d = tl.arange(0, BLOCK_D)
         mask3 = mask[:, :, None] & (d < D)[None, None, :]
@@ -113,7 +135,7 @@ def _stats_tile(G, t0, j0, tau, n_frames, J, D, OP: tl.constexpr, ACC: tl.conste
         a = tl.load(G + off, mask=mask3, other=0.0).to(ACC)
         b = tl.load(G + off + tau * J * D, mask=mask3, other=0.0).to(ACC)
         magnitude = tl.abs(tl.sum(a * b, axis=2))
-        norm_product = tl.sqrt(tl.sum(a * a, axis=2)) * tl.sqrt(tl.sum(b * b, axis=2))
+        norm_product = _sqrt_rn(tl.sum(a * a, axis=2)) * _sqrt_rn(tl.sum(b * b, axis=2))
     return tl.sum(magnitude, axis=0), tl.sum(norm_product, axis=0)
 
 
@@ -145,7 +167,7 @@ def _den_kernel(G, DEN, EPS, INTERVALS, stride_gb, T, J, D, n_intervals,
                 for t0 in range(0, n_frames, BLOCK_T):
                     _, prod = _stats_tile(G, t0, j0, tau, n_frames, J, D, OP, ACC, BLOCK_T, BLOCK_J, BLOCK_D)
                     s_acc += prod
-            s_mean_all = tl.sum(s_acc, axis=0) / n_pairs
+            s_mean_all = _div_rn(tl.sum(s_acc, axis=0), n_pairs)
 
     mu_total = tl.zeros([BLOCK_J], dtype=ACC)
     s_total = tl.zeros([BLOCK_J], dtype=ACC)
@@ -159,10 +181,10 @@ def _den_kernel(G, DEN, EPS, INTERVALS, stride_gb, T, J, D, n_intervals,
             s_sum += prod
         if NORMALIZE == NORM_JOINT:
             if SINGLE_J_BLOCK:
-                s_mean = tl.sum(s_sum, axis=0) / n_pairs
+                s_mean = _div_rn(tl.sum(s_sum, axis=0), n_pairs)
             else:
                 s_mean = s_mean_all
-            den = mu_sum / n_frames.to(ACC) + eps * s_mean
+            den = _div_rn(mu_sum, n_frames.to(ACC)) + eps * s_mean
             den = tl.where(den == 0, 1.0, den)
             j = j0 + tl.arange(0, BLOCK_J)
             tl.store(DEN + j, den.to(ACC), mask=j < J)
@@ -171,7 +193,7 @@ def _den_kernel(G, DEN, EPS, INTERVALS, stride_gb, T, J, D, n_intervals,
             s_total += s_sum
 
     if NORMALIZE == NORM_SAMPLE:
-        den = tl.sum(mu_total, axis=0) / n_pairs + eps * (tl.sum(s_total, axis=0) / n_pairs)
+        den = _div_rn(tl.sum(mu_total, axis=0), n_pairs) + eps * _div_rn(tl.sum(s_total, axis=0), n_pairs)
         den = tl.where(den == 0, 1.0, den)
         fill = tl.zeros([BLOCK_J], dtype=ACC) + den   # one value, repeated over J so both modes share a layout
         for j0 in range(0, J, BLOCK_J):
@@ -219,7 +241,8 @@ def _tile_cross(P, G, DEN, W, INTERVALS, DP, DG, n, T, J, n_intervals,
         tau = tl.load(INTERVALS + i)
         w = tl.load(W + i)
         if NORMALIZE != NORM_NONE:  # dL/d|mP - mG| of this interval: w / den, per frame-joint
-            scale = w * (1.0 / tl.load(DEN + i * J + j, mask=valid, other=1.0))
+            den = tl.load(DEN + i * J + j, mask=valid, other=1.0)
+            scale = w * _div_rn(tl.zeros_like(den) + 1.0, den)
         else:
             scale = w
 
@@ -307,7 +330,8 @@ def _tile_general(P, G, DEN, W, INTERVALS, DP, DG, n, T, J, D, n_intervals,
         tau = tl.load(INTERVALS + i)
         w = tl.load(W + i)
         if NORMALIZE != NORM_NONE:  # dL/d|mP - mG| of this interval: w / den, per frame-joint
-            scale = w * (1.0 / tl.load(DEN + i * J + j, mask=valid, other=1.0))
+            den = tl.load(DEN + i * J + j, mask=valid, other=1.0)
+            scale = w * _div_rn(tl.zeros_like(den) + 1.0, den)
         else:
             scale = w
         shift = tau * J * D
@@ -454,6 +478,10 @@ def motion_loss_forward(
     G = _packed_samples(target)
     iv, w, eps_t = _constants(device, intervals, tuple(_interval_weights(intervals, B, T, J, C, reduction)),
                               float(eps), acc_dtype)
+    if device.type == "cuda":  # a cached tensor evicted while this launch's stream still reads it must wait for it
+        stream = torch.cuda.current_stream(device)
+        for t in (iv, w, eps_t):
+            t.record_stream(stream)
     # unit gradients in the accumulation dtype: ~1 / (B T J C den) is below float16's normal range until
     # grad_output (e.g. AMP's loss scale) multiplies it
     grad_pred = torch.empty((B, T, J, D), dtype=acc_dtype, device=device) if need_grad_pred else None

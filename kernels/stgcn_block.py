@@ -610,6 +610,7 @@ def block_output(u: Tensor, scale2: Tensor, shift2: Tensor, mask: Optional[Tenso
     R = u.numel() // C
     res_kind = "none" if res is None else ("conv" if scale3 is not None else "identity")
     u, mask, res = u.contiguous(), _c(mask), _c(res)
+    scale2, shift2, scale3, shift3 = _c(scale2), _c(shift2), _c(scale3), _c(shift3)  # per-channel, read packed
     block_r, block_c = _row_tile(C)
     dummy = scale2
     with _device_of(u):
@@ -638,6 +639,7 @@ def block_output_backward(dout: Tensor, out: Tensor, u: Tensor, mask: Optional[T
         return torch_stgcn.block_output_backward(dout, out, u, mask, mean2, invstd2, weight2, res_kind, r0, mean3,
                                                  invstd3, weight3)
     dout, out, u, mask = dout.contiguous(), out.contiguous(), u.contiguous(), _c(mask)
+    mean2, invstd2, weight2, mean3, invstd3, weight3 = map(_c, (mean2, invstd2, weight2, mean3, invstd3, weight3))
     du = torch.empty(u.shape, dtype=dout.dtype, device=u.device)
     dres = torch.empty(u.shape, dtype=dout.dtype, device=u.device) if res_kind != "none" else None
     block_r, block_c = _row_tile(C)
@@ -679,6 +681,7 @@ def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tenso
         from ugcn_fast.backends import torch_stgcn
         return torch_stgcn.bn_relu_phases_backward(dh_ph, h_ph, z, mean1, invstd1, weight1, V, stride, pad)
     dh_ph, h_ph, z = dh_ph.contiguous(), h_ph.contiguous(), z.contiguous()
+    mean1, invstd1, weight1 = _c(mean1), _c(invstd1), _c(weight1)
     dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)
     VP, block_g, block_c = _group_tile(V, C)
     P, groups = _split(T * N, block_g)
