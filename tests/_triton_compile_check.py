@@ -1,0 +1,149 @@
+"""Compiles the package's Triton kernels for an NVIDIA GPU target without a GPU (run by test_triton_compile.py in a
+fresh process, without TRITON_INTERPRET).
+
+The interpreter runs the kernels' arithmetic on the CPU but not Triton's compiler: a kernel can pass every
+interpreter test and still fail to compile for a GPU (tl.dot shape or dtype rules, constexpr-only branches, mask
+dtypes, shared-memory limits). Here a stand-in driver reports the target (sm_90 by default, the H100/H200 the
+project's GPU runs use; UGCN_COMPILE_ARCH overrides it) and every launch is turned into a compile-only warmup,
+so each launcher of ugcn_fast.kernels is driven on small CPU tensors through Triton's full pipeline (TTIR, TTGIR,
+LLVM, PTX, ptxas) for every dtype the GPU backends serve. Nothing runs: outputs are never read.
+
+Prints one JSON line: {"compiled": n, "kernels": [...], "errors": [...]}; exits with 77 when this Triton lacks
+the internals the stand-in needs (the test then skips and says why).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+
+os.environ.pop("TRITON_INTERPRET", None)
+UNSUPPORTED = 77
+ARCH = int(os.environ.get("UGCN_COMPILE_ARCH", "90"))
+
+try:
+    import torch
+    import triton
+    import triton.runtime.jit as jit
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime.driver import driver
+
+    class _CompileOnlyDriver:
+        """Just enough of a CUDA driver for Triton to pick a target and compile; nothing launches."""
+
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device=None):
+            return 0
+
+        def get_current_target(self):
+            return GPUTarget("cuda", ARCH, 32)
+
+        def get_device_interface(self):
+            return torch.cuda
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+        def is_active(self):
+            return True
+
+    _original_run = jit.JITFunction.run
+    if not {"grid", "warmup"} <= set(inspect.signature(_original_run).parameters):
+        raise RuntimeError("JITFunction.run takes no grid / warmup arguments in this Triton")
+    driver.set_active(_CompileOnlyDriver())
+except Exception as e:  # noqa: BLE001  (any missing internal means: this Triton cannot be driven this way)
+    print(json.dumps({"unsupported": f"triton {getattr(sys.modules.get('triton'), '__version__', '?')}: {e!r}"}))
+    sys.exit(UNSUPPORTED)
+
+compiled: list[str] = []
+errors: list[str] = []
+
+
+def _compile_only(self, *args, grid, warmup, **kwargs):
+    try:
+        kernel = _original_run(self, *args, grid=grid, warmup=True, **kwargs)
+        compiled.append(self.fn.__name__)
+        return kernel
+    except Exception as e:  # noqa: BLE001
+        dtypes = sorted({str(a.dtype) for a in args if isinstance(a, torch.Tensor)})
+        errors.append(f"{self.fn.__name__} {dtypes}: {type(e).__name__}: {str(e)[:1500]}")
+        return None
+
+
+jit.JITFunction.run = _compile_only
+
+from ugcn_fast.kernels import motion_loss as kml  # noqa: E402
+from ugcn_fast.kernels import stgcn_block as kb  # noqa: E402
+from ugcn_fast.kernels import stgcn_gemm as kg  # noqa: E402
+
+
+def _r(*shape, dtype):
+    return torch.randn(*shape).to(dtype)
+
+
+def _f64(*shape):
+    return torch.rand(*shape, dtype=torch.float64) + 0.5
+
+
+def motion_loss_variants(dtype):
+    for op, D, norms in (("cross", 3, ("none", "sample", "joint")), ("inner", 2, ("sample", "joint")),
+                         ("sub", 5, ("none",))):
+        for norm in norms:
+            for grads in ((True, True), (False, False)):
+                pred, target = _r(2, 30, 17, D, dtype=dtype), _r(2, 30, 17, D, dtype=dtype)
+                kml.motion_loss_forward(pred, target, (1, 4, 8), op, norm, 0.01, "mean", *grads)
+
+
+def block_variants(dtype):
+    T, N = 9, 2
+    for V, K, C_in, C_out in ((17, 3, 16, 32), (5, 1, 70, 33)):
+        G = T * N
+        x, A = _r(G, V, C_in, dtype=dtype), _r(K, V, V, dtype=dtype)
+        w, b = _r(K * C_out, C_in, dtype=dtype), _r(K * C_out, dtype=dtype)
+        kg.gcn_forward(x, A, w, b)
+        kt, stride = 5, 2
+        pad = (kt - 1) // 2
+        T_out = (T + 2 * pad - kt) // stride + 1
+        Tq = T_out + (kt - 1) // stride
+        kg.gcn_relu_phases(x.view(T, N, V, C_in), A, w, b, _r(V, C_out, dtype=dtype), stride, pad, Tq)
+        h = _r(stride * Tq, N * V, C_out, dtype=dtype)
+        w_taps = _r(kt, C_out, C_out, dtype=dtype)
+        offsets = [(j % stride) * Tq + j // stride for j in range(kt)]
+        kg.conv_frames(h, w_taps, _r(C_out, dtype=dtype), offsets, 1, T_out, None, False, True)
+        kg.conv_frames(h, w_taps, _r(C_out, dtype=dtype), offsets, 1, T_out, _r(T_out * N * V, C_out, dtype=dtype),
+                       True, False)
+        kg.conv_frames(x.view(T, N * V, C_in), _r(1, C_in, C_out, dtype=dtype), _r(C_out, dtype=dtype), [0], stride,
+                       T_out, None, False, True)
+        kb.graph_aggregate(_r(G, V, K * C_out, dtype=dtype), A, True, False, _r(V, C_out, dtype=dtype))
+        kb.graph_aggregate(x, A, False, True, None)
+        z = _r(G, V, C_out, dtype=dtype)
+        kb.channel_stats(z)
+        kb.bias_map_stats(z, _r(V, C_out, dtype=dtype))
+        z = z.view(T, N * V, C_out)
+        h_ph = kb.bn_relu_phases(z, _r(C_out, dtype=dtype), _r(V, C_out, dtype=dtype), V, stride, pad, Tq)
+        kb.bn_relu_phases_backward(torch.randn_like(h_ph), h_ph, z, _f64(C_out), _f64(C_out), _f64(C_out), V, stride,
+                                   pad)
+        R = T_out * N * V
+        u = _r(R, C_out, dtype=dtype)
+        for res_kind in ("none", "identity", "conv"):
+            res = _r(R, C_out, dtype=dtype) if res_kind != "none" else None
+            s3 = _r(C_out, dtype=dtype) if res_kind == "conv" else None
+            for mask in (None, _r(R, C_out, dtype=dtype)):
+                out = kb.block_output(u, _r(C_out, dtype=dtype), _r(C_out, dtype=dtype), mask, res, s3, s3)
+                conv = res_kind == "conv"
+                kb.block_output_backward(torch.randn_like(out), out, u, mask, _f64(C_out), _f64(C_out), _f64(C_out),
+                                         res_kind, res if conv else None, _f64(C_out) if conv else None,
+                                         _f64(C_out) if conv else None, _f64(C_out) if conv else None)
+
+
+for dtype in (torch.float32, torch.bfloat16, torch.float64):  # (float16 takes bfloat16's paths)
+    for variants in (motion_loss_variants, block_variants):
+        try:
+            variants(dtype)
+        except Exception as e:  # noqa: BLE001  (a launcher failing before any kernel is an error too)
+            errors.append(f"{variants.__name__} {dtype}: {type(e).__name__}: {str(e)[:1500]}")
+
+print(json.dumps({"compiled": len(compiled), "kernels": sorted(set(compiled)), "errors": errors}))
