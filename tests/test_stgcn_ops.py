@@ -77,4 +77,34 @@ def test_opcheck(backend, name):
     if name not in cases or not _implemented(backend, name):
         pytest.skip(f"{backend} has no {name}")
     op, args = cases[name]
-    torch.library.opcheck(op, args)
+    torch.library.opcheck(op.op, args)  # the torch.library op behind the eager fast path
+
+
+def _flat(x):
+    return [t for item in x for t in _flat(item)] if isinstance(x, (list, tuple)) else [x]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(_cases("cpu")))
+def test_eager_fast_path_equals_the_op(backend, name):
+    """Eager calls run the op's Python body directly (pieces._eager_or_op): the same results as through the op."""
+    cases = _cases(backend)
+    if name not in cases or not _implemented(backend, name):
+        pytest.skip(f"{backend} has no {name}")
+    fn, args = cases[name]
+    with torch.no_grad():
+        assert not pieces._needs_op(args)
+        fast, via_op = _flat(fn(*args)), _flat(fn.op(*args))
+    assert len(fast) == len(via_op)
+    for a, b in zip(fast, via_op):
+        assert torch.equal(a, b), name
+
+
+def test_calls_that_autograd_or_tracing_need_take_the_op():
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    assert pieces._needs_op(("torch", x))  # grad mode and a tensor that requires grad: the registered backward
+    with torch.no_grad():
+        assert not pieces._needs_op(("torch", x))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        assert pieces._needs_op(("torch", mode.from_tensor(torch.randn(2))))
