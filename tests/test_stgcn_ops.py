@@ -65,19 +65,19 @@ def _cases(backend):
     return cases
 
 
-def _implemented(backend: str, name: str) -> bool:
-    fn = name.removesuffix("_expand").removesuffix("_residual")
-    return hasattr(pieces._impl(backend), fn)
+def _case_or_skip(backend: str, name: str):
+    """(piece, args) of case `name` on `backend`; skips where the backend does not implement that piece."""
+    cases = _cases(backend)
+    if name not in cases or not hasattr(pieces._impl(backend), name.removesuffix("_expand").removesuffix("_residual")):
+        pytest.skip(f"{backend} has no {name}")
+    return cases[name]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(_cases("cpu")))
 def test_opcheck(backend, name):
-    cases = _cases(backend)
-    if name not in cases or not _implemented(backend, name):
-        pytest.skip(f"{backend} has no {name}")
-    op, args = cases[name]
-    torch.library.opcheck(op.op, args)  # the torch.library op behind the eager fast path
+    piece, args = _case_or_skip(backend, name)
+    torch.library.opcheck(piece.op, args)  # the torch.library op behind the eager fast path
 
 
 def _flat(x):
@@ -87,11 +87,8 @@ def _flat(x):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(_cases("cpu")))
 def test_eager_fast_path_equals_the_op(backend, name):
-    """Eager calls run the op's Python body directly (pieces._eager_or_op): the same results as through the op."""
-    cases = _cases(backend)
-    if name not in cases or not _implemented(backend, name):
-        pytest.skip(f"{backend} has no {name}")
-    fn, args = cases[name]
+    """Eager calls run the op's Python body directly (pieces._op): the same results as through the op."""
+    fn, args = _case_or_skip(backend, name)
     with torch.no_grad():
         assert not pieces._needs_op(args)
         fast, via_op = _flat(fn(*args)), _flat(fn.op(*args))

@@ -175,24 +175,15 @@ def gcn_forward_ordered(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, orde
     """gcn_forward with the side to aggregate forced: "aggregate_first" (xa = A-aggregated x, then one GEMM with
     the bias map), "gemm_first" (the 1x1 convolution, then the aggregation; the contract's order) or "auto"
     (aggregate first when the input has fewer SIMD vectors of channels than the output, e.g. 16 -> 32)."""
-    G, V, C_in = x.shape
-    K = A.shape[0]
-    KC = weight.shape[0]
-    if A.shape != (K, V, V) or KC % max(K, 1) != 0 or weight.shape != (KC, C_in) or bias.shape != (KC,):
-        raise ValueError(f"gcn_forward: shapes x {tuple(x.shape)}, A {tuple(A.shape)}, weight {tuple(weight.shape)} "
-                         f"and bias {tuple(bias.shape)} do not match")
-    C_out = KC // K if K else 0
+    G, V, _ = x.shape
+    K, C_out = _gcn_sizes("gcn_forward", x, A, weight, bias)
     if min(G, V, K, C_out) == 0:  # nothing for the native pass to do: the contract's empty results
         return torch_stgcn.gcn_forward(x, A, weight, bias)
-    _same_dtype(x, weight, bias)
-    if C_in == 0:  # the 1x1 convolution is its bias: one zero input channel computes exactly that
-        x, weight = x.new_zeros((G, V, 1)), weight.new_zeros((KC, 1))
-        C_in = 1
-    x, weight, bias, A64 = x.contiguous(), weight.contiguous(), bias.contiguous(), _f64(A)  # A64 lives on: its pointer
+    x, weight, bias, A64 = _gcn_native_operands(x, A, weight, bias)
     z = x.new_empty((G, V, C_out))
     sums = torch.empty((2, C_out), dtype=torch.float64)
     _module().stgcn_gcn_forward(_dtype(x), _ptr(x), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(z), _ptr(sums),
-                                G, V, K, C_in, C_out, _GCN_ORDER[order], _threads())
+                                G, V, K, x.shape[-1], C_out, _GCN_ORDER[order], _threads())
     return (z, *_rows(sums))
 
 
@@ -200,29 +191,42 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
                     Tq: int, order: str = "auto") -> Tensor:
     """See torch_stgcn.gcn_relu_phases: gcn_forward's native pass with an eval epilogue (+ shift_map, ReLU, each
     group's rows stored at their frame's place in the phase buffer; no statistics). `order` as gcn_forward_ordered."""
-    T, N, V, C_in = x.shape
-    K = A.shape[0]
-    KC = weight.shape[0]
-    C_out = KC // K if K else 0
-    if (A.shape != (K, V, V) or KC % max(K, 1) != 0 or weight.shape != (KC, C_in) or bias.shape != (KC,)
-            or shift_map.shape != (V, C_out)):
-        raise ValueError(f"gcn_relu_phases: shapes x {tuple(x.shape)}, A {tuple(A.shape)}, weight "
-                         f"{tuple(weight.shape)}, bias {tuple(bias.shape)} and shift_map {tuple(shift_map.shape)} do "
-                         f"not match")
+    T, N, V, _ = x.shape
+    K, C_out = _gcn_sizes("gcn_relu_phases", x, A, weight, bias, shift_map)
     if stride < 1 or pad < 0 or Tq < 1:
         raise ValueError(f"gcn_relu_phases: need stride >= 1, pad >= 0, Tq >= 1, got {stride}, {pad}, {Tq}")
     if min(T, N, V, K, C_out) == 0:  # nothing for the native pass to do: the contract's results
         return torch_stgcn.gcn_relu_phases(x, A, weight, bias, shift_map, stride, pad, Tq)
-    _same_dtype(x, weight, bias, shift_map)
-    if C_in == 0:  # as gcn_forward: one zero input channel computes the 1x1 convolution's bias
-        x, weight = x.new_zeros((T, N, V, 1)), weight.new_zeros((KC, 1))
-        C_in = 1
-    x, weight, bias, shift_map = x.contiguous(), weight.contiguous(), bias.contiguous(), shift_map.contiguous()
-    A64 = _f64(A)
+    _same_dtype(x, shift_map)
+    x, weight, bias, A64 = _gcn_native_operands(x, A, weight, bias)
+    shift_map = shift_map.contiguous()
     h = x.new_empty((stride, Tq, N * V, C_out))
     _module().stgcn_gcn_relu_phases(_dtype(x), _ptr(x), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(shift_map), _ptr(h),
-                                    T, N, V, K, C_in, C_out, stride, pad, Tq, _GCN_ORDER[order], _threads())
+                                    T, N, V, K, x.shape[-1], C_out, stride, pad, Tq, _GCN_ORDER[order], _threads())
     return h
+
+
+def _gcn_sizes(what: str, x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor | None = None
+               ) -> tuple[int, int]:
+    """(K, C_out) of a graph convolution on x (..., V, C_in); ValueError naming the shapes when they disagree."""
+    V, C_in = x.shape[-2:]
+    K, KC = A.shape[0], weight.shape[0]
+    C_out = KC // K if K else 0
+    if (A.shape != (K, V, V) or KC % max(K, 1) != 0 or weight.shape != (KC, C_in) or bias.shape != (KC,)
+            or (shift_map is not None and shift_map.shape != (V, C_out))):
+        shift = f", shift_map {tuple(shift_map.shape)}" if shift_map is not None else ""
+        raise ValueError(f"{what}: shapes x {tuple(x.shape)}, A {tuple(A.shape)}, weight {tuple(weight.shape)}, "
+                         f"bias {tuple(bias.shape)}{shift} do not match")
+    return K, C_out
+
+
+def _gcn_native_operands(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x, weight, bias contiguous in one dtype and A in float64 (kept alive by the caller: the kernel gets its
+    pointer); no input channel becomes one zero channel, whose 1x1 convolution is exactly its bias."""
+    _same_dtype(x, weight, bias)
+    if x.shape[-1] == 0:
+        x, weight = x.new_zeros((*x.shape[:-1], 1)), weight.new_zeros((weight.shape[0], 1))
+    return x.contiguous(), weight.contiguous(), bias.contiguous(), _f64(A)
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .. import backends
 from .._options import MotionLossOptions, resolve_options
+from ._eager import needs_registrations
 from ..reference.motion_loss import motion_loss as reference_motion_loss
 
 
@@ -150,15 +151,6 @@ class _EagerMotionLoss(torch.autograd.Function):
         return (*_input_grads(ctx, grad_loss), None, None, None, None)
 
 
-def _plain(*tensors: Tensor) -> bool:
-    """Real tensors (not fake, functional or other subclasses, which need the op's registrations)."""
-    return all(type(t) is Tensor or type(t) is torch.nn.Parameter for t in tensors)
-
-
-def _traced() -> bool:
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._are_functorch_transforms_active()
-
-
 def motion_loss(
     pred: Tensor,
     target: Tensor,
@@ -183,7 +175,7 @@ def motion_loss(
                                      opts.reduction)
     grad_enabled = torch.is_grad_enabled()
     need_grad_pred, need_grad_target = grad_enabled and pred.requires_grad, grad_enabled and target.requires_grad
-    if not _traced() and _plain(pred, target):
+    if not needs_registrations((pred, target)):
         return _EagerMotionLoss.apply(pred, target, opts, chosen, need_grad_pred, need_grad_target)
     loss, _, _ = motion_loss_op(pred, target, list(opts.intervals), opts.operator, opts.normalize, opts.eps,
                                 opts.reduction, chosen, need_grad_pred, need_grad_target)
