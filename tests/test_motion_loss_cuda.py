@@ -1,5 +1,6 @@
-"""GPU-only checks of the motion loss (the grid against the reference is in test_motion_loss_backends.py).
-Run on a GPU machine with `pytest -m cuda`; skipped without a GPU."""
+"""The GPU backends of the motion loss at GPU shapes and dtypes (the grid against the reference is in
+test_motion_loss_backends.py). Run on a GPU machine with `pytest -m cuda`. Without a GPU the CUDA kernels'
+checks run on the CPU through the CUDA emulator (`cuda_emulator`); the stream and device checks need a GPU."""
 import pytest
 import torch
 
@@ -7,19 +8,22 @@ import ugcn_fast
 from ugcn_fast import reference
 from ugcn_fast.ops.motion_loss import motion_loss_op
 
+from _cuda_env import CUDA_DEVICE, HAS_GPU
 from _tolerances import assert_close_scaled
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.cuda if HAS_GPU else pytest.mark.cuda_emulator,
+              pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")]
 
-GPU_BACKENDS = [b for b in ("cuda", "triton") if b in ugcn_fast.available_backends()]
+# On a GPU: both GPU backends. Under the emulator: the CUDA kernels (Triton's interpreter has its own tests).
+GPU_BACKENDS = [b for b in (("cuda", "triton") if HAS_GPU else ("cuda",)) if b in ugcn_fast.available_backends()]
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="streams and devices need a CUDA GPU")
 
 
 def _inputs(B=4, T=40, J=17, D=3, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     target = torch.randn(B, T, J, D, generator=g, dtype=torch.float64)
     pred = target + 0.3 * torch.randn(B, T, J, D, generator=g, dtype=torch.float64)
-    return pred.to("cuda", dtype), target.to("cuda", dtype)
+    return pred.to(CUDA_DEVICE, dtype), target.to(CUDA_DEVICE, dtype)
 
 
 def test_the_native_cuda_module_was_built():
@@ -27,6 +31,7 @@ def test_the_native_cuda_module_was_built():
     assert "cuda" in ugcn_fast.available_backends()
 
 
+@needs_gpu
 def test_auto_picks_a_fused_gpu_backend():
     from ugcn_fast import backends
 
@@ -84,6 +89,7 @@ def test_opcheck_on_gpu(backend):
     torch.library.opcheck(motion_loss_op, args)
 
 
+@needs_gpu
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 def test_non_default_stream_and_second_device(backend):
     pred, target = _inputs()
@@ -102,13 +108,15 @@ def test_non_default_stream_and_second_device(backend):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_gradients_survive_a_loss_scale(backend, dtype):
     """Unit gradients (~1 / (B T J C den)) are below float16's normal range; they are kept in float32 until
-    grad_output (here AMP's usual loss scale, 65536) has multiplied them."""
+    grad_output (here a loss scale of 2^15) has multiplied them. 2^15, not AMP's initial 2^16: a loss in float16
+    passes its scale on as grad_output in float16, whose largest value is 65504 (2^16 would arrive as inf)."""
+    scale = 2.0 ** 15
     pred, target = _inputs(B=64, T=96, dtype=torch.float32)
     pred, target = (pred * 1000).to(dtype).requires_grad_(True), (target * 1000).to(dtype)  # millimetres
     loss = ugcn_fast.motion_loss(pred, target, backend=backend)
-    (grad,) = torch.autograd.grad(loss * 65536.0, pred)
+    (grad,) = torch.autograd.grad(loss * scale, pred)
     p64 = pred.detach().double().cpu().requires_grad_(True)
-    (e_grad,) = torch.autograd.grad(reference.motion_loss(p64, target.double().cpu()) * 65536.0, p64)
+    (e_grad,) = torch.autograd.grad(reference.motion_loss(p64, target.double().cpu()) * scale, p64)
     assert grad.dtype == dtype
     assert torch.count_nonzero(grad) > 0.99 * torch.count_nonzero(e_grad)
     assert_close_scaled(grad.cpu(), e_grad, dtype)

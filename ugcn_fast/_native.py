@@ -20,6 +20,9 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
 
 cpu_module, cpu_import_error = _load("_C")
 cuda_module, cuda_import_error = _load("_cuda")
+# True when cuda_module is the CPU build of csrc/cuda (the CUDA emulator of the tests): backend="cuda" then
+# takes CPU tensors, as backend="triton" does under TRITON_INTERPRET=1.
+cuda_emulated = False
 
 
 def warn_missing_cpu_module() -> None:
@@ -49,3 +52,21 @@ def cuda_runtime_problem() -> str:
         else:
             _cuda_problem = cuda_module.runtime_problem()
     return _cuda_problem
+
+
+def emulate_cuda(module: ModuleType) -> None:
+    """Serves backend="cuda" on CPU tensors with `module`, a CPU build of csrc/cuda with the real module's
+    functions (tests/cuda_emulator/build.py): the CUDA kernels then run, thread by thread, where there is no GPU.
+    For testing; it replaces the real module for the rest of the process."""
+    global cuda_module, cuda_import_error, cuda_emulated, _cuda_problem
+    cuda_module, cuda_import_error, cuda_emulated, _cuda_problem = module, None, True, module.runtime_problem()
+
+
+def cuda_launch_context(device) -> tuple[int, int]:
+    """(stream, device index) the CUDA module launches on for tensors on `device`: the device's current stream,
+    or (0, 0) for CPU tensors under the emulator, whose launches run synchronously on the calling thread."""
+    if cuda_emulated and device.type == "cpu":
+        return 0, 0
+    import torch
+
+    return torch.cuda.current_stream(device).cuda_stream, device.index

@@ -5,7 +5,7 @@
 | `reference` | any                                      | any floating                        | ugcn_fast.reference    |
 | `cpu`       | CPU                                      | float32, float64                    | ugcn_fast._C (C++/OpenMP) |
 | `triton`    | CUDA; CPU too when TRITON_INTERPRET=1    | float32, float16, bfloat16, float64 (interpreter: float32, float64) | ugcn_fast.kernels |
-| `cuda`      | CUDA                                     | float32, float64, float16, bfloat16 | ugcn_fast._cuda (CUDA C++) |
+| `cuda`      | CUDA; CPU under the tests' CUDA emulator | float32, float64, float16, bfloat16 | ugcn_fast._cuda (CUDA C++) |
 
 The fused ST-GCN block (`FusedSTGCNBlock`, ugcn_fast/ops/stgcn_block.py) runs its memory-bound passes through
 `ugcn_fast.backends.<name>_stgcn` and its GEMMs through torch, except where ugcn_fast.ops.stgcn_pieces.FUSED_GEMMS
@@ -18,7 +18,7 @@ triton: kernels/stgcn_gemm.py; the forward's graph and temporal convolutions):
 | `torch`     | any                                      | any floating (the passes in plain PyTorch)  |
 | `cpu`       | CPU                                      | float32, float64                            |
 | `triton`    | CUDA; CPU too when TRITON_INTERPRET=1    | float32, float64, float16, bfloat16 (interpreter: float32, float64) |
-| `cuda`      | CUDA                                     | float32, float64, float16, bfloat16         |
+| `cuda`      | CUDA; CPU under the tests' CUDA emulator | float32, float64, float16, bfloat16         |
 
 `auto` picks, per call, the first available entry of AUTO_PREFERENCE for the tensors' device that supports the
 dtype and shape, and the reference otherwise. Every fused backend has the same launcher contract:
@@ -59,6 +59,8 @@ def _devices(name: str) -> tuple[str, ...]:
     if name == "cpu":
         return ("cpu",) if _native.cpu_module is not None else ()
     if name == "cuda":
+        if _native.cuda_emulated:
+            return ("cpu",)  # the CPU build of csrc/cuda (tests/cuda_emulator): CPU tensors only
         return ("cuda",) if torch.cuda.is_available() and _native.cuda_runtime_problem() == "" else ()
     if name == "triton":
         if not _triton_installed():

@@ -18,6 +18,6 @@ def forward(pred, target, opts, need_grad_pred: bool, need_grad_target: bool):
     grad_target = torch.empty(pred.shape, dtype=acc_dtype, device=pred.device) if need_grad_target else None
     _native.cuda_module.motion_loss_forward(
         *kernel_arguments(pred, target, opts, den, loss, grad_pred, grad_target),
-        torch.cuda.current_stream(pred.device).cuda_stream, pred.device.index,
+        *_native.cuda_launch_context(pred.device),
     )
     return loss, grad_pred, grad_target

@@ -45,12 +45,12 @@ def _module():
 
 
 def _launch(x: Tensor) -> tuple[int, int]:
-    """(stream, device index) of the launches: the current stream of x's device."""
-    return torch.cuda.current_stream(x.device).cuda_stream, x.device.index
+    """(stream, device index) of the launches: the current stream of x's device ((0, 0) under the emulator)."""
+    return _native.cuda_launch_context(x.device)
 
 
 def _require_cuda(fn: str, x: Tensor) -> None:
-    if x.device.type != "cuda":
+    if x.device.type != "cuda" and not (_native.cuda_emulated and x.device.type == "cpu"):
         raise ValueError(f"{fn}: backend='cuda' takes CUDA tensors, got a {x.device.type} tensor")
 
 
