@@ -9,12 +9,29 @@ from ugcn_fast import _native
 HAS_GPU = torch.cuda.is_available()
 EMULATED = _native.cuda_emulated
 CUDA_DEVICE = "cuda" if HAS_GPU else ("cpu" if EMULATED else None)
+CUDA_MARK = pytest.mark.cuda if HAS_GPU else pytest.mark.cuda_emulator  # for pytest.param(..., marks=CUDA_MARK)
 
 
 def cuda_kernel_test(fn):
     """Runs fn where the CUDA kernels can run (GPU or emulator); skipped elsewhere."""
-    mark = pytest.mark.cuda if HAS_GPU else pytest.mark.cuda_emulator
-    return mark(pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")(fn))
+    return CUDA_MARK(pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")(fn))
+
+
+@pytest.fixture(autouse=True)
+def nan_filled_cpu_allocations():
+    """Under the emulator, every torch.empty of a test comes back NaN-filled (torch's deterministic mode), as a
+    GPU test leaves NaN in the caching allocator: an output a kernel forgets to write shows. A test module
+    turns it on for its tests by importing it."""
+    if not EMULATED:
+        yield
+        return
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def gpu_test(fn):

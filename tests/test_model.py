@@ -5,6 +5,8 @@ import torch.nn.functional as F
 
 from ugcn_fast import Graph, UGCN, UGCNLoss
 
+from _cuda_env import CUDA_DEVICE, CUDA_MARK
+
 
 @pytest.mark.parametrize("T", [16, 32, 96])
 def test_shapes_and_eval_determinism(T):
@@ -66,15 +68,20 @@ def test_bad_configuration():
     assert UGCN(num_joints=25, graph=Graph(layout="ntu"))(torch.randn(1, 16, 25, 2)).shape == (1, 16, 25, 3)
 
 
+# The fused network on the CPU backend, and on the CUDA backend where its kernels run (a GPU, or the emulator).
+MODEL_BACKENDS = [("auto", "cpu")] + ([pytest.param("cuda", CUDA_DEVICE, marks=CUDA_MARK)] if CUDA_DEVICE else [])
+
+
+@pytest.mark.parametrize("backend, device", MODEL_BACKENDS)
 @pytest.mark.parametrize("training", [True, False])
-def test_fused_and_reference_models_agree_and_share_state_dicts(training):
+def test_fused_and_reference_models_agree_and_share_state_dicts(training, backend, device):
     torch.manual_seed(1)
     # dropout 0: the fused blocks draw their masks differently (test_stgcn_fused.py checks them given the same mask)
-    fused = UGCN(channels=(8, 8, 16, 16, 32), dropout=0.0).double()
-    reference = UGCN(channels=(8, 8, 16, 16, 32), dropout=0.0, fused=False).double()
+    fused = UGCN(channels=(8, 8, 16, 16, 32), dropout=0.0, backend=backend).double().to(device)
+    reference = UGCN(channels=(8, 8, 16, 16, 32), dropout=0.0, fused=False).double().to(device)
     reference.load_state_dict(fused.state_dict(), strict=True)
     fused.train(training), reference.train(training)
-    x = torch.randn(3, 32, 17, 2, dtype=torch.float64)
+    x = torch.randn(3, 32, 17, 2, dtype=torch.float64).to(device)
     outputs = []
     for model in (fused, reference):
         y = model(x)

@@ -10,6 +10,7 @@ from ugcn_fast import reference
 from ugcn_fast._options import resolve_options
 
 from _backends import dtypes_for, fused_cases
+from _cuda_env import CUDA_DEVICE, CUDA_MARK
 from _tolerances import assert_close_scaled
 
 CASES = fused_cases()
@@ -140,6 +141,23 @@ def test_property_cpu_matches_reference(problem):
     assert_close_scaled(actual, expected, torch.float64, str(problem))
     for a, e in zip(actual_grads, expected_grads):
         assert_close_scaled(a, e, torch.float64, str(problem))
+
+
+@pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")
+@CUDA_MARK
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_property_cuda_matches_reference(problem):
+    shape = (problem["B"], problem["T"], problem["J"], problem["intervals"])
+    pred, target = _inputs(shape, problem["D"], torch.float64, CUDA_DEVICE, problem["seed"])
+    kw = dict(intervals=problem["intervals"], operator=problem["operator"], normalize=problem["normalize"],
+              reduction=problem["reduction"])
+    ref_pred, ref_target = (t.detach().cpu().requires_grad_(True) for t in (pred, target))
+    expected, expected_grads = _loss_and_grads(reference.motion_loss, ref_pred, ref_target, **kw)
+    actual, actual_grads = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cuda", **kw)
+    assert_close_scaled(actual.cpu(), expected, torch.float64, str(problem))
+    for a, e in zip(actual_grads, expected_grads):
+        assert_close_scaled(a.cpu(), e, torch.float64, str(problem))
 
 
 # ---- the CUDA kernel's per-element code, run on the CPU ------------------------------------------------------

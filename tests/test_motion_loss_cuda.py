@@ -8,11 +8,10 @@ import ugcn_fast
 from ugcn_fast import reference
 from ugcn_fast.ops.motion_loss import motion_loss_op
 
-from _cuda_env import CUDA_DEVICE, HAS_GPU
+from _cuda_env import CUDA_DEVICE, CUDA_MARK, HAS_GPU, nan_filled_cpu_allocations  # noqa: F401 (autouse)
 from _tolerances import assert_close_scaled
 
-pytestmark = [pytest.mark.cuda if HAS_GPU else pytest.mark.cuda_emulator,
-              pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")]
+pytestmark = [CUDA_MARK, pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")]
 
 # On a GPU: both GPU backends. Under the emulator: the CUDA kernels (Triton's interpreter has its own tests).
 GPU_BACKENDS = [b for b in (("cuda", "triton") if HAS_GPU else ("cuda",)) if b in ugcn_fast.available_backends()]

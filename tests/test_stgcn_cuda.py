@@ -12,13 +12,16 @@ import copy
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ugcn_fast import Graph, _native
 from ugcn_fast.backends import cuda_stgcn
 from ugcn_fast.backends import torch_stgcn as contract
 from ugcn_fast.backends.torch_stgcn import phase_geometry
 
-from _cuda_env import CUDA_DEVICE, EMULATED, HAS_GPU, built_cuda_module, cuda_kernel_test, gpu_test
+from _cuda_env import (CUDA_DEVICE, EMULATED, HAS_GPU, built_cuda_module, cuda_kernel_test, gpu_test,
+                       nan_filled_cpu_allocations)  # noqa: F401 (an autouse fixture)
 from _stgcn import give_reference_the_fused_mask
 from _tolerances import RTOL, SCALED_ATOL, assert_close_scaled
 
@@ -367,14 +370,15 @@ def _graph(V):
     return Graph(num_nodes=V, edges=[(i, i + 1) for i in range(V - 1)], center=V // 2).A
 
 
-def _blocks(C_in, C_out, V, stride, residual, dropout, device, dtype, seed=0):
+def _blocks(C_in, C_out, V, stride, residual, dropout, device, dtype, seed=0, kernel_size=5):
     from ugcn_fast.fused_stgcn_block import FusedSTGCNBlock
     from ugcn_fast.reference import STGCNBlock
 
     torch.manual_seed(seed)
     A = _graph(V)
-    ref = STGCNBlock(C_in, C_out, A, stride=stride, dropout=dropout, residual=residual)
-    fused = FusedSTGCNBlock(C_in, C_out, A, stride=stride, dropout=dropout, residual=residual, backend="cuda")
+    kw = dict(kernel_size=kernel_size, stride=stride, dropout=dropout, residual=residual)
+    ref = STGCNBlock(C_in, C_out, A, **kw)
+    fused = FusedSTGCNBlock(C_in, C_out, A, **kw, backend="cuda")
     with torch.no_grad():  # non-trivial BatchNorm affine parameters and running statistics
         for bn in [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
             bn.weight.uniform_(0.5, 1.5)
@@ -410,8 +414,8 @@ def _relu_inputs_clear_of_zero(ref, x, rel=1e-6) -> bool:
     return all(bool((t.abs() > rel * t.pow(2).mean().sqrt()).all()) for t in inputs)
 
 
-def check_block(device, dtype, C_in, C_out, V, stride, residual, dropout, N=3, T=11, seed=0):
-    ref, fused = _blocks(C_in, C_out, V, stride, residual, dropout, device, dtype, seed)
+def check_block(device, dtype, C_in, C_out, V, stride, residual, dropout, N=3, T=11, seed=0, kernel_size=5):
+    ref, fused = _blocks(C_in, C_out, V, stride, residual, dropout, device, dtype, seed, kernel_size)
     what = f"block {C_in}->{C_out} V={V} s={stride} res={residual} p={dropout} {dtype}"
     gen = torch.Generator().manual_seed(seed + 1)
     for step in range(2):  # two training steps: outputs, gradients, running statistics
@@ -465,6 +469,16 @@ def test_block_matches_reference(dtype, C_in, C_out, V, stride, residual, dropou
 @cuda_kernel_test
 def test_block_default_ugcn_shape():
     check_block(CUDA_DEVICE, torch.float32, 32, 64, 17, 2, True, 0.5, N=8, T=24)
+
+
+@cuda_kernel_test
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(C_in=st.integers(1, 40), C_out=st.integers(1, 40), V=st.integers(2, 30), stride=st.integers(1, 3),
+       kernel_size=st.sampled_from([1, 3, 5, 7]), residual=st.booleans(), dropout=st.sampled_from([0.0, 0.4]),
+       N=st.integers(1, 4), T=st.integers(1, 20), seed=st.integers(0, 2 ** 16))
+def test_property_block_matches_reference(C_in, C_out, V, stride, kernel_size, residual, dropout, N, T, seed):
+    check_block(CUDA_DEVICE, torch.float64, C_in, C_out, V, stride, residual, dropout, N=N, T=T, seed=seed,
+                kernel_size=kernel_size)
 
 
 def check_gradcheck(device):
