@@ -315,6 +315,8 @@ def test_block_output(dtype, R, C, with_mask, res_kind):
 @pytest.mark.parametrize("res_kind", RESIDUALS)
 @pytest.mark.parametrize("stats_offset", [0.0, 0.5])
 def test_block_output_backward(dtype, R, C, with_mask, res_kind, stats_offset):
+    if EMULATED and R * C > 10 ** 6 and dtype in (torch.float16, torch.bfloat16):
+        pytest.skip("emulator: the multi-grid shape runs in float32 and float64 (same indexing; ~2 s a case)")
     check_block_output_backward(CUDA_DEVICE, dtype, R, C, with_mask, res_kind, stats_offset)
 
 
@@ -472,10 +474,10 @@ def test_block_default_ugcn_shape():
 
 
 @cuda_kernel_test
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(C_in=st.integers(1, 40), C_out=st.integers(1, 40), V=st.integers(2, 30), stride=st.integers(1, 3),
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(C_in=st.integers(1, 24), C_out=st.integers(1, 24), V=st.integers(2, 20), stride=st.integers(1, 3),
        kernel_size=st.sampled_from([1, 3, 5, 7]), residual=st.booleans(), dropout=st.sampled_from([0.0, 0.4]),
-       N=st.integers(1, 4), T=st.integers(1, 20), seed=st.integers(0, 2 ** 16))
+       N=st.integers(1, 3), T=st.integers(1, 16), seed=st.integers(0, 2 ** 16))
 def test_property_block_matches_reference(C_in, C_out, V, stride, kernel_size, residual, dropout, N, T, seed):
     check_block(CUDA_DEVICE, torch.float64, C_in, C_out, V, stride, residual, dropout, N=N, T=T, seed=seed,
                 kernel_size=kernel_size)
