@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ugcn_fast import Graph, _native
@@ -391,13 +391,18 @@ def _blocks(C_in, C_out, V, stride, residual, dropout, device, dtype, seed=0, ke
     return ref.to(device=device, dtype=dtype), fused.to(device=device, dtype=dtype)
 
 
-def _grad_scale(grads: dict, name: str) -> float:
-    """Magnitude a gradient is compared at: its own, or its layer's weight gradient for the biases feeding a
-    batch-statistics BatchNorm, whose true gradient is 0 (both sides then hold rounding noise)."""
+def _grad_scale(grads: dict, name: str, dout: torch.Tensor) -> float:
+    """Magnitude a gradient is compared at: its own, or its layer's weight gradient for the biases. The
+    convolution biases feed a batch-statistics BatchNorm, so their true gradient is 0 and both sides hold rounding
+    noise of a sum that cancels: at least dout's magnitude times sqrt(its count) (a 5-element batch once had a
+    weight gradient smaller than that noise)."""
     own = float(grads[name].abs().max())
     layer = name.rsplit(".", 1)[0]
     weight = grads.get(layer + ".weight")
-    return max(own, float(weight.abs().max()) if weight is not None else 0.0)
+    scale = max(own, float(weight.abs().max()) if weight is not None else 0.0)
+    if weight is not None and weight.dim() > 1 and name.endswith(".bias"):
+        scale = max(scale, float(dout.abs().max()) * dout.numel() ** 0.5)
+    return scale
 
 
 def _relu_inputs_clear_of_zero(ref, x, rel=1e-6) -> bool:
@@ -437,7 +442,7 @@ def check_block(device, dtype, C_in, C_out, V, stride, residual, dropout, N=3, T
         _close(g_f[0], g_r[0], dtype, f"{what}: dx (step {step})")
         grads = dict(zip(names, g_r[1:]))
         for name, a, e in zip(names, g_f[1:], g_r[1:]):
-            atol = SCALED_ATOL[dtype] * _grad_scale(grads, name)
+            atol = SCALED_ATOL[dtype] * _grad_scale(grads, name, dout)
             _close(a, e, dtype, f"{what}: d{name} (step {step})", atol=atol)
     for (name, b_r), (_, b_f) in zip(ref.named_buffers(), fused.named_buffers()):
         if b_r.dtype.is_floating_point:
@@ -478,6 +483,7 @@ def test_block_default_ugcn_shape():
 @given(C_in=st.integers(1, 24), C_out=st.integers(1, 24), V=st.integers(2, 20), stride=st.integers(1, 3),
        kernel_size=st.sampled_from([1, 3, 5, 7]), residual=st.booleans(), dropout=st.sampled_from([0.0, 0.4]),
        N=st.integers(1, 3), T=st.integers(1, 16), seed=st.integers(0, 2 ** 16))
+@example(C_in=1, C_out=1, V=5, stride=2, kernel_size=3, residual=True, dropout=0.4, N=1, T=1, seed=0)  # found once
 def test_property_block_matches_reference(C_in, C_out, V, stride, kernel_size, residual, dropout, N, T, seed):
     check_block(CUDA_DEVICE, torch.float64, C_in, C_out, V, stride, residual, dropout, N=N, T=T, seed=seed,
                 kernel_size=kernel_size)
