@@ -3,8 +3,9 @@
 # aborts with a report instead of passing by luck:
 #   1. the CPU module (csrc/cpu) built with the sanitizer, under the tests of the CPU kernels;
 #   2. the CUDA kernels (csrc/cuda) in the CUDA emulator built with the sanitizer (no GPU needed), under the
-#      CUDA tests; gradcheck and the largest shapes are left to the plain test run (the same code paths, at
-#      several times the cost here).
+#      CUDA tests, with every block's threads and the grid's blocks run in reverse order (the plain test run
+#      runs them forward: a race shows as a difference from the reference in one of the two); gradcheck and
+#      the largest shapes are left to the plain run (the same code paths, at several times the cost here).
 # Run from anywhere, after `pip install .` and the test requirements (CI runs it after the test command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,8 @@ if python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)
   echo "== a GPU runs the CUDA tests: no CUDA emulator pass"
   exit 0
 fi
-echo "== CUDA kernels in the CUDA emulator under AddressSanitizer"
-UGCN_FAST_CUDA_EMULATOR_SANITIZE=address UGCN_FAST_REQUIRE_NATIVE=1 LD_PRELOAD="$preload" \
+echo "== CUDA kernels in the CUDA emulator under AddressSanitizer, threads and blocks in reverse order"
+UGCN_FAST_CUDA_EMULATOR_SANITIZE=address UGCN_FAST_CUDA_EMULATOR_ORDER=reverse UGCN_FAST_REQUIRE_NATIVE=1 \
+  LD_PRELOAD="$preload" \
   ASAN_OPTIONS=detect_leaks=0 pytest -q -p no:cacheprovider -m cuda_emulator \
   -k "not gradcheck and not 30000 and not 40000 and not 60000 and not 5000-16 and not 9000"

@@ -32,8 +32,7 @@ constexpr std::size_t kSharedLimit = 48 * 1024;  // static + dynamic, without cu
 struct Fiber {
   ucontext_t context;
   unsigned char* stack = nullptr;  // kGuardBytes of PROT_NONE below kStackBytes of stack
-  bool finished = false;
-  bool waiting = false;
+  bool finished = false;  // returned from the kernel (otherwise, between rounds: waiting at __syncthreads())
 };
 
 struct Launch {
@@ -91,14 +90,13 @@ void run_block(std::size_t n_threads, bool reverse) {
     f.context.uc_stack.ss_size = kStackBytes;
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiber_main, 0);
-    f.finished = f.waiting = false;
+    f.finished = false;
   }
   for (;;) {
     for (std::size_t k = 0; k < n_threads; ++k) {
       const std::size_t t = reverse ? n_threads - 1 - k : k;
       Fiber& f = g.fibers[t];
       if (f.finished) continue;
-      f.waiting = false;
       g.current = static_cast<int>(t);
       threadIdx = dim3(static_cast<unsigned>(t % blockDim.x), static_cast<unsigned>((t / blockDim.x) % blockDim.y),
                        static_cast<unsigned>(t / (std::size_t(blockDim.x) * blockDim.y)));
@@ -120,11 +118,7 @@ void run_block(std::size_t n_threads, bool reverse) {
 
 namespace cuda_emu {
 
-void syncthreads() {
-  Fiber& f = g.fibers[g.current];
-  f.waiting = true;
-  swapcontext(&f.context, &g.scheduler);
-}
+void syncthreads() { swapcontext(&g.fibers[g.current].context, &g.scheduler); }
 
 void enter_shared(void* storage, std::size_t bytes) {
   std::uint64_t& seen = g.shared_seen[storage];
