@@ -18,12 +18,13 @@ import ugcn_fast  # noqa: E402
 from ugcn_fast import _native  # noqa: E402
 
 
+CUDA_EMULATOR_WANTED = not torch.cuda.is_available() and os.environ.get("UGCN_FAST_CUDA_EMULATOR", "1") != "0"
+
+
 def _start_cuda_emulator() -> str | None:
-    """Builds (cached) and installs the CUDA emulator where there is no GPU; returns why it did not start."""
-    if torch.cuda.is_available():
-        return "a GPU runs the real CUDA module"
-    if os.environ.get("UGCN_FAST_CUDA_EMULATOR", "1") == "0":
-        return "UGCN_FAST_CUDA_EMULATOR=0"
+    """Builds (cached) and installs the CUDA emulator where it is wanted; returns why it did not start."""
+    if not CUDA_EMULATOR_WANTED:
+        return "a GPU runs the real CUDA module" if torch.cuda.is_available() else "UGCN_FAST_CUDA_EMULATOR=0"
     try:
         from cuda_emulator import build
 
@@ -47,8 +48,7 @@ def pytest_sessionstart(session):
     # instead of passing on the reference fallback.
     if os.environ.get("UGCN_FAST_REQUIRE_NATIVE") == "1" and _native.cpu_module is None:
         raise pytest.UsageError(f"UGCN_FAST_REQUIRE_NATIVE=1 but ugcn_fast._C is missing: {_native.cpu_import_error}")
-    if (os.environ.get("UGCN_FAST_REQUIRE_NATIVE") == "1" and not torch.cuda.is_available()
-            and os.environ.get("UGCN_FAST_CUDA_EMULATOR", "1") != "0" and not _native.cuda_emulated):
+    if os.environ.get("UGCN_FAST_REQUIRE_NATIVE") == "1" and CUDA_EMULATOR_WANTED and not _native.cuda_emulated:
         raise pytest.UsageError(f"UGCN_FAST_REQUIRE_NATIVE=1 but {CUDA_EMULATOR_PROBLEM}")
 
 

@@ -128,33 +128,21 @@ def problems(draw):
                 reduction=draw(st.sampled_from(REDUCTIONS)), seed=draw(st.integers(0, 2**16)))
 
 
-@NEEDS_CPU_MODULE
+PROPERTY_CASES = [pytest.param("cpu", "cpu", marks=NEEDS_CPU_MODULE)] + (
+    [pytest.param("cuda", CUDA_DEVICE, marks=CUDA_MARK)] if CUDA_DEVICE else [])
+
+
+@pytest.mark.parametrize("backend, device", PROPERTY_CASES)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
-def test_property_cpu_matches_reference(problem):
+def test_property_matches_reference(backend, device, problem):
     shape = (problem["B"], problem["T"], problem["J"], problem["intervals"])
-    pred, target = _inputs(shape, problem["D"], torch.float64, "cpu", problem["seed"])
-    kw = dict(intervals=problem["intervals"], operator=problem["operator"], normalize=problem["normalize"],
-              reduction=problem["reduction"])
-    expected, expected_grads = _loss_and_grads(reference.motion_loss, pred, target, **kw)
-    actual, actual_grads = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cpu", **kw)
-    assert_close_scaled(actual, expected, torch.float64, str(problem))
-    for a, e in zip(actual_grads, expected_grads):
-        assert_close_scaled(a, e, torch.float64, str(problem))
-
-
-@pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")
-@CUDA_MARK
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems())
-def test_property_cuda_matches_reference(problem):
-    shape = (problem["B"], problem["T"], problem["J"], problem["intervals"])
-    pred, target = _inputs(shape, problem["D"], torch.float64, CUDA_DEVICE, problem["seed"])
+    pred, target = _inputs(shape, problem["D"], torch.float64, device, problem["seed"])
     kw = dict(intervals=problem["intervals"], operator=problem["operator"], normalize=problem["normalize"],
               reduction=problem["reduction"])
     ref_pred, ref_target = (t.detach().cpu().requires_grad_(True) for t in (pred, target))
     expected, expected_grads = _loss_and_grads(reference.motion_loss, ref_pred, ref_target, **kw)
-    actual, actual_grads = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cuda", **kw)
+    actual, actual_grads = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend=backend, **kw)
     assert_close_scaled(actual.cpu(), expected, torch.float64, str(problem))
     for a, e in zip(actual_grads, expected_grads):
         assert_close_scaled(a.cpu(), e, torch.float64, str(problem))

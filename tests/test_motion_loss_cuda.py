@@ -8,14 +8,13 @@ import ugcn_fast
 from ugcn_fast import reference
 from ugcn_fast.ops.motion_loss import motion_loss_op
 
-from _cuda_env import CUDA_DEVICE, CUDA_MARK, HAS_GPU, nan_filled_cpu_allocations  # noqa: F401 (autouse)
+from _cuda_env import CUDA_DEVICE, CUDA_MARK, HAS_GPU, gpu_test, nan_filled_cpu_allocations  # noqa: F401 (autouse)
 from _tolerances import assert_close_scaled
 
 pytestmark = [CUDA_MARK, pytest.mark.skipif(CUDA_DEVICE is None, reason="needs a CUDA GPU or the CUDA emulator")]
 
 # On a GPU: both GPU backends. Under the emulator: the CUDA kernels (Triton's interpreter has its own tests).
 GPU_BACKENDS = [b for b in (("cuda", "triton") if HAS_GPU else ("cuda",)) if b in ugcn_fast.available_backends()]
-needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="streams and devices need a CUDA GPU")
 
 
 def _inputs(B=4, T=40, J=17, D=3, dtype=torch.float32, seed=0):
@@ -30,7 +29,7 @@ def test_the_native_cuda_module_was_built():
     assert "cuda" in ugcn_fast.available_backends()
 
 
-@needs_gpu
+@gpu_test
 def test_auto_picks_a_fused_gpu_backend():
     from ugcn_fast import backends
 
@@ -88,7 +87,7 @@ def test_opcheck_on_gpu(backend):
     torch.library.opcheck(motion_loss_op, args)
 
 
-@needs_gpu
+@gpu_test
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 def test_non_default_stream_and_second_device(backend):
     pred, target = _inputs()

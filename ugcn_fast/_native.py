@@ -8,6 +8,8 @@ import importlib
 import warnings
 from types import ModuleType
 
+import torch
+
 _warned = False
 
 
@@ -67,6 +69,4 @@ def cuda_launch_context(device) -> tuple[int, int]:
     or (0, 0) for CPU tensors under the emulator, whose launches run synchronously on the calling thread."""
     if cuda_emulated and device.type == "cpu":
         return 0, 0
-    import torch
-
     return torch.cuda.current_stream(device).cuda_stream, device.index

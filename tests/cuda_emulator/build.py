@@ -130,8 +130,8 @@ def translate(path: Path) -> str:
 
 # ---- build -----------------------------------------------------------------------------------------------------
 def _inputs(extra: tuple[Path, ...]) -> list[Path]:
-    return sorted({*CSRC.rglob("*.h"), *CSRC.rglob("*.cu"), *CSRC.rglob("*.cpp"), *HERE.rglob("*.h"),
-                   HERE / "runtime.cpp", Path(__file__).resolve(), *extra})
+    return sorted({*CSRC.glob("*.h"), *(CSRC / "cuda").glob("*"), *HERE.rglob("*.h"), HERE / "runtime.cpp",
+                   Path(__file__).resolve(), *extra})
 
 
 def _cache_dir(extra: tuple[Path, ...]) -> Path:

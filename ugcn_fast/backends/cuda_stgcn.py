@@ -50,7 +50,9 @@ def _launch(x: Tensor) -> tuple[int, int]:
 
 
 def _require_cuda(fn: str, x: Tensor) -> None:
-    if x.device.type != "cuda" and not (_native.cuda_emulated and x.device.type == "cpu"):
+    from . import _devices  # the one rule for where backend="cuda" runs (CUDA; the CPU under the emulator)
+
+    if x.device.type != "cuda" and x.device.type not in _devices("cuda"):
         raise ValueError(f"{fn}: backend='cuda' takes CUDA tensors, got a {x.device.type} tensor")
 
 
