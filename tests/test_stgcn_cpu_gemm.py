@@ -26,6 +26,12 @@ TOL = {torch.float64: (1e-9, 1e-11), torch.float32: (2e-4, 2e-5)}
 A17 = Graph(layout="h36m").A                                                    # K = 3, V = 17
 A5 = Graph(num_nodes=5, edges=[(0, 1), (1, 2), (2, 3), (3, 4)], center=2).A     # K = 3, V = 5 (a chain)
 A1 = Graph(layout="coco", strategy="uniform").A                                 # K = 1, V = 17
+# K = 3, V = 6, hand-made so that the kernels' per-joint subset patterns meet every awkward case: subset 2 empty,
+# joint 5 isolated (no row or column anywhere), joints 1 and 3 only destinations and 0 and 2 only sources of
+# subset 1, joint 4 only its self-loop.
+A_SPARSE = torch.zeros(3, 6, 6)
+A_SPARSE[0, range(5), range(5)] = torch.tensor([1.0, 0.5, 0.25, 2.0, 1.5])
+A_SPARSE[1, 0, 1], A_SPARSE[1, 2, 3], A_SPARSE[1, 0, 3] = 0.5, 0.75, -1.25
 
 
 def _rand(shape, dtype, seed, scale=1.0, offset=0.0):
@@ -236,7 +242,7 @@ def test_conv_frames_rejects_bad_arguments():
 
 
 # ---- gcn_forward ---------------------------------------------------------------------------------------------------
-GRAPHS = {"K3V17": A17, "K3V5": A5, "K1V17": A1}
+GRAPHS = {"K3V17": A17, "K3V5": A5, "K1V17": A1, "K3V6sparse": A_SPARSE}
 ORDERS = ["auto", "aggregate_first", "gemm_first"]
 
 

@@ -18,7 +18,11 @@
 //   channels than the output (16 -> 32): aggregate first (xa = the K aggregated copies of x, V x K*C_in, over the
 //   adjacency's non-zeros only), then z = xa @ Wcat + bias_map by the same micro-kernel, statistics in its
 //   epilogue. Otherwise: GEMM first (y = x @ W^T + b, V x K*C_out, rounded to the dtype as the contract's), then
-//   the sparse aggregation into z, group by group, with the statistics in registers on the way.
+//   the sparse aggregation into z, group by group, with the statistics in registers on the way. Either way the
+//   dense product skips the segments the adjacency makes zero or unread: the joints are grouped by the subsets
+//   they take part in (a destination w uses subset k when column w of A_k has a non-zero, a source v when row v
+//   does), and each group's rows run through a panel packed with only those subsets (~22 % fewer graph FLOPs
+//   with ST-GCN's spatial partition of the H36M skeleton).
 // - gcn_relu_phases: gcn_forward whose epilogue adds B1's shift, applies the ReLU and stores each group's rows at
 //   their place in the phase buffer (a per-row destination instead of row m), without statistics.
 #pragma once
