@@ -560,9 +560,10 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
   const bool eval = dst.phases != nullptr;
   double* const sums = dst.sums;
   auto adjacency = [&](int64_t k, int64_t v, int64_t w) { return T(p.A[(k * V + v) * V + w]); };  // as the contract
-  // The dense products are the same (V x K*C_in x C_out) either way; aggregating costs nnz x (vectors of the
-  // aggregated side): aggregate first when the input has fewer vectors than the output (16 -> 32 channels, not
-  // 2 -> 16 where both are one vector and the GEMM-first order measured faster, and is the contract's order).
+  // The dense products are about the same either way (at most V x K*C_in x C_out, less the skipped segments);
+  // aggregating costs nnz x (vectors of the aggregated side): aggregate first when the input has fewer vectors
+  // than the output (16 -> 32 channels, not 2 -> 16 where both are one vector and the GEMM-first order measured
+  // faster, and is the contract's order).
   const int64_t L = kLanes<T>;
   const bool aggregate_first =
       order == kGcnAuto ? (C_in + L - 1) / L < (C_out + L - 1) / L : order == kGcnAggregateFirst;
