@@ -298,3 +298,83 @@ def test_compile_traces_the_block_without_graph_breaks():
         torch._dynamo.reset()
         y = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
         torch.testing.assert_close(y, reference(x), rtol=1e-4, atol=1e-4)
+
+
+# ---- the cpu backend's reused eval buffers (ugcn_fast/backends/_scratch.py) ------------------------------------
+needs_cpu = pytest.mark.skipif("cpu" not in BACKENDS, reason="the native CPU module is not built")
+
+
+def _eval_blocks(dtype=torch.float64):
+    pairs = [_pair(c_in, c_out, stride, residual, A, 0.3, "cpu", dtype) for c_in, c_out, stride, residual, _, A in CONFIGS]
+    xs = [torch.randn(3, c[0], c[4] + 4, c[5].shape[-1], dtype=dtype) for c in CONFIGS]
+    return [(ref.eval(), fused.eval()) for ref, fused in pairs], xs
+
+
+@needs_cpu
+def test_eval_scratch_buffers_never_alias_results():
+    """Eval on the cpu backend writes its time-major input copy, phase buffer and residual into per-thread buffers
+    reused from call to call: earlier outputs stay intact while later calls (other shapes, the same shapes) reuse
+    them, every output matches the reference, and release() frees them."""
+    from ugcn_fast.backends import _scratch
+    _scratch.release()
+    pairs, xs = _eval_blocks()
+    with torch.no_grad():
+        first = [fused(x) for (_, fused), x in zip(pairs, xs)]
+        kept = [y.clone() for y in first]
+        assert _scratch.held_bytes() > 0
+        again = [fused(x) for (_, fused), x in reversed(list(zip(pairs, xs)))][::-1]
+        want = [ref(x) for (ref, _), x in zip(pairs, xs)]
+    for y, k, y2, w in zip(first, kept, again, want):
+        assert torch.equal(y, k) and torch.equal(y2, k)
+        torch.testing.assert_close(y, w, **TOL[torch.float64])
+    ugcn_fast.backends.release_cpu_buffers()
+    assert _scratch.held_bytes() == 0
+
+
+@needs_cpu
+def test_training_backward_survives_eval_calls_in_between():
+    """A training forward saves its time-major input for backward: eval calls of other blocks between forward and
+    backward (which reuse every scratch slot) must not touch it."""
+    ref, fused = _pair(16, 32, 2, True, A17, 0.0, "cpu", torch.float64)
+    _, other = _pair(16, 32, 2, True, A17, 0.0, "cpu", torch.float64)
+    x = torch.randn(2, 16, 9, 17, dtype=torch.float64)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yr, yf = ref(xr), fused(xf)
+    with torch.no_grad():
+        other.eval()(torch.randn(2, 16, 9, 17, dtype=torch.float64))
+        other(torch.randn(3, 16, 12, 17, dtype=torch.float64))
+    grad = torch.randn_like(yr)
+    yr.backward(grad)
+    yf.backward(grad)
+    torch.testing.assert_close(xf.grad, xr.grad, **TOL[torch.float64])
+    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, **TOL[torch.float64], msg=name)
+
+
+@needs_cpu
+def test_eval_from_several_threads():
+    """Each Python thread has its own scratch buffers: concurrent eval calls give the sequential results."""
+    import threading
+    pairs, xs = _eval_blocks(torch.float32)
+    with torch.no_grad():
+        want = [fused(x) for (_, fused), x in zip(pairs, xs)]
+    got, errors = {}, []
+
+    def work(tid):
+        try:
+            with torch.no_grad():
+                for _ in range(4):
+                    for i in range(tid % 2, len(xs), 2) if tid < 2 else range(len(xs)):
+                        got.setdefault((tid, i), []).append(pairs[i][1](xs[i]))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for (_, i), ys in got.items():
+        for y in ys:
+            assert torch.equal(y, want[i])

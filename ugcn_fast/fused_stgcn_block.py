@@ -58,7 +58,7 @@ class FusedSTGCNBlock(STGCNBlock):
         bns = self._batch_norms()
         eps = tuple(bn.eps for bn in bns) + (0.0,) * (3 - len(bns))
         cfg = BlockConfig(self.kernel_size, self.stride, self.residual_kind, eps, backend, float(self.tcn[4].p))
-        x_tm = to_time_major(x, backend)
+        x_tm = to_time_major(x, backend, scratch=not self.training)
         if not self.training:
             states = [{"weight": bn.weight, "bias": bn.bias, "running_mean": bn.running_mean,
                        "running_var": bn.running_var} for bn in bns]

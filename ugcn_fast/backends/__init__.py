@@ -47,6 +47,13 @@ _FLOAT = (torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def release_cpu_buffers() -> None:
+    """Frees the calling thread's reused CPU buffers of the eval block's intermediates (backends/_scratch.py: at
+    most the largest block's, ~27 MiB for UGCN at N = 64); the next eval call allocates them again."""
+    from . import _scratch
+    _scratch.release()
+
+
 def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import _native
-from . import torch_stgcn
+from . import _scratch, torch_stgcn
 
 _RESIDUAL = {"none": 0, "identity": 1, "conv": 2}
 _GCN_ORDER = {"auto": 0, "aggregate_first": 1, "gemm_first": 2}
@@ -50,14 +50,20 @@ def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bia
     return out
 
 
-def time_major(x: Tensor) -> Tensor:
-    """See torch_stgcn.time_major: one native transposing pass over a contiguous x."""
+def _result(like: Tensor, shape: tuple[int, ...], scratch: str | None) -> Tensor:
+    """A launcher's output: fresh, or (`scratch`: a slot name) this thread's reused buffer of that slot
+    (backends/_scratch.py: only for what the caller drops before it returns)."""
+    return like.new_empty(shape) if scratch is None else _scratch.buffer(scratch, shape, like.dtype)
+
+
+def time_major(x: Tensor, scratch: str | None = None) -> Tensor:
+    """See torch_stgcn.time_major: one native transposing pass over a contiguous x. `scratch`: see _result."""
     if x.dim() != 4:
         raise ValueError(f"time_major: x must be (N, C, T, V), got shape {tuple(x.shape)}")
     N, C, T, V = x.shape
     if x.numel() == 0 or not x.is_contiguous():
         return torch_stgcn.time_major(x)
-    out = x.new_empty((T, N, V, C))
+    out = _result(x, (T, N, V, C), scratch)
     _module().stgcn_to_time_major(_dtype(x), _ptr(x), _ptr(out), N, C, T, V, _threads())
     return out
 
@@ -188,9 +194,10 @@ def gcn_forward_ordered(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, orde
 
 
 def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, stride: int, pad: int,
-                    Tq: int, order: str = "auto") -> Tensor:
+                    Tq: int, order: str = "auto", scratch: str | None = None) -> Tensor:
     """See torch_stgcn.gcn_relu_phases: gcn_forward's native pass with an eval epilogue (+ shift_map, ReLU, each
-    group's rows stored at their frame's place in the phase buffer; no statistics). `order` as gcn_forward_ordered."""
+    group's rows stored at their frame's place in the phase buffer; no statistics). `order` as gcn_forward_ordered,
+    `scratch` as _result."""
     T, N, V, _ = x.shape
     K, C_out = _gcn_sizes("gcn_relu_phases", x, A, weight, bias, shift_map)
     if stride < 1 or pad < 0 or Tq < 1:
@@ -200,7 +207,7 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
     _same_dtype(x, shift_map)
     x, weight, bias, A64 = _gcn_native_operands(x, A, weight, bias)
     shift_map = shift_map.contiguous()
-    h = x.new_empty((stride, Tq, N * V, C_out))
+    h = _result(x, (stride, Tq, N * V, C_out), scratch)
     _module().stgcn_gcn_relu_phases(_dtype(x), _ptr(x), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(shift_map), _ptr(h),
                                     T, N, V, K, x.shape[-1], C_out, stride, pad, Tq, _GCN_ORDER[order], _threads())
     return h
@@ -230,10 +237,12 @@ def _gcn_native_operands(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> 
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
-                T_out: int, add: Tensor | None, relu: bool, stats: bool) -> tuple[Tensor, Tensor, Tensor]:
+                T_out: int, add: Tensor | None, relu: bool, stats: bool, scratch: str | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
     """See torch_stgcn.conv_frames: u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j]
     + bias + add[t*R + r]) over src (F, R, C_in), weight (kt, C_in, C_out) (any strides: copied once into the
-    contiguous layout the kernel packs from), with the per-channel statistics of u when `stats`."""
+    contiguous layout the kernel packs from), with the per-channel statistics of u when `stats`. `scratch`: see
+    _result."""
     offsets = torch_stgcn.check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)
     F, R, C_in = src.shape
     C_out = weight.shape[2]
@@ -244,7 +253,7 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
     src, weight = src.contiguous(), weight.contiguous()
     bias = None if bias is None else bias.contiguous()
     add = None if add is None else add.contiguous()
-    u = src.new_empty((M, C_out))
+    u = _result(src, (M, C_out), scratch)
     sums = torch.empty((2, C_out), dtype=torch.float64) if stats else None
     _module().stgcn_conv_frames(_dtype(src), _ptr(src), _ptr(weight), _ptr(bias), _ptr(add), _ptr(u), _ptr(sums), F,
                                 R, C_in, C_out, T_out, frame_step, offsets, bool(relu), _threads())
