@@ -72,6 +72,7 @@ except ImportError:  # running from a source checkout without an install: put th
 
 from ugcn_fast import backends as ugcn_backends
 from ugcn_fast import reference as ugcn_reference
+from ugcn_fast.cpu_memory import keep_freed_memory
 
 SCHEMA = "ugcn_fast.bench.speed/1"
 MIB = 2 ** 20
@@ -826,6 +827,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="seconds per blocked_autorange (default 2.0, 0.2 with --quick)")
     ap.add_argument("--warmup", type=int, help="untimed calls before timing (default 3, 2 with --quick)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="raise glibc's malloc thresholds first, as ugcn_fast's command-line tools do "
+                         "(ugcn_fast/cpu_memory.py; every row gets it): fewer page faults in training")
     ap.add_argument("--verbose", action="store_true", help="progress lines and tracebacks of failures")
     args = ap.parse_args(argv)
 
@@ -833,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads < 1:
             ap.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory and not keep_freed_memory():
+        ap.error("--keep-freed-memory: the C library is not glibc, or UGCN_FAST_KEEP_FREED_MEMORY=0 is set")
     dtype = DTYPES[args.dtype]
 
     devices: list = []
@@ -861,10 +867,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "min_run_time": args.min_run_time if args.min_run_time is not None else (0.2 if args.quick else 2.0),
         "warmup": args.warmup if args.warmup is not None else (2 if args.quick else 3),
         "no_compile": args.no_compile,
+        "keep_freed_memory": args.keep_freed_memory,
         "verbose": args.verbose,
     }
     info = machine_info()
     print(header_line(info))
+    if args.keep_freed_memory:
+        print("malloc: freed memory kept in the process for every row (--keep-freed-memory)")
     load = info["load_average"]
     if load and info["cpu_usable"] and load[0] >= 0.75 * info["cpu_usable"] and any(d.type == "cpu" for d in devices):
         print(f"warning: load average {load[0]} on {info['cpu_usable']} usable cores before starting: other work "

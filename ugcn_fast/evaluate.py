@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from .cpu_memory import keep_freed_memory
 from .inference import add_inference_arguments, predict_sequence
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve", "pck150", "auc")
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # the command owns its process (ugcn_fast/cpu_memory.py)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         parser.error(f"--json {args.json}: its folder does not exist")

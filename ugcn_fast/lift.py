@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._files import write_atomically
+from .cpu_memory import keep_freed_memory
 from .data import coco_to_h36m, fill_missing, normalize_screen
 from .graph import H36M_PARENTS
 from .inference import add_inference_arguments, predict_sequence
@@ -182,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # the command owns its process (ugcn_fast/cpu_memory.py)
     if args.render is not None and not args.render.lower().endswith((".png", ".gif")):
         parser.error(f"--render must name a .png or .gif file, got {args.render}")
     if args.render_stride < 1:
