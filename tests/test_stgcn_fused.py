@@ -378,3 +378,13 @@ def test_eval_from_several_threads():
     for (_, i), ys in got.items():
         for y in ys:
             assert torch.equal(y, want[i])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+def test_parameters_by_name_is_named_parameters(config):
+    """The fused forward reads its parameters from the submodules directly: the same names, order and objects as
+    named_parameters()."""
+    c_in, c_out, stride, residual, _, A = config
+    block = FusedSTGCNBlock(c_in, c_out, A, 5, stride, 0.1, residual)
+    want, got = dict(block.named_parameters()), block._parameters_by_name()
+    assert list(got) == list(want) and all(got[k] is want[k] for k in want)

@@ -41,6 +41,14 @@ class FusedSTGCNBlock(STGCNBlock):
         bns = [self.tcn[0], self.tcn[3]]
         return bns + [self.residual[1]] if self.residual_kind == "conv" else bns
 
+    def _parameters_by_name(self) -> dict[str, Tensor]:
+        """named_parameters() as a dict, read from the submodules directly (the generic walk took ~60 µs a call, a
+        tenth of a small batch's eval block)."""
+        convs = {"gcn.conv": self.gcn.conv, "tcn.0": self.tcn[0], "tcn.2": self.tcn[2], "tcn.3": self.tcn[3]}
+        if self.residual_kind == "conv":
+            convs.update({"residual.0": self.residual[0], "residual.1": self.residual[1]})
+        return {f"{name}.{kind}": getattr(m, kind) for name, m in convs.items() for kind in ("weight", "bias")}
+
     def _needs_reference(self, x: Tensor) -> bool:
         bns = self._batch_norms()
         if any(not (bn.affine and bn.track_running_stats) for bn in bns):
@@ -54,7 +62,7 @@ class FusedSTGCNBlock(STGCNBlock):
         backend = backends.select_block(self.backend, x.device, x.dtype, x.shape[-1])
         if backend == "reference" or self._needs_reference(x):
             return super().forward(x)
-        params = {name: p for name, p in self.named_parameters()}
+        params = self._parameters_by_name()
         bns = self._batch_norms()
         eps = tuple(bn.eps for bn in bns) + (0.0,) * (3 - len(bns))
         cfg = BlockConfig(self.kernel_size, self.stride, self.residual_kind, eps, backend, float(self.tcn[4].p))
