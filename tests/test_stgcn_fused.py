@@ -388,3 +388,24 @@ def test_parameters_by_name_is_named_parameters(config):
     block = FusedSTGCNBlock(c_in, c_out, A, 5, stride, 0.1, residual)
     want, got = dict(block.named_parameters()), block._parameters_by_name()
     assert list(got) == list(want) and all(got[k] is want[k] for k in want)
+
+
+@needs_cpu
+def test_eval_scratch_across_inference_mode():
+    """A buffer first allocated under torch.inference_mode() (an inference tensor) serves later no_grad and
+    grad-mode eval calls too (the kernels write it through its pointer, never with a torch in-place op)."""
+    ugcn_fast.backends.release_cpu_buffers()
+    ref, fused = _pair(16, 32, 2, True, A17, 0.3, "cpu", torch.float64)
+    ref.eval(), fused.eval()
+    x = torch.randn(2, 16, 12, 17, dtype=torch.float64)
+    with torch.inference_mode():
+        outs = [fused(x)]
+    with torch.no_grad():
+        outs.append(fused(x))
+    outs.append(fused(x))  # grad mode on, nothing requires grad: the fused eval path
+    with torch.inference_mode():
+        outs.append(fused(x))
+    with torch.no_grad():
+        want = ref(x)
+    for y in outs:
+        torch.testing.assert_close(y, want, **TOL[torch.float64])
