@@ -305,7 +305,8 @@ needs_cpu = pytest.mark.skipif("cpu" not in BACKENDS, reason="the native CPU mod
 
 
 def _eval_blocks(dtype=torch.float64):
-    pairs = [_pair(c_in, c_out, stride, residual, A, 0.3, "cpu", dtype) for c_in, c_out, stride, residual, _, A in CONFIGS]
+    pairs = [_pair(c_in, c_out, stride, residual, A, 0.3, "cpu", dtype)
+             for c_in, c_out, stride, residual, _, A in CONFIGS]
     xs = [torch.randn(3, c[0], c[4] + 4, c[5].shape[-1], dtype=dtype) for c in CONFIGS]
     return [(ref.eval(), fused.eval()) for ref, fused in pairs], xs
 
