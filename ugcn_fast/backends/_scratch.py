@@ -1,5 +1,6 @@
 """Reused CPU buffers for intermediates that live within one call: the eval block's time-major copy of its input,
-its phase buffer and its convolution residual (ugcn_fast/ops/stgcn_block.py, the cpu backend's eager eval path).
+its phase buffer and its convolution residual (ugcn_fast/ops/stgcn_block.py asks for them by slot name; eager
+calls on the backends of stgcn_pieces.SCRATCH_RESULTS get them).
 
 Why: a fresh torch.empty of a few MiB is returned to the OS when freed (glibc's malloc trims and unmaps large
 blocks), so the next call pays a page fault per 4 KiB page it writes: ~10k faults per pass of UGCN's 14 eval
@@ -24,7 +25,7 @@ def buffer(slot: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """A contiguous CPU tensor of `shape` and `dtype` on this thread's buffer for `slot` (grown when too small;
     its contents are whatever the last user left)."""
     slots = _local.__dict__.setdefault("slots", {})
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     held = slots.get(slot)
     if held is None or held.numel() < nbytes:
         held = slots[slot] = torch.empty(max(nbytes, 1), dtype=torch.uint8)

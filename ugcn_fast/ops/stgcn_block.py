@@ -33,12 +33,10 @@ element or per channel in a fixed order: results are reproducible run to run for
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import Tensor
 
-from ..backends import cpu_stgcn
 from ..backends.torch_stgcn import dropout_multipliers
 from . import stgcn_pieces as pieces
 from .stgcn_pieces import phase_geometry
@@ -62,24 +60,8 @@ def to_time_major(x: Tensor, backend: str = "torch", scratch: bool = False) -> T
     if x_tm.is_contiguous():
         return x_tm
     if backend in pieces.NATIVE_TIME_MAJOR and x.is_contiguous():
-        return _piece("time_major", backend, "time_major" if scratch and _eager_cpu(backend, x) else None)(x)
+        return pieces.time_major(backend, x, scratch="time_major" if scratch else None)
     return x_tm.contiguous()
-
-
-def _eager_cpu(backend: str, *tensors: Tensor) -> bool:
-    """Whether a call may write intermediates that die within it into the cpu backend's reused buffers
-    (backends/_scratch.py: a fresh buffer of a few MiB costs its page faults on every call; UGCN's 14 eval blocks
-    ran 1.13x faster without them): the cpu backend called eagerly (traced code allocates as the ops' fake kernels
-    say) and no autograd."""
-    return backend == "cpu" and not pieces._needs_op(tensors)
-
-
-def _piece(name: str, backend: str, scratch: str | None):
-    """pieces.<name> on `backend`; with `scratch` (a slot name; see _eager_cpu) the CPU launcher itself, writing its
-    result into this thread's reused buffer of that slot."""
-    if scratch is None:
-        return partial(getattr(pieces, name), backend)
-    return partial(getattr(cpu_stgcn, name), scratch=scratch)
 
 
 def from_time_major(x_tm: Tensor) -> Tensor:
@@ -352,19 +334,18 @@ def _eval_forward_fused_gemms(x_tm: Tensor, A: Tensor, params: dict, bns: list[d
     w1 = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
     b1 = (b_gcn.view(K, C_out) * scale1).view(-1)
     pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
-    # the phase buffer and the residual die here (the output is the caller's); with autograd watching the weights,
-    # the ops, as before
-    reuse = _eager_cpu(be, x_tm, w1, b1, w_t)
-    h = _piece("gcn_relu_phases", be, "phases" if reuse else None)(
-        x_tm, A.to(dtype), w1, b1, shift1.expand(V, C_out).contiguous(), cfg.stride, pad, Tq)
+    # the phase buffer and the residual die here (reused buffers where the backend has them); the output is the
+    # caller's
+    h = pieces.gcn_relu_phases(be, x_tm, A.to(dtype), w1, b1, shift1.expand(V, C_out).contiguous(), cfg.stride, pad,
+                               Tq, scratch="phases")
     bias_t = b_t * scale2 + shift2
     residual = None
     if cfg.residual == "conv":
         scale3, shift3 = _fold(bns[2], cfg.eps[2], dtype)
         w_r = params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)
-        residual, _, _ = _piece("conv_frames", be, "residual" if reuse else None)(
-            x_tm.view(T, N * V, C_in), w_r.t().unsqueeze(0), params["residual.0.bias"] * scale3 + shift3, [0],
-            cfg.stride, T_out, None, False, False)
+        residual, _, _ = pieces.conv_frames(be, x_tm.view(T, N * V, C_in), w_r.t().unsqueeze(0),
+                                            params["residual.0.bias"] * scale3 + shift3, [0], cfg.stride, T_out, None,
+                                            False, False, scratch="residual")
     elif cfg.residual == "identity":
         residual = x_tm.view(T * N * V, C_in)
     out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t) * scale2, bias_t,
