@@ -149,6 +149,68 @@ def test_conv_frames_epilogue_options(bias, add, relu, stats, dtype):
         assert (got[0] >= 0).all()
 
 
+# ---- conv_frames: the padding taps skipped (tap_spans) ----------------------------------------------------------
+def _padded_phase_buffer(T, N, V, C, stride, kt, dtype, seed, padding_value=0.0):
+    """The temporal convolution's phase buffer (stride, Tq, N * V, C) of T random frames, the padding slots filled
+    with padding_value; and (pad, T_out, Tq)."""
+    pad, T_out, Tq = ref.phase_geometry(T, kt, stride)
+    h = torch.full((stride, Tq, N * V, C), padding_value, dtype=dtype)
+    frames = _rand((T, N * V, C), dtype, seed)
+    for t in range(T):
+        phase, slot = (t + pad) % stride, (t + pad) // stride
+        if slot < Tq:
+            h[phase, slot] = frames[t]
+    return h, pad, T_out, Tq
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 5, 6, 7, 12, 13])
+@pytest.mark.parametrize("kt", [1, 3, 5, 9])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_tap_spans_are_the_real_frames(T, kt, stride):
+    # by the definition: tap j reads input frame t * stride + j - pad for output frame t
+    pad, T_out, _ = ref.phase_geometry(T, kt, stride)
+    spans = ref.tap_spans(T, kt, stride)
+    assert len(spans) == 2 * kt
+    for j in range(kt):
+        real = [t for t in range(T_out) if 0 <= t * stride + j - pad < T]
+        first, end = spans[2 * j], spans[2 * j + 1]
+        assert real == list(range(first, end)) or (not real and first == end), (j, real, first, end)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T,stride", [(1, 1), (2, 1), (6, 1), (12, 1), (2, 2), (7, 2), (12, 2), (13, 2), (6, 3)])
+@pytest.mark.parametrize("kt", [3, 5, 9])
+def test_conv_frames_tap_spans_match_contract(T, stride, kt, dtype):
+    # R = 3 * 17 rows per frame: row tiles straddle frames, so a tile takes the union of its frames' taps
+    N, V, C_in, C_out = 3, 17, 20, 33
+    h, pad, T_out, Tq = _padded_phase_buffer(T, N, V, C_in, stride, kt, dtype, seed=T * 10 + stride)
+    weight = _rand((C_out, C_in, kt), dtype, 1, scale=(kt * C_in) ** -0.5).permute(2, 1, 0)
+    bias, add = _rand((C_out,), dtype, 2), _rand((T_out * N * V, C_out), dtype, 3)
+    offsets = [(j % stride) * Tq + j // stride for j in range(kt)]
+    src = h.view(stride * Tq, N * V, C_in)
+    want = ref.conv_frames(src, weight, bias, offsets, 1, T_out, add, True, True)
+    got = cpu.conv_frames(src, weight, bias, offsets, 1, T_out, add, True, True, ref.tap_spans(T, kt, stride))
+    _close_outputs(got, want, dtype)
+
+
+@pytest.mark.parametrize("T,stride", [(6, 1), (12, 2), (3, 1), (13, 2)])
+def test_conv_frames_skips_the_padding_taps(T, stride):
+    # garbage in the padding slots: the result is the contract's on zero padding, so the padded products are not
+    # computed (and nothing else is skipped); without tap_spans the garbage is read. R = N * V = 192 rows per frame,
+    # whole row tiles (96 rows, UGCN_GEMM_ROW_TILE): a tile that straddles frames takes the union of their taps.
+    N, V, C, kt, dtype = 12, 16, 16, 5, torch.float64
+    h, pad, T_out, Tq = _padded_phase_buffer(T, N, V, C, stride, kt, dtype, seed=5, padding_value=1e3)
+    h0, _, _, _ = _padded_phase_buffer(T, N, V, C, stride, kt, dtype, seed=5)
+    weight = _rand((C, C, kt), dtype, 1, scale=(kt * C) ** -0.5).permute(2, 1, 0)
+    offsets = [(j % stride) * Tq + j // stride for j in range(kt)]
+    spans = ref.tap_spans(T, kt, stride)
+    want = ref.conv_frames(h0.view(stride * Tq, N * V, C), weight, None, offsets, 1, T_out, None, False, True)
+    got = cpu.conv_frames(h.view(stride * Tq, N * V, C), weight, None, offsets, 1, T_out, None, False, True, spans)
+    _close_outputs(got, want, dtype)
+    dense = cpu.conv_frames(h.view(stride * Tq, N * V, C), weight, None, offsets, 1, T_out, None, False, True)
+    assert not torch.allclose(dense[0], want[0])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_conv_frames_stats_large_mean_small_spread(dtype):
     # u ~ 1000 + 1e-2 noise over many rows and several threads' partials: the float64 sums must be those of the
@@ -223,20 +285,25 @@ def test_conv_frames_rejects_bad_arguments():
         cpu.conv_frames(src, w, None, [0, 1, 2], 1, 2, torch.zeros(3, 8), False, False)
     with pytest.raises(ValueError, match="dtype"):
         cpu.conv_frames(src, w.double(), None, [0, 1, 2], 1, 2, None, False, False)
+    for spans in ([0, 2], [0, 2, 0, 2, 0], [0, 2, 0, 2, 1, 3], [0, 2, -1, 1, 0, 2], [0, 2, 2, 1, 0, 2]):
+        with pytest.raises(ValueError, match="tap_spans"):
+            cpu.conv_frames(src, w, None, [0, 1, 2], 1, 2, None, False, False, spans)
     # the binding itself refuses what would read or write out of bounds
     C = _native.cpu_module
     u = torch.empty(10, 8)
-    ok = dict(frames=6, R=5, C_in=4, C_out=8, T_out=2, frame_step=1, offsets=[0, 1, 2])
+    ok = dict(frames=6, R=5, C_in=4, C_out=8, T_out=2, frame_step=1, offsets=[0, 1, 2], spans=[])
 
     def call(src_ptr=src.data_ptr(), w_ptr=w.data_ptr(), u_ptr=u.data_ptr(), dtype="float32", **kw):
         a = {**ok, **kw}
         C.stgcn_conv_frames(dtype, src_ptr, w_ptr, 0, 0, u_ptr, 0, a["frames"], a["R"], a["C_in"], a["C_out"],
-                            a["T_out"], a["frame_step"], a["offsets"], False, 1)
+                            a["T_out"], a["frame_step"], a["offsets"], a["spans"], False, 1)
 
     call()  # valid
+    call(spans=[-5, 9, 1, 1, 2, 0])  # spans only select taps: any values read inside src
     for bad in (dict(src_ptr=0), dict(w_ptr=0), dict(u_ptr=0), dict(offsets=[]), dict(offsets=list(range(10))),
                 dict(offsets=[0, 1, 5]), dict(offsets=[0, -1, 2]), dict(frame_step=0), dict(T_out=0), dict(C_in=0),
-                dict(R=0), dict(dtype="float16"), dict(frame_step=3, offsets=[0, 1, 3])):
+                dict(R=0), dict(dtype="float16"), dict(frame_step=3, offsets=[0, 1, 3]), dict(spans=[0, 2]),
+                dict(spans=[0, 2] * 4)):
         with pytest.raises(ValueError):
             call(**bad)
 

@@ -96,6 +96,22 @@ def test_training_matches_reference(backend, dtype, config):
     _assert_blocks_agree(ref, fused, x, dtype)
 
 
+@pytest.mark.parametrize("T", [1, 2, 7, 13])
+@pytest.mark.parametrize("kernel_size,stride", [(1, 2), (3, 1), (3, 3), (5, 1), (5, 2), (7, 5), (9, 2), (9, 7)])
+def test_training_backward_writes_every_slot_it_reads(backend, kernel_size, stride, T, monkeypatch):
+    # the temporal convolution's input gradient is written only where the taps read real frames: with its buffer
+    # starting as NaN instead of uninitialised memory, any slot read but not written would poison the gradients.
+    # (1, 2) and (9, 7) have stored frames that no tap of their phase writes (the zeroed slots)
+    from ugcn_fast.ops import stgcn_block
+    monkeypatch.setattr(stgcn_block, "_phase_buffer_like", lambda h: torch.full_like(h, float("nan")))
+    c_in, c_out, residual, A = 4, 6, True, A5
+    torch.manual_seed(0)
+    ref, fused = _pair(c_in, c_out, stride, residual, A, 0.0, backend, torch.float64, kernel_size)
+    x = torch.randn(2, c_in, T, A.shape[-1], dtype=torch.float64)
+    ref.train(), fused.train()
+    _assert_blocks_agree(ref, fused, x, torch.float64, steps=1)
+
+
 @pytest.mark.parametrize("config", CONFIGS[:5], ids=_config_id)
 def test_dropout_matches_the_reference_given_the_same_mask(backend, config):
     c_in, c_out, stride, residual, T, A = config

@@ -7,6 +7,7 @@ import torch
 
 import ugcn_fast
 from ugcn_fast import Graph
+from ugcn_fast.backends import torch_stgcn
 from ugcn_fast.ops import stgcn_pieces as pieces
 
 BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
@@ -32,6 +33,7 @@ def _cases(backend):
     mean, invstd, weight = _r(C, seed=7), _stats(8), _stats(9)
     seed = torch.tensor(1234, dtype=torch.int64)
     h_ph = torch.relu(_r(STRIDE, TQ, NV, C, seed=10))
+    h_zero_padded = torch_stgcn.bn_relu_phases(z, scale, shift_map, V, STRIDE, PAD, TQ)
     cases = {
         "graph_aggregate": (pieces.graph_aggregate, (backend, _r(T * N, V, K * C, seed=12), A, True, False,
                                                      shift_map)),
@@ -55,6 +57,11 @@ def _cases(backend):
                                              T_OUT, u, True, True)),
         "conv_frames_residual": (pieces.conv_frames, (backend, z, _r(1, C, 3, seed=20), None, [0], STRIDE, T_OUT,
                                                       None, False, False)),
+        # the taps' spans over a phase buffer whose padding is zero, as the block passes them
+        "conv_frames_spans": (pieces.conv_frames, (backend, h_zero_padded.view(STRIDE * TQ, NV, C),
+                                                   _r(KT, C, C, seed=18), _r(C, seed=19),
+                                                   [(j % STRIDE) * TQ + j // STRIDE for j in range(KT)], 1, T_OUT, u,
+                                                   True, True, pieces.tap_spans(T, KT, STRIDE))),
     }
     if backend in pieces.HASHED_DROPOUT:
         cases["block_output_hashed"] = (pieces.block_output_hashed, (backend, u, scale, mean, seed, 0.5, None, None,
@@ -68,7 +75,8 @@ def _cases(backend):
 def _case_or_skip(backend: str, name: str):
     """(piece, args) of case `name` on `backend`; skips where the backend does not implement that piece."""
     cases = _cases(backend)
-    if name not in cases or not hasattr(pieces._impl(backend), name.removesuffix("_expand").removesuffix("_residual")):
+    piece_name = name.removesuffix("_expand").removesuffix("_residual").removesuffix("_spans")
+    if name not in cases or not hasattr(pieces._impl(backend), piece_name):
         pytest.skip(f"{backend} has no {name}")
     return cases[name]
 

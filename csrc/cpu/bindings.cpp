@@ -113,18 +113,23 @@ void bind_stgcn_gemm(py::module_& m) {
   m.def("stgcn_conv_frames",
         [](const std::string& dtype, uintptr_t src, uintptr_t weight, uintptr_t bias, uintptr_t add, uintptr_t u,
            uintptr_t sums, int64_t frames, int64_t R, int64_t C_in, int64_t C_out, int64_t T_out,
-           int64_t frame_step, const std::vector<int64_t>& frame_offsets, bool relu, int threads) {
+           int64_t frame_step, const std::vector<int64_t>& frame_offsets, const std::vector<int64_t>& tap_spans,
+           bool relu, int threads) {
           require(src && weight && u, "conv_frames: null pointer");
           require(frames >= 1 && R >= 1 && C_in >= 1 && C_out >= 1 && T_out >= 1 && frame_step >= 1,
                   "conv_frames: need frames, R, C_in, C_out, T_out, frame_step >= 1");
           require(!frame_offsets.empty() && frame_offsets.size() <= size_t(ugcn::cpu::kMaxConvTaps),
                   "conv_frames: need 1 to 9 taps (frame offsets)");
-          ugcn::cpu::ConvFrames p{frames, R, C_in, C_out, T_out, frame_step, int(frame_offsets.size()), {}};
+          require(tap_spans.empty() || tap_spans.size() == 2 * frame_offsets.size(),
+                  "conv_frames: tap_spans holds no span or one (first, end) per tap");
+          ugcn::cpu::ConvFrames p{frames, R, C_in, C_out, T_out, frame_step, int(frame_offsets.size()), {}, {}, {}};
           for (size_t j = 0; j < frame_offsets.size(); ++j) {
             const int64_t first = frame_offsets[j];
             require(first >= 0 && first < frames && (T_out - 1) <= (frames - 1 - first) / frame_step,
                     "conv_frames: a frame offset reads outside src's frames");
             p.frame_offsets[j] = first;
+            p.live_first[j] = tap_spans.empty() ? 0 : tap_spans[2 * j];
+            p.live_end[j] = tap_spans.empty() ? T_out : tap_spans[2 * j + 1];
           }
           with_dtype(dtype, [&](auto t) {
             using T = decltype(t);
@@ -133,8 +138,9 @@ void bind_stgcn_gemm(py::module_& m) {
           });
         },
         "conv_frames(dtype, src, weight, bias, add, u, sums, frames, R, C_in, C_out, T_out, frame_step, "
-        "frame_offsets, relu, threads): src (frames, R, C_in), weight (taps, C_in, C_out) contiguous, bias (C_out) "
-        "or 0, add (T_out*R, C_out) or 0, u (T_out*R, C_out), sums (2, C_out) float64 or 0 (no statistics)");
+        "frame_offsets, tap_spans, relu, threads): src (frames, R, C_in), weight (taps, C_in, C_out) contiguous, "
+        "bias (C_out) or 0, add (T_out*R, C_out) or 0, u (T_out*R, C_out), sums (2, C_out) float64 or 0 (no "
+        "statistics); tap_spans empty or (first, end) per tap: the output frames outside which the tap reads zeros");
   m.def("stgcn_gcn_forward",
         [](const std::string& dtype, uintptr_t x, uintptr_t A, uintptr_t weight, uintptr_t bias, uintptr_t z,
            uintptr_t sums, int64_t groups, int64_t V, int64_t K, int64_t C_in, int64_t C_out, int order,

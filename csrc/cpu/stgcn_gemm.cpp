@@ -180,6 +180,7 @@ struct RowRun {
   int64_t row0 = 0;
   const int64_t* tap_offset = nullptr;
   int taps = 1;
+  const int* tap_ids = nullptr;  // the taps to take (their tap_offset and panel rows), taps of them; null: 0 .. taps-1
   int64_t depth = 0;
   const T* bias = nullptr;
   const T* add = nullptr;
@@ -207,8 +208,9 @@ inline void micro_tile(const RowRun<T>& run, const typename Panels<T>::Block& bl
 #pragma omp simd
     for (int c = 0; c < CB; ++c) acc[i][c] = T(0);
   }
-  const T* w = block.data;
-  for (int j = 0; j < run.taps; ++j) {
+  for (int jj = 0; jj < run.taps; ++jj) {
+    const int j = run.tap_ids ? run.tap_ids[jj] : jj;
+    const T* w = block.data + j * run.depth * CB;
     const T* a[RB];
 #pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) a[i] = row[i] + run.tap_offset[j];
@@ -489,10 +491,11 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
   const int64_t tiles = (M + kRowTile - 1) / kRowTile;
   partitioned(tiles, threads, sums ? 2 * C_out : 0, sums, [&](double* part, int64_t first, int64_t end) {
     const T* rows[kRowTile];
+    int live[kMaxConvTaps];
     RowRun<T> run;
     run.rows = rows;
     run.tap_offset = tap_offset;
-    run.taps = p.taps;
+    run.tap_ids = live;
     run.depth = C_in;
     run.bias = bias_padded.data();
     run.add = add ? add : zero_row.data();
@@ -509,6 +512,10 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
         rows[l] = src + (t * p.frame_step * p.R + r) * C_in;
         if (++r == p.R) r = 0, ++t;
       }
+      const int64_t t_first = m0 / p.R, t_last = (m0 + n - 1) / p.R;
+      run.taps = 0;
+      for (int j = 0; j < p.taps; ++j)
+        if (p.live_first[j] <= t_last && t_first < p.live_end[j]) live[run.taps++] = j;
       run.row0 = m0;
       run_blocks(run, panels, n);
     }

@@ -12,7 +12,7 @@
 //   copied), then for every block of output channels (1 to 4 SIMD vectors wide) it walks the tile in micro-tiles
 //   of RB rows: RB x block accumulators in registers, one pass over (tap, input channel) broadcasting
 //   src[row, ci] against the packed weight row W[j, ci, block], then the epilogue in registers (+ bias, + add,
-//   ReLU, store, statistics).
+//   ReLU, store, statistics). The pass takes only the taps that read a real frame for some row of the tile.
 // - gcn_forward: a thread owns a contiguous run of groups (the V rows of one (t, n)), processed in chunks of whole
 //   groups (up to 256 rows, 256 KiB) through a thread-local buffer. When the input has fewer SIMD vectors of
 //   channels than the output (16 -> 32): aggregate first (xa = the K aggregated copies of x, V x K*C_in, over the
@@ -38,6 +38,10 @@ struct ConvFrames {
   int64_t frames, R, C_in, C_out, T_out, frame_step;  // src (frames, R, C_in) -> u (T_out * R, C_out)
   int taps;                                           // 1 .. kMaxConvTaps
   int64_t frame_offsets[kMaxConvTaps];                // tap j's first frame; every read frame < frames
+  // Tap j reads zero frames (a convolution's padding) outside output frames [live_first[j], live_end[j]): a row
+  // tile skips the taps whose span misses all of its frames (UGCN's deep blocks, T = 6 to 24 frames, spend 5 to
+  // 20 % of their temporal products on padding otherwise). [0, T_out) for every tap skips nothing.
+  int64_t live_first[kMaxConvTaps], live_end[kMaxConvTaps];
 };
 
 // u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j] + bias + add[t*R + r]).

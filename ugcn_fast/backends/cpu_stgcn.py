@@ -237,13 +237,13 @@ def _gcn_native_operands(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> 
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
-                T_out: int, add: Tensor | None, relu: bool, stats: bool, scratch: str | None = None
-                ) -> tuple[Tensor, Tensor, Tensor]:
+                T_out: int, add: Tensor | None, relu: bool, stats: bool, tap_spans: list[int] | None = None,
+                scratch: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """See torch_stgcn.conv_frames: u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j]
     + bias + add[t*R + r]) over src (F, R, C_in), weight (kt, C_in, C_out) (any strides: copied once into the
-    contiguous layout the kernel packs from), with the per-channel statistics of u when `stats`. `scratch`: see
-    _result."""
-    offsets = torch_stgcn.check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)
+    contiguous layout the kernel packs from), with the per-channel statistics of u when `stats`; a row tile skips
+    the taps `tap_spans` says read only zeros for its frames. `scratch`: see _result."""
+    offsets = torch_stgcn.check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans)
     F, R, C_in = src.shape
     C_out = weight.shape[2]
     M = T_out * R
@@ -255,8 +255,9 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
     add = None if add is None else add.contiguous()
     u = _result(src, (M, C_out), scratch)
     sums = torch.empty((2, C_out), dtype=torch.float64) if stats else None
+    spans = [int(v) for v in tap_spans or ()]
     _module().stgcn_conv_frames(_dtype(src), _ptr(src), _ptr(weight), _ptr(bias), _ptr(add), _ptr(u), _ptr(sums), F,
-                                R, C_in, C_out, T_out, frame_step, offsets, bool(relu), _threads())
+                                R, C_in, C_out, T_out, frame_step, offsets, spans, bool(relu), _threads())
     if sums is None:
         empty = torch.empty(0, dtype=torch.float64)
         return u, empty, empty.clone()

@@ -48,6 +48,19 @@ def phase_geometry(T: int, kernel_size: int, stride: int) -> tuple[int, int, int
     return pad, T_out, T_out + (kernel_size - 1) // stride
 
 
+def tap_spans(T: int, kernel_size: int, stride: int) -> list[int]:
+    """conv_frames' tap_spans for the temporal convolution on the phase buffer of T frames: tap j reads input frame
+    t * stride + j - pad for output frame t, a real frame for t in [first_j, end_j) and the zero padding elsewhere;
+    flattened (first_0, end_0, first_1, ...)."""
+    pad, T_out, _ = phase_geometry(T, kernel_size, stride)
+    spans = []
+    for j in range(kernel_size):
+        first = min(T_out, max(0, -((j - pad) // stride)))
+        end = min(T_out, (T - 1 + pad - j) // stride + 1)
+        spans += [first, max(first, end)]
+    return spans
+
+
 def _phase_index(T: int, pad: int, stride: int, Tq: int, device) -> tuple[Tensor, Tensor, Tensor]:
     """For every input frame t: (phase, slot, stored) with stored False for frames no tap reads."""
     tp = torch.arange(T, device=device) + pad
@@ -181,7 +194,7 @@ CONV_FRAMES_MAX_TAPS = 9
 
 
 def check_conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
-                      T_out: int, add: Tensor | None) -> list[int]:
+                      T_out: int, add: Tensor | None, tap_spans: list[int] | None = None) -> list[int]:
     """The arguments every conv_frames implementation accepts (ValueError naming the one that is wrong); returns
     the frame offsets as ints."""
     F, R, C_in = src.shape
@@ -201,11 +214,18 @@ def check_conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_of
                          f"{tuple(add.shape)}")
     if bias is not None and bias.shape != (C_out,):
         raise ValueError(f"bias must have shape ({C_out},), got {tuple(bias.shape)}")
+    if tap_spans is not None:
+        spans = [int(v) for v in tap_spans]
+        pairs = list(zip(spans[::2], spans[1::2]))
+        if len(spans) != 2 * kt or any(not 0 <= first <= end <= T_out for first, end in pairs):
+            raise ValueError(f"tap_spans must hold one (first, end) pair per tap with 0 <= first <= end <= T_out = "
+                             f"{T_out}; got {list(tap_spans)} for {kt} taps")
     return offsets
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
-                T_out: int, add: Tensor | None, relu: bool, stats: bool) -> tuple[Tensor, Tensor, Tensor]:
+                T_out: int, add: Tensor | None, relu: bool, stats: bool, tap_spans: list[int] | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
     """A temporal (or pointwise) convolution over time-major frames as a sum of per-tap GEMMs, with an epilogue:
     src (F, R, C_in): F frames of R rows; weight (kt, C_in, C_out); bias (C_out,) or None; add (T_out * R, C_out)
     or None;
@@ -214,8 +234,12 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
     the returned u in float64 when `stats`, else two empty float64 tensors).
     Tap j of a stride-s temporal convolution on the phase buffer h_ph (s, Tq, R, C) is src = h_ph.view(s * Tq, R, C),
     frame_offsets[j] = (j % s) * Tq + j // s, frame_step 1; a stride-s 1x1 residual on x (T, R, C) is src = x,
-    frame_offsets [0], frame_step s."""
-    check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)
+    frame_offsets [0], frame_step s.
+    tap_spans: None, or (first, end) per tap, flattened: the caller's word that tap j reads zero frames (a
+    convolution's padding) for the output frames outside [first_j, end_j) (tap_spans() gives them for the phase
+    buffer). An implementation may skip those products (the CPU kernel does); this one reads the zeros. With finite
+    weights the result is the same either way."""
+    check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans)
     R = src.shape[1]
     out_dtype = src.dtype
     u = None

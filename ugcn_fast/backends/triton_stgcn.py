@@ -69,6 +69,8 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offsets: List[int], frame_step: int,
-                T_out: int, add: Optional[Tensor], relu: bool, stats: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    offsets = check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add)
+                T_out: int, add: Optional[Tensor], relu: bool, stats: bool, tap_spans: Optional[List[int]] = None
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+    """tap_spans is checked and not used: the kernel reads the padding's zeros (see torch_stgcn.conv_frames)."""
+    offsets = check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans)
     return _gemm().conv_frames(src, weight, bias, offsets, frame_step, T_out, add, relu, stats)

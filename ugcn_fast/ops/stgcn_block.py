@@ -98,6 +98,43 @@ def _tcn_taps(h: Tensor, kernel_size: int, stride: int, T_out: int) -> list[Tens
     return [h[j % stride, j // stride: j // stride + T_out].reshape(-1, C) for j in range(kernel_size)]
 
 
+def _live_frames(T: int, kernel_size: int, stride: int) -> list[range]:
+    """Per tap, the output frames for which it reads a real input frame (elsewhere the padding's zeros)."""
+    spans = pieces.tap_spans(T, kernel_size, stride)
+    return [range(spans[2 * j], spans[2 * j + 1]) for j in range(kernel_size)]
+
+
+def _phase_buffer_like(h: Tensor) -> Tensor:
+    """The temporal convolution's input gradient buffer, uninitialised (a seam for the test that fills it with NaN)."""
+    return torch.empty_like(h)
+
+
+def _tcn_input_grad(du: Tensor, w_t: Tensor, h: Tensor, T: int, live: list[range], stride: int, pad: int,
+                    T_out: int) -> Tensor:
+    """dh (h's phase-buffer shape): tap j's rows over its live output frames += du @ W_j. Only the slots of real
+    frames are written, which are all bn_relu_phases_backward reads: per phase, the tap that reads the most frames
+    writes its rows (torch.mm into the buffer: no zero fill, no read of zeros), the phase's other stored frames are
+    zeroed (none for UGCN's 5 taps at stride 1 or 2, where one tap of each phase reads all of them), the phase's
+    other taps accumulate."""
+    kt, Tq, NV = len(live), h.shape[1], h.shape[2]
+    dh = _phase_buffer_like(h)
+    dtaps = _tcn_taps(dh, kt, stride, T_out)
+    rows = [slice(r.start * NV, r.stop * NV) for r in live]
+    for phase in range(stride):
+        stored = {(f + pad) // stride for f in range(T) if (f + pad) % stride == phase} & set(range(Tq))
+        taps = [j for j in range(phase, kt, stride) if len(live[j])]
+        lead = max(taps, key=lambda j: len(live[j])) if taps else None
+        written = {lead // stride + t for t in live[lead]} if taps else set()
+        if stored - written:
+            dh[phase, sorted(stored - written)] = 0
+        if taps:
+            torch.mm(du[rows[lead]], w_t[:, :, lead, 0], out=dtaps[lead][rows[lead]])
+        for j in taps:
+            if j != lead:
+                dtaps[j][rows[j]].addmm_(du[rows[j]], w_t[:, :, j, 0])
+    return dh
+
+
 def _tcn_weight_taps(w_t: Tensor) -> Tensor:
     """tcn.2.weight (C_out, C, kt, 1) -> (kt, C, C_out): conv_frames' operand, tap j's GEMM weight."""
     return w_t[:, :, :, 0].permute(2, 1, 0)
@@ -151,7 +188,7 @@ class _TrainingBlock(torch.autograd.Function):
         if fused:
             u, s2, ss2 = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t), b_t,
                                             _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, None,
-                                            False, True)
+                                            False, True, pieces.tap_spans(T, cfg.kernel_size, cfg.stride))
         else:
             taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
             u = torch.addmm(b_t, taps[0], w_t[:, :, 0, 0].t())
@@ -210,13 +247,14 @@ class _TrainingBlock(torch.autograd.Function):
             be, dout, out, u, dropout, mean2, invstd2, w2, cfg.residual, r0, mean3, invstd3, w3)
 
         # temporal convolution: one GEMM per tap for the weight, one per tap accumulating into the phase buffer
-        # (MKL accumulates in place; a transposed conv_frames over zero-padded du measured slower)
+        # (MKL accumulates in place; a transposed conv_frames over zero-padded du measured slower), each over the
+        # output frames where the tap reads a real frame: its other rows of h are the padding's zeros (no weight
+        # gradient) and their rows of dh are never read back
         taps = _tcn_taps(h, kt, stride, T_out)
-        dw_t = torch.stack([(taps[j].t() @ du).t() for j in range(kt)], dim=2).unsqueeze(-1)
-        dh = torch.zeros_like(h)
-        dtaps = _tcn_taps(dh, kt, stride, T_out)
-        for j in range(kt):
-            dtaps[j].addmm_(du, w_t[:, :, j, 0])
+        live = _live_frames(T, kt, stride)
+        rows = [slice(r.start * N * V, r.stop * N * V) for r in live]
+        dw_t = torch.stack([(taps[j][rows[j]].t() @ du[rows[j]]).t() for j in range(kt)], dim=2).unsqueeze(-1)
+        dh = _tcn_input_grad(du, w_t, h, T, live, stride, pad, T_out)
         dz, dw1, db1, joint_sums = pieces.bn_relu_phases_backward(be, dh, h, z, mean1, invstd1, w1, V, stride, pad)
 
         # graph convolution
@@ -349,7 +387,8 @@ def _eval_forward_fused_gemms(x_tm: Tensor, A: Tensor, params: dict, bns: list[d
     elif cfg.residual == "identity":
         residual = x_tm.view(T * N * V, C_in)
     out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t) * scale2, bias_t,
-                                   _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, residual, True, False)
+                                   _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, residual, True, False,
+                                   pieces.tap_spans(T, cfg.kernel_size, cfg.stride))
     return out.view(T_out, N, V, C_out)
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ._eager import needs_registrations
-from ..backends.torch_stgcn import phase_geometry  # noqa: F401  (re-exported for the orchestration)
+from ..backends.torch_stgcn import phase_geometry, tap_spans  # noqa: F401  (re-exported for the orchestration)
 
 
 @lru_cache(maxsize=None)
@@ -262,13 +262,14 @@ def _(backend, x, A, weight, bias, shift_map, stride, pad, Tq):
 
 @_op("conv_frames")
 def conv_frames(backend: str, src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int],
-                frame_step: int, T_out: int, add: Tensor | None, relu: bool, stats: bool
-                ) -> tuple[Tensor, Tensor, Tensor]:
-    return _impl(backend).conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats)
+                frame_step: int, T_out: int, add: Tensor | None, relu: bool, stats: bool,
+                tap_spans: list[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    return _impl(backend).conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats,
+                                      tap_spans)
 
 
 @conv_frames.op.register_fake
-def _(backend, src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats):
+def _(backend, src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats, tap_spans=None):
     C_out = weight.shape[-1]
     n_stats = C_out if stats else 0
     return (src.new_empty((T_out * src.shape[1], C_out)), _stats_like(src, n_stats), _stats_like(src, n_stats))
