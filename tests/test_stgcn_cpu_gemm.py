@@ -196,9 +196,9 @@ def test_conv_frames_tap_spans_match_contract(T, stride, kt, dtype):
 @pytest.mark.parametrize("T,stride", [(6, 1), (12, 2), (3, 1), (13, 2)])
 def test_conv_frames_skips_the_padding_taps(T, stride):
     # garbage in the padding slots: the result is the contract's on zero padding, so the padded products are not
-    # computed (and nothing else is skipped); without tap_spans the garbage is read. R = N * V = 192 rows per frame,
-    # whole row tiles (96 rows, UGCN_GEMM_ROW_TILE): a tile that straddles frames takes the union of their taps.
-    N, V, C, kt, dtype = 12, 16, 16, 5, torch.float64
+    # computed (and nothing else is skipped); without tap_spans the garbage is read. R = N * V = 288 rows per frame,
+    # whole row tiles (24, 48, 72 or 96 rows): a tile that straddles frames takes the union of their taps.
+    N, V, C, kt, dtype = 18, 16, 16, 5, torch.float64
     h, pad, T_out, Tq = _padded_phase_buffer(T, N, V, C, stride, kt, dtype, seed=5, padding_value=1e3)
     h0, _, _, _ = _padded_phase_buffer(T, N, V, C, stride, kt, dtype, seed=5)
     weight = _rand((C, C, kt), dtype, 1, scale=(kt * C) ** -0.5).permute(2, 1, 0)

@@ -33,6 +33,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <numeric>
 #include <type_traits>
 #include <vector>
 
@@ -74,6 +75,12 @@ constexpr int64_t kRowTile = UGCN_GEMM_ROW_TILE;
 static_assert(kRowTile % micro_rows(1) == 0 && kRowTile % micro_rows(2) == 0 && kRowTile % micro_rows(3) == 0 &&
                   kRowTile % micro_rows(4) == 0,
               "a row tile is whole micro-tiles");
+// The smallest row tile (every micro_rows divides it): small problems (a batch of one window: down9 has 102 rows)
+// are cut into tiles of this granularity so that each thread gets several, instead of one thread taking a whole
+// kRowTile while the other idles.
+constexpr int64_t kMinRowTile = std::lcm(std::lcm(int64_t{micro_rows(1)}, int64_t{micro_rows(2)}),
+                                         std::lcm(int64_t{micro_rows(3)}, int64_t{micro_rows(4)}));
+static_assert(kMinRowTile <= kRowTile, "the smallest row tile fits the row-pointer array");
 // gcn_forward's thread-local buffer (a chunk of whole groups) targets this many bytes and at most kChunkRows rows
 // (enough rows that the ragged last micro-tile of a chunk wastes little).
 constexpr int64_t kChunkBytes = UGCN_GEMM_CHUNK_BYTES;
@@ -488,7 +495,11 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
   if (bias) std::copy(bias, bias + C_out, bias_padded.data());
   int64_t tap_offset[kMaxConvTaps];
   for (int j = 0; j < p.taps; ++j) tap_offset[j] = p.frame_offsets[j] * p.R * C_in;
-  const int64_t tiles = (M + kRowTile - 1) / kRowTile;
+  // at least kTilesPerThread tiles for every thread (or kMinRowTile rows a tile), at most kRowTile rows a tile
+  constexpr int64_t kTilesPerThread = 4;
+  const int64_t wanted = kTilesPerThread * std::max(threads, 1);
+  const int64_t tile_rows = std::min(kRowTile, round_up((M + wanted - 1) / wanted, kMinRowTile));
+  const int64_t tiles = (M + tile_rows - 1) / tile_rows;
   partitioned(tiles, threads, sums ? 2 * C_out : 0, sums, [&](double* part, int64_t first, int64_t end) {
     const T* rows[kRowTile];
     int live[kMaxConvTaps];
@@ -506,7 +517,7 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
     run.sum = sums ? part : nullptr;
     run.sumsq = sums ? part + C_out : nullptr;
     for (int64_t tile = first; tile < end; ++tile) {
-      const int64_t m0 = tile * kRowTile, n = std::min(kRowTile, M - m0);
+      const int64_t m0 = tile * tile_rows, n = std::min(tile_rows, M - m0);
       int64_t t = m0 / p.R, r = m0 - t * p.R;
       for (int64_t l = 0; l < n; ++l) {  // row t * R + r reads frame t * frame_step (+ the tap's offset), row r
         rows[l] = src + (t * p.frame_step * p.R + r) * C_in;

@@ -6,7 +6,8 @@
 // thread count.
 //
 // What each tile does (stgcn_gemm.cpp):
-// - conv_frames: a thread owns a contiguous run of row tiles (kRowTile output rows each). For a row tile it
+// - conv_frames: a thread owns a contiguous run of row tiles (96 output rows each; fewer, down to 24, when that
+//   leaves a thread fewer than four tiles, so that a small batch still splits evenly). For a row tile it
 //   computes each row's source row once (row m = t * R + r reads, for tap j, source row
 //   (frame_offsets[j] + t * frame_step) * R + r: the taps and the strided frames are addressing, nothing is
 //   copied), then for every block of output channels (1 to 4 SIMD vectors wide) it walks the tile in micro-tiles
