@@ -104,6 +104,20 @@ def _live_frames(T: int, kernel_size: int, stride: int) -> list[range]:
     return [range(spans[2 * j], spans[2 * j + 1]) for j in range(kernel_size)]
 
 
+def _frame_rows(frames: list[range], rows_per_frame: int) -> list[slice]:
+    """The rows (of _tcn_taps, or of the output) of each tap's output frames."""
+    return [slice(r.start * rows_per_frame, r.stop * rows_per_frame) for r in frames]
+
+
+def _add_taps(u: Tensor, taps: list[Tensor], weights: list[Tensor], rows: list[slice], skip: int) -> Tensor:
+    """u[rows_j] += taps[j][rows_j] @ weights[j] for every tap j but `skip` (the centre tap, which reads a real frame
+    for every output frame and is the caller's first GEMM): the rows where a tap reads the padding are skipped."""
+    for j, (tap, weight, r) in enumerate(zip(taps, weights, rows)):
+        if j != skip:
+            u[r].addmm_(tap[r], weight)
+    return u
+
+
 def _phase_buffer_like(h: Tensor) -> Tensor:
     """The temporal convolution's input gradient buffer, uninitialised (a seam for the test that fills it with NaN)."""
     return torch.empty_like(h)
@@ -119,7 +133,7 @@ def _tcn_input_grad(du: Tensor, w_t: Tensor, h: Tensor, T: int, live: list[range
     kt, Tq, NV = len(live), h.shape[1], h.shape[2]
     dh = _phase_buffer_like(h)
     dtaps = _tcn_taps(dh, kt, stride, T_out)
-    rows = [slice(r.start * NV, r.stop * NV) for r in live]
+    rows = _frame_rows(live, NV)
     for phase in range(stride):
         stored = {(f + pad) // stride for f in range(T) if (f + pad) % stride == phase} & set(range(Tq))
         taps = [j for j in range(phase, kt, stride) if len(live[j])]
@@ -191,9 +205,9 @@ class _TrainingBlock(torch.autograd.Function):
                                             False, True, pieces.tap_spans(T, cfg.kernel_size, cfg.stride))
         else:
             taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
-            u = torch.addmm(b_t, taps[0], w_t[:, :, 0, 0].t())
-            for j in range(1, cfg.kernel_size):
-                u.addmm_(taps[j], w_t[:, :, j, 0].t())
+            weights = [w_t[:, :, j, 0].t() for j in range(cfg.kernel_size)]
+            u = torch.addmm(b_t, taps[pad], weights[pad])
+            _add_taps(u, taps, weights, _frame_rows(_live_frames(T, cfg.kernel_size, cfg.stride), N * V), pad)
         if not fused:
             s2, ss2 = pieces.channel_stats(be, u)
         M2 = T_out * N * V
@@ -252,7 +266,7 @@ class _TrainingBlock(torch.autograd.Function):
         # gradient) and their rows of dh are never read back
         taps = _tcn_taps(h, kt, stride, T_out)
         live = _live_frames(T, kt, stride)
-        rows = [slice(r.start * N * V, r.stop * N * V) for r in live]
+        rows = _frame_rows(live, N * V)
         dw_t = torch.stack([(taps[j][rows[j]].t() @ du[rows[j]]).t() for j in range(kt)], dim=2).unsqueeze(-1)
         dh = _tcn_input_grad(du, w_t, h, T, live, stride, pad, T_out)
         dz, dw1, db1, joint_sums = pieces.bn_relu_phases_backward(be, dh, h, z, mean1, invstd1, w1, V, stride, pad)
@@ -348,8 +362,10 @@ def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: Bl
     else:
         u = bias_t.expand(T_out * N * V, C_out).clone()
     w_t = w_t[:, :, :, 0] * scale2.view(-1, 1, 1)
-    for j, tap in enumerate(_tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)):
-        u = torch.addmm(rows, tap, w_t[:, :, j].t()) if u is None else u.addmm_(tap, w_t[:, :, j].t())
+    taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
+    weights = [w_t[:, :, j].t() for j in range(cfg.kernel_size)]
+    u = torch.addmm(rows, taps[pad], weights[pad]) if u is None else u.addmm_(taps[pad], weights[pad])
+    _add_taps(u, taps, weights, _frame_rows(_live_frames(T, cfg.kernel_size, cfg.stride), N * V), pad)
     if cfg.residual == "identity":  # relu(u + bias) in one pass
         return pieces.block_output(be, u, ones, bias_t, None, None, None, None).view(T_out, N, V, C_out)
     return torch.relu_(u).view(T_out, N, V, C_out)
