@@ -211,6 +211,43 @@ def test_conv_frames_skips_the_padding_taps(T, stride):
     assert not torch.allclose(dense[0], want[0])
 
 
+# ---- conv_frames: the pointwise term (the eval block's convolution residual) --------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("C_in2,step2,T2", [(16, 2, 12), (3, 1, 6), (33, 3, 17), (70, 2, 11), (1, 1, 6)])
+@pytest.mark.parametrize("add,stats", [(False, False), (True, True)])
+def test_conv_frames_pointwise_term(C_in2, step2, T2, add, stats, dtype):
+    # T_out frames of a 5-tap convolution on the phase buffer plus src2[t * step2] @ weight2, in one pass: equal to
+    # the contract, and to the two convolutions summed (the contract's own check)
+    R, C_in, C_out, kt = 2 * 17, 20, 33, 5
+    T_out = (T2 - 1) // step2 + 1
+    src, weight, b, offsets, a = _conv_inputs(C_in, C_out, R, T_out, kt, 1, dtype, seed=C_in2 + step2)
+    src2 = _rand((T2, R, C_in2), dtype, 7)
+    weight2 = _rand((C_out, C_in2), dtype, 8, scale=C_in2 ** -0.5).t()  # transposed, as the block passes it
+    a = a if add else None
+    want = ref.conv_frames(src, weight, b, offsets, 1, T_out, a, True, stats, None, src2, weight2, step2)
+    got = cpu.conv_frames(src, weight, b, offsets, 1, T_out, a, True, stats, None, src2, weight2, step2)
+    _close_outputs(got, want, dtype, stats)
+    term, _, _ = ref.conv_frames(src2, weight2.unsqueeze(0), None, [0], step2, T_out, a, False, False)
+    two_passes = ref.conv_frames(src, weight, b, offsets, 1, T_out, term, True, stats)
+    _close_outputs(want, two_passes, dtype, stats)
+
+
+def test_conv_frames_pointwise_term_rejects_bad_arguments():
+    src, w = _rand((6, 5, 4), torch.float32, 0), _rand((3, 4, 8), torch.float32, 1)
+    src2, w2 = _rand((7, 5, 3), torch.float32, 2), _rand((3, 8), torch.float32, 3)
+    call = lambda *term: cpu.conv_frames(src, w, None, [0, 1, 2], 1, 4, None, False, False, None, *term)  # noqa: E731
+    call(src2, w2, 2)  # frames 0, 2, 4, 6 of src2
+    for bad, what in (((src2, None, 1), "together"), ((None, w2, 1), "together"),
+                      ((src2, _rand((4, 8), torch.float32, 4), 1), "pointwise term"),
+                      ((_rand((7, 6, 3), torch.float32, 5), w2, 1), "pointwise term"),
+                      ((src2, _rand((3, 7), torch.float32, 6), 1), "pointwise term"),
+                      ((src2, w2, 3), "frame_step2"), ((src2, w2, 0), "frame_step2")):
+        with pytest.raises(ValueError, match=what):
+            call(*bad)
+    with pytest.raises(ValueError, match="dtype"):
+        call(src2.double(), w2.double(), 1)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_conv_frames_stats_large_mean_small_spread(dtype):
     # u ~ 1000 + 1e-2 noise over many rows and several threads' partials: the float64 sums must be those of the
@@ -291,15 +328,24 @@ def test_conv_frames_rejects_bad_arguments():
     # the binding itself refuses what would read or write out of bounds
     C = _native.cpu_module
     u = torch.empty(10, 8)
-    ok = dict(frames=6, R=5, C_in=4, C_out=8, T_out=2, frame_step=1, offsets=[0, 1, 2], spans=[])
+    w2 = _rand((4, 8), torch.float32, 2)
+    ok = dict(frames=6, R=5, C_in=4, C_out=8, T_out=2, frame_step=1, offsets=[0, 1, 2], spans=[], src2=0, w2=0,
+              frames2=0, C_in2=0, step2=1)
 
     def call(src_ptr=src.data_ptr(), w_ptr=w.data_ptr(), u_ptr=u.data_ptr(), dtype="float32", **kw):
         a = {**ok, **kw}
         C.stgcn_conv_frames(dtype, src_ptr, w_ptr, 0, 0, u_ptr, 0, a["frames"], a["R"], a["C_in"], a["C_out"],
-                            a["T_out"], a["frame_step"], a["offsets"], a["spans"], False, 1)
+                            a["T_out"], a["frame_step"], a["offsets"], a["spans"], a["src2"], a["w2"], a["frames2"],
+                            a["C_in2"], a["step2"], False, 1)
 
     call()  # valid
     call(spans=[-5, 9, 1, 1, 2, 0])  # spans only select taps: any values read inside src
+    term = dict(src2=src.data_ptr(), w2=w2.data_ptr(), frames2=6, C_in2=4, step2=5)  # frames 0 and 5 of src
+    call(**term)
+    for bad in (dict(term, w2=0), dict(term, frames2=5), dict(term, C_in2=0), dict(term, step2=0),
+                dict(term, frames2=0)):
+        with pytest.raises(ValueError):
+            call(**bad)
     for bad in (dict(src_ptr=0), dict(w_ptr=0), dict(u_ptr=0), dict(offsets=[]), dict(offsets=list(range(10))),
                 dict(offsets=[0, 1, 5]), dict(offsets=[0, -1, 2]), dict(frame_step=0), dict(T_out=0), dict(C_in=0),
                 dict(R=0), dict(dtype="float16"), dict(frame_step=3, offsets=[0, 1, 3]), dict(spans=[0, 2]),

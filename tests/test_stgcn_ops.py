@@ -2,6 +2,8 @@
 (meta) implementation against the real outputs' shapes, dtypes and strides, and AOT dispatch, for the plain-PyTorch
 contract and the native CPU kernels. (The block's autograd is an autograd.Function around these ops, tested in
 test_stgcn_fused.py; the ops themselves carry no autograd.)"""
+import re
+
 import pytest
 import torch
 
@@ -62,6 +64,12 @@ def _cases(backend):
                                                    _r(KT, C, C, seed=18), _r(C, seed=19),
                                                    [(j % STRIDE) * TQ + j // STRIDE for j in range(KT)], 1, T_OUT, u,
                                                    True, True, pieces.tap_spans(T, KT, STRIDE))),
+        # the eval block's convolution residual as conv_frames' pointwise term
+        "conv_frames_term": (pieces.conv_frames, (backend, h_zero_padded.view(STRIDE * TQ, NV, C),
+                                                  _r(KT, C, C, seed=18), _r(C, seed=19),
+                                                  [(j % STRIDE) * TQ + j // STRIDE for j in range(KT)], 1, T_OUT, None,
+                                                  True, False, pieces.tap_spans(T, KT, STRIDE), _r(T, NV, 3, seed=25),
+                                                  _r(3, C, seed=26), STRIDE)),
     }
     if backend in pieces.HASHED_DROPOUT:
         cases["block_output_hashed"] = (pieces.block_output_hashed, (backend, u, scale, mean, seed, 0.5, None, None,
@@ -75,7 +83,7 @@ def _cases(backend):
 def _case_or_skip(backend: str, name: str):
     """(piece, args) of case `name` on `backend`; skips where the backend does not implement that piece."""
     cases = _cases(backend)
-    piece_name = name.removesuffix("_expand").removesuffix("_residual").removesuffix("_spans")
+    piece_name = re.sub(r"_(expand|residual|spans|term)$", "", name)  # a variant's suffix
     if name not in cases or not hasattr(pieces._impl(backend), piece_name):
         pytest.skip(f"{backend} has no {name}")
     return cases[name]

@@ -114,7 +114,8 @@ void bind_stgcn_gemm(py::module_& m) {
         [](const std::string& dtype, uintptr_t src, uintptr_t weight, uintptr_t bias, uintptr_t add, uintptr_t u,
            uintptr_t sums, int64_t frames, int64_t R, int64_t C_in, int64_t C_out, int64_t T_out,
            int64_t frame_step, const std::vector<int64_t>& frame_offsets, const std::vector<int64_t>& tap_spans,
-           bool relu, int threads) {
+           uintptr_t src2, uintptr_t weight2, int64_t frames2, int64_t C_in2, int64_t frame_step2, bool relu,
+           int threads) {
           require(src && weight && u, "conv_frames: null pointer");
           require(frames >= 1 && R >= 1 && C_in >= 1 && C_out >= 1 && T_out >= 1 && frame_step >= 1,
                   "conv_frames: need frames, R, C_in, C_out, T_out, frame_step >= 1");
@@ -131,16 +132,24 @@ void bind_stgcn_gemm(py::module_& m) {
             p.live_first[j] = tap_spans.empty() ? 0 : tap_spans[2 * j];
             p.live_end[j] = tap_spans.empty() ? T_out : tap_spans[2 * j + 1];
           }
+          if (src2) {
+            require(weight2 && frames2 >= 1 && C_in2 >= 1 && frame_step2 >= 1,
+                    "conv_frames: the pointwise term needs src2, weight2, frames2, C_in2, frame_step2 >= 1");
+            require((T_out - 1) <= (frames2 - 1) / frame_step2, "conv_frames: the pointwise term reads past src2");
+          }
           with_dtype(dtype, [&](auto t) {
             using T = decltype(t);
+            const ugcn::cpu::PointwiseTerm<T> term{in<T>(src2), in<T>(weight2), C_in2, frame_step2};
             ugcn::cpu::conv_frames<T>(p, in<T>(src), in<T>(weight), in<T>(bias), in<T>(add), relu, out<T>(u),
-                                      out<double>(sums), threads);
+                                      out<double>(sums), threads, term);
           });
         },
         "conv_frames(dtype, src, weight, bias, add, u, sums, frames, R, C_in, C_out, T_out, frame_step, "
-        "frame_offsets, tap_spans, relu, threads): src (frames, R, C_in), weight (taps, C_in, C_out) contiguous, "
-        "bias (C_out) or 0, add (T_out*R, C_out) or 0, u (T_out*R, C_out), sums (2, C_out) float64 or 0 (no "
-        "statistics); tap_spans empty or (first, end) per tap: the output frames outside which the tap reads zeros");
+        "frame_offsets, tap_spans, src2, weight2, frames2, C_in2, frame_step2, relu, threads): src (frames, R, "
+        "C_in), weight (taps, C_in, C_out) contiguous, bias (C_out) or 0, add (T_out*R, C_out) or 0, u (T_out*R, "
+        "C_out), sums (2, C_out) float64 or 0 (no statistics); tap_spans empty or (first, end) per tap: the output "
+        "frames outside which the tap reads zeros; src2 (frames2, R, C_in2) or 0 and weight2 (C_in2, C_out): the "
+        "pointwise term src2[t * frame_step2] @ weight2 added to the sums");
   m.def("stgcn_gcn_forward",
         [](const std::string& dtype, uintptr_t x, uintptr_t A, uintptr_t weight, uintptr_t bias, uintptr_t z,
            uintptr_t sums, int64_t groups, int64_t V, int64_t K, int64_t C_in, int64_t C_out, int order,

@@ -199,12 +199,32 @@ struct RowRun {
   double* sumsq = nullptr;
   T* const* out_rows = nullptr;        // per-row destinations (gcn_run: rows in subset-pattern order, phase buffer)
   const T* const* add_rows = nullptr;  // per-row addends (gcn_run: the bias map's row of each row's joint)
+  // A second product into the same accumulators (conv_frames' pointwise term): row l also reads rows2[l] (depth2
+  // values) against the block of panels2 with the same index (panels2 has the same columns, so the same blocks).
+  const T* const* rows2 = nullptr;
+  int64_t depth2 = 0;
+  const Panels<T>* panels2 = nullptr;
 };
+
+// acc[i] += sum over k < depth of a[i][k] * w[k] (w: a packed panel block, CB values a row).
+template <typename T, int RB, int CB>
+inline __attribute__((always_inline)) void accumulate_panel(T (&acc)[RB][CB], const T* const (&a)[RB], const T* w,
+                                                            int64_t depth) {
+  for (int64_t k = 0; k < depth; ++k, w += CB) {
+#pragma GCC unroll 16
+    for (int i = 0; i < RB; ++i) {
+      const T s = a[i][k];
+#pragma omp simd
+      for (int c = 0; c < CB; ++c) acc[i][c] += s * w[c];
+    }
+  }
+}
 
 // One micro-tile: rows l0 .. l0 + nrows - 1 (nrows <= RB) of the run, one channel block of NV vectors; kFull: the
 // whole block is valid channels (no bounds in the epilogue); kStats: accumulate the statistics.
 template <typename T, int NV, bool kFull, bool kStats>
-inline void micro_tile(const RowRun<T>& run, const typename Panels<T>::Block& block, int64_t l0, int nrows) {
+inline void micro_tile(const RowRun<T>& run, const typename Panels<T>::Block& block,
+                       const typename Panels<T>::Block* block2, int64_t l0, int nrows) {
   constexpr int CB = NV * kLanes<T>;
   constexpr int RB = micro_rows(NV);
   T acc[RB][CB];
@@ -217,18 +237,16 @@ inline void micro_tile(const RowRun<T>& run, const typename Panels<T>::Block& bl
   }
   for (int jj = 0; jj < run.taps; ++jj) {
     const int j = run.tap_ids ? run.tap_ids[jj] : jj;
-    const T* w = block.data + j * run.depth * CB;
     const T* a[RB];
 #pragma GCC unroll 16
     for (int i = 0; i < RB; ++i) a[i] = row[i] + run.tap_offset[j];
-    for (int64_t k = 0; k < run.depth; ++k, w += CB) {
+    accumulate_panel<T, RB, CB>(acc, a, block.data + j * run.depth * CB, run.depth);
+  }
+  if (block2) {
+    const T* a[RB];
 #pragma GCC unroll 16
-      for (int i = 0; i < RB; ++i) {
-        const T s = a[i][k];
-#pragma omp simd
-        for (int c = 0; c < CB; ++c) acc[i][c] += s * w[c];
-      }
-    }
+    for (int i = 0; i < RB; ++i) a[i] = run.rows2[l0 + std::min(i, nrows - 1)];
+    accumulate_panel<T, RB, CB>(acc, a, block2->data, run.depth2);
   }
   // epilogue, row by row in one pass over the block: + bias, + add, ReLU, store; the stored value goes back to acc
   // (rows past nrows: 0) for the statistics below
@@ -279,27 +297,32 @@ inline void micro_tile(const RowRun<T>& run, const typename Panels<T>::Block& bl
 }
 
 template <typename T, int NV>
-void run_block(const RowRun<T>& run, const typename Panels<T>::Block& block, int64_t rows) {
+void run_block(const RowRun<T>& run, const typename Panels<T>::Block& block, const typename Panels<T>::Block* block2,
+               int64_t rows) {
   constexpr int RB = micro_rows(NV);
   const bool full = block.c0 + NV * kLanes<T> <= run.n, stats = run.sum != nullptr;
   for (int64_t l0 = 0; l0 < rows; l0 += RB) {
-    const int nrows = static_cast<int>(std::min<int64_t>(RB, rows - l0));
+    const int nr = static_cast<int>(std::min<int64_t>(RB, rows - l0));
     if (full)
-      stats ? micro_tile<T, NV, true, true>(run, block, l0, nrows) : micro_tile<T, NV, true, false>(run, block, l0, nrows);
+      stats ? micro_tile<T, NV, true, true>(run, block, block2, l0, nr)
+            : micro_tile<T, NV, true, false>(run, block, block2, l0, nr);
     else
-      stats ? micro_tile<T, NV, false, true>(run, block, l0, nrows) : micro_tile<T, NV, false, false>(run, block, l0, nrows);
+      stats ? micro_tile<T, NV, false, true>(run, block, block2, l0, nr)
+            : micro_tile<T, NV, false, false>(run, block, block2, l0, nr);
   }
 }
 
-// The run's `rows` rows through every channel block of the panels.
+// The run's `rows` rows through every channel block of the panels (and of run.panels2).
 template <typename T>
 void run_blocks(const RowRun<T>& run, const Panels<T>& panels, int64_t rows) {
-  for (const auto& block : panels.blocks) {
+  for (size_t b = 0; b < panels.blocks.size(); ++b) {
+    const auto& block = panels.blocks[b];
+    const auto* block2 = run.panels2 ? &run.panels2->blocks[b] : nullptr;
     switch (block.nv) {
-      case 1: run_block<T, 1>(run, block, rows); break;
-      case 2: run_block<T, 2>(run, block, rows); break;
-      case 3: run_block<T, 3>(run, block, rows); break;
-      default: run_block<T, 4>(run, block, rows); break;
+      case 1: run_block<T, 1>(run, block, block2, rows); break;
+      case 2: run_block<T, 2>(run, block, block2, rows); break;
+      case 3: run_block<T, 3>(run, block, block2, rows); break;
+      default: run_block<T, 4>(run, block, block2, rows); break;
     }
   }
 }
@@ -488,9 +511,14 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
 
 template <typename T>
 void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bias, const T* add, bool relu, T* u,
-                 double* sums, int threads) {
+                 double* sums, int threads, const PointwiseTerm<T>& term) {
   const int64_t M = p.T_out * p.R, C_in = p.C_in, C_out = p.C_out;
   const Panels<T> panels(p.taps * C_in, C_out, [&](int64_t kk, int64_t c) { return weight[kk * C_out + c]; });
+  std::unique_ptr<Panels<T>> term_panels;
+  if (term.src)
+    term_panels = std::make_unique<Panels<T>>(term.C_in, C_out, [&](int64_t k, int64_t c) {
+      return term.weight[k * C_out + c];
+    });
   Aligned<T> bias_padded(static_cast<size_t>(panels.padded)), zero_row(static_cast<size_t>(panels.padded));
   if (bias) std::copy(bias, bias + C_out, bias_padded.data());
   int64_t tap_offset[kMaxConvTaps];
@@ -502,9 +530,15 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
   const int64_t tiles = (M + tile_rows - 1) / tile_rows;
   partitioned(tiles, threads, sums ? 2 * C_out : 0, sums, [&](double* part, int64_t first, int64_t end) {
     const T* rows[kRowTile];
+    const T* rows2[kRowTile];
     int live[kMaxConvTaps];
     RowRun<T> run;
     run.rows = rows;
+    if (term.src) {
+      run.rows2 = rows2;
+      run.depth2 = term.C_in;
+      run.panels2 = term_panels.get();
+    }
     run.tap_offset = tap_offset;
     run.tap_ids = live;
     run.depth = C_in;
@@ -521,6 +555,7 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
       int64_t t = m0 / p.R, r = m0 - t * p.R;
       for (int64_t l = 0; l < n; ++l) {  // row t * R + r reads frame t * frame_step (+ the tap's offset), row r
         rows[l] = src + (t * p.frame_step * p.R + r) * C_in;
+        if (term.src) rows2[l] = term.src + (t * term.frame_step * p.R + r) * term.C_in;
         if (++r == p.R) r = 0, ++t;
       }
       const int64_t t_first = m0 / p.R, t_last = (m0 + n - 1) / p.R;
@@ -773,7 +808,7 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
 
 #define UGCN_INSTANTIATE(T)                                                                                   \
   template void conv_frames<T>(const ConvFrames&, const T*, const T*, const T*, const T*, bool, T*, double*, \
-                               int);                                                                         \
+                               int, const PointwiseTerm<T>&);                                                \
   template void gcn_forward<T>(const GcnForward&, const T*, const T*, const T*, T*, double*, int, int);      \
   template void gcn_relu_phases<T>(const GcnForward&, const PhaseOutput&, const T*, const T*, const T*,      \
                                    const T*, T*, int, int);

@@ -45,12 +45,23 @@ struct ConvFrames {
   int64_t live_first[kMaxConvTaps], live_end[kMaxConvTaps];
 };
 
-// u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j] + bias + add[t*R + r]).
+// A pointwise product conv_frames adds into its sums: src (frames, R, C_in) at frame t * frame_step for output
+// frame t, weight (C_in, C_out) contiguous. The eval block's convolution residual (B3 folded in) is one: computed
+// in the temporal convolution's accumulators, it is never stored and read back.
+template <typename T>
+struct PointwiseTerm {
+  const T* src = nullptr;  // null: no term
+  const T* weight = nullptr;
+  int64_t C_in = 0, frame_step = 1;
+};
+
+// u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j]
+//                    + term.src[t*term.frame_step, r] @ term.weight + bias + add[t*R + r]).
 // weight (taps, C_in, C_out) contiguous; bias (C_out) or null; add (T_out*R, C_out) or null; sums (2, C_out)
 // float64 (sum, sum of squares of the stored u) or null for no statistics.
 template <typename T>
 void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bias, const T* add, bool relu, T* u,
-                 double* sums, int threads);
+                 double* sums, int threads, const PointwiseTerm<T>& term = PointwiseTerm<T>{});
 
 struct GcnForward {
   int64_t groups, V, K, C_in, C_out;  // x (groups, V, C_in) -> z (groups, V, C_out)

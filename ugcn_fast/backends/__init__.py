@@ -49,7 +49,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 def release_cpu_buffers() -> None:
     """Frees the calling thread's reused CPU buffers of the eval block's intermediates (backends/_scratch.py: at
-    most the largest block's, ~27 MiB for UGCN at N = 64); the next eval call allocates them again."""
+    most the largest block's, ~23 MiB for UGCN at N = 64); the next eval call allocates them again."""
     from . import _scratch
     _scratch.release()
 

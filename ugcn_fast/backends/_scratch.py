@@ -1,6 +1,6 @@
-"""Reused CPU buffers for intermediates that live within one call: the eval block's time-major copy of its input,
-its phase buffer and its convolution residual (ugcn_fast/ops/stgcn_block.py asks for them by slot name; eager
-calls on the backends of stgcn_pieces.SCRATCH_RESULTS get them).
+"""Reused CPU buffers for intermediates that live within one call: the eval block's time-major copy of its input
+and its phase buffer (ugcn_fast/ops/stgcn_block.py asks for them by slot name; eager calls on the backends of
+stgcn_pieces.SCRATCH_RESULTS get them).
 
 Why: a fresh torch.empty of a few MiB is returned to the OS when freed (glibc's malloc trims and unmaps large
 blocks), so the next call pays a page fault per 4 KiB page it writes: ~10k faults per pass of UGCN's 14 eval
@@ -8,7 +8,7 @@ blocks at N = 64; without them the pass ran 1.13x faster (150 -> 133 ms, interle
 
 One growable buffer per named slot and thread, so a slot is reused, never shared between threads; a caller takes
 a slot only for what is dead when it returns, and never holds two buffers of one slot at once. The buffers stay
-allocated (at most the largest block's intermediates, ~27 MiB for UGCN at N = 64 in float32) until `release()`.
+allocated (at most the largest block's intermediates, ~23 MiB for UGCN at N = 64 in float32) until `release()`.
 """
 from __future__ import annotations
 

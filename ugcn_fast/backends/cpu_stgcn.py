@@ -238,26 +238,36 @@ def _gcn_native_operands(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
                 T_out: int, add: Tensor | None, relu: bool, stats: bool, tap_spans: list[int] | None = None,
+                src2: Tensor | None = None, weight2: Tensor | None = None, frame_step2: int = 1,
                 scratch: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """See torch_stgcn.conv_frames: u[t*R + r] = relu?(sum_j src[frame_offsets[j] + t*frame_step, r] @ weight[j]
     + bias + add[t*R + r]) over src (F, R, C_in), weight (kt, C_in, C_out) (any strides: copied once into the
     contiguous layout the kernel packs from), with the per-channel statistics of u when `stats`; a row tile skips
-    the taps `tap_spans` says read only zeros for its frames. `scratch`: see _result."""
-    offsets = torch_stgcn.check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans)
+    the taps `tap_spans` says read only zeros for its frames; the pointwise term (src2, weight2) is summed in the
+    same accumulators. `scratch`: see _result."""
+    offsets = torch_stgcn.check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans,
+                                            src2, weight2, frame_step2)
     F, R, C_in = src.shape
     C_out = weight.shape[2]
     M = T_out * R
     if M == 0 or C_out == 0 or C_in == 0:  # nothing for the native pass to do: the contract's results
-        return torch_stgcn.conv_frames(src, weight, bias, offsets, frame_step, T_out, add, relu, stats)
-    _same_dtype(src, weight, bias, add)
+        return torch_stgcn.conv_frames(src, weight, bias, offsets, frame_step, T_out, add, relu, stats, None, src2,
+                                       weight2, frame_step2)
+    _same_dtype(src, weight, bias, add, src2, weight2)
     src, weight = src.contiguous(), weight.contiguous()
     bias = None if bias is None else bias.contiguous()
     add = None if add is None else add.contiguous()
+    if src2 is not None and src2.shape[2] == 0:  # a term over no channels adds nothing
+        src2 = weight2 = None
+    src2 = None if src2 is None else src2.contiguous()
+    weight2 = None if weight2 is None else weight2.contiguous()
     u = _result(src, (M, C_out), scratch)
     sums = torch.empty((2, C_out), dtype=torch.float64) if stats else None
     spans = [int(v) for v in tap_spans or ()]
+    F2, _, C_in2 = src2.shape if src2 is not None else (0, 0, 0)
     _module().stgcn_conv_frames(_dtype(src), _ptr(src), _ptr(weight), _ptr(bias), _ptr(add), _ptr(u), _ptr(sums), F,
-                                R, C_in, C_out, T_out, frame_step, offsets, spans, bool(relu), _threads())
+                                R, C_in, C_out, T_out, frame_step, offsets, spans, _ptr(src2), _ptr(weight2), F2,
+                                C_in2, frame_step2, bool(relu), _threads())
     if sums is None:
         empty = torch.empty(0, dtype=torch.float64)
         return u, empty, empty.clone()

@@ -194,7 +194,8 @@ CONV_FRAMES_MAX_TAPS = 9
 
 
 def check_conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
-                      T_out: int, add: Tensor | None, tap_spans: list[int] | None = None) -> list[int]:
+                      T_out: int, add: Tensor | None, tap_spans: list[int] | None = None, src2: Tensor | None = None,
+                      weight2: Tensor | None = None, frame_step2: int = 1) -> list[int]:
     """The arguments every conv_frames implementation accepts (ValueError naming the one that is wrong); returns
     the frame offsets as ints."""
     F, R, C_in = src.shape
@@ -220,16 +221,27 @@ def check_conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_of
         if len(spans) != 2 * kt or any(not 0 <= first <= end <= T_out for first, end in pairs):
             raise ValueError(f"tap_spans must hold one (first, end) pair per tap with 0 <= first <= end <= T_out = "
                              f"{T_out}; got {list(tap_spans)} for {kt} taps")
+    if (src2 is None) != (weight2 is None):
+        raise ValueError("src2 and weight2 come together (the pointwise term) or not at all")
+    if src2 is not None:
+        if src2.dim() != 3 or src2.shape[1] != R or weight2.shape != (src2.shape[2], C_out):
+            raise ValueError(f"the pointwise term needs src2 (F2, R = {R}, C_in2) and weight2 (C_in2, C_out = "
+                             f"{C_out}); got src2 {tuple(src2.shape)}, weight2 {tuple(weight2.shape)}")
+        if frame_step2 < 1 or (T_out > 0 and (T_out - 1) * frame_step2 >= src2.shape[0]):
+            raise ValueError(f"frame_step2 {frame_step2} with T_out {T_out} must be >= 1 and read within the "
+                             f"{src2.shape[0]} frames of src2")
     return offsets
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int], frame_step: int,
-                T_out: int, add: Tensor | None, relu: bool, stats: bool, tap_spans: list[int] | None = None
+                T_out: int, add: Tensor | None, relu: bool, stats: bool, tap_spans: list[int] | None = None,
+                src2: Tensor | None = None, weight2: Tensor | None = None, frame_step2: int = 1
                 ) -> tuple[Tensor, Tensor, Tensor]:
     """A temporal (or pointwise) convolution over time-major frames as a sum of per-tap GEMMs, with an epilogue:
     src (F, R, C_in): F frames of R rows; weight (kt, C_in, C_out); bias (C_out,) or None; add (T_out * R, C_out)
-    or None;
-        u[t * R + r] = sum_j src[frame_offsets[j] + t * frame_step, r] @ weight[j] + bias + add[t * R + r],
+    or None; optionally a pointwise term, src2 (F2, R, C_in2) and weight2 (C_in2, C_out);
+        u[t * R + r] = sum_j src[frame_offsets[j] + t * frame_step, r] @ weight[j]
+                       + src2[t * frame_step2, r] @ weight2 + bias + add[t * R + r],
     then relu(u) when `relu`. Returns (u (T_out * R, C_out) in src's dtype, per-channel sum and sum of squares of
     the returned u in float64 when `stats`, else two empty float64 tensors).
     Tap j of a stride-s temporal convolution on the phase buffer h_ph (s, Tq, R, C) is src = h_ph.view(s * Tq, R, C),
@@ -238,14 +250,17 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
     tap_spans: None, or (first, end) per tap, flattened: the caller's word that tap j reads zero frames (a
     convolution's padding) for the output frames outside [first_j, end_j) (tap_spans() gives them for the phase
     buffer). An implementation may skip those products (the CPU kernel does); this one reads the zeros. With finite
-    weights the result is the same either way."""
-    check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans)
+    weights the result is the same either way. The eval block's convolution residual is its pointwise term:
+    src2 = x (T, R, C_in), frame_step2 = the stride."""
+    check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans, src2, weight2, frame_step2)
     R = src.shape[1]
     out_dtype = src.dtype
     u = None
     for j, first in enumerate(frame_offsets):
-        frames = src[first: first + (T_out - 1) * frame_step + 1: frame_step].reshape(T_out * R, src.shape[2])
+        frames = src[first:][::frame_step][:T_out].reshape(T_out * R, src.shape[2])
         u = frames @ weight[j] if u is None else u.addmm_(frames, weight[j])
+    if src2 is not None:
+        u.addmm_(src2[::frame_step2][:T_out].reshape(T_out * R, src2.shape[2]), weight2)
     if bias is not None:
         u += bias
     if add is not None:

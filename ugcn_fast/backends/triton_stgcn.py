@@ -69,8 +69,13 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
 
 
 def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offsets: List[int], frame_step: int,
-                T_out: int, add: Optional[Tensor], relu: bool, stats: bool, tap_spans: Optional[List[int]] = None
+                T_out: int, add: Optional[Tensor], relu: bool, stats: bool, tap_spans: Optional[List[int]] = None,
+                src2: Optional[Tensor] = None, weight2: Optional[Tensor] = None, frame_step2: int = 1
                 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """tap_spans is checked and not used: the kernel reads the padding's zeros (see torch_stgcn.conv_frames)."""
-    offsets = check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans)
+    """tap_spans is checked and not used: the kernel reads the padding's zeros (see torch_stgcn.conv_frames). The
+    pointwise term runs as a kernel of its own whose result the main one adds (as `add`)."""
+    offsets = check_conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, tap_spans, src2, weight2,
+                                frame_step2)
+    if src2 is not None:
+        add, _, _ = _gemm().conv_frames(src2, weight2.unsqueeze(0), None, [0], frame_step2, T_out, add, False, False)
     return _gemm().conv_frames(src, weight, bias, offsets, frame_step, T_out, add, relu, stats)

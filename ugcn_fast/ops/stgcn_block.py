@@ -388,23 +388,20 @@ def _eval_forward_fused_gemms(x_tm: Tensor, A: Tensor, params: dict, bns: list[d
     w1 = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
     b1 = (b_gcn.view(K, C_out) * scale1).view(-1)
     pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
-    # the phase buffer and the residual die here (reused buffers where the backend has them); the output is the
-    # caller's
+    # the phase buffer dies here (a reused buffer where the backend has one); the output is the caller's
     h = pieces.gcn_relu_phases(be, x_tm, A.to(dtype), w1, b1, shift1.expand(V, C_out).contiguous(), cfg.stride, pad,
                                Tq, scratch="phases")
     bias_t = b_t * scale2 + shift2
-    residual = None
+    identity = x_tm.view(T * N * V, C_in) if cfg.residual == "identity" else None
+    x_read = w_r = None  # the convolution residual: conv_frames' pointwise term, in the same accumulators
     if cfg.residual == "conv":
         scale3, shift3 = _fold(bns[2], cfg.eps[2], dtype)
-        w_r = params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)
-        residual, _, _ = pieces.conv_frames(be, x_tm.view(T, N * V, C_in), w_r.t().unsqueeze(0),
-                                            params["residual.0.bias"] * scale3 + shift3, [0], cfg.stride, T_out, None,
-                                            False, False, scratch="residual")
-    elif cfg.residual == "identity":
-        residual = x_tm.view(T * N * V, C_in)
+        x_read = x_tm.view(T, N * V, C_in)
+        w_r = (params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)).t()
+        bias_t = bias_t + params["residual.0.bias"] * scale3 + shift3
     out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t) * scale2, bias_t,
-                                   _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, residual, True, False,
-                                   pieces.tap_spans(T, cfg.kernel_size, cfg.stride))
+                                   _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, identity, True, False,
+                                   pieces.tap_spans(T, cfg.kernel_size, cfg.stride), x_read, w_r, cfg.stride)
     return out.view(T_out, N, V, C_out)
 
 

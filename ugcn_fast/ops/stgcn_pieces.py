@@ -263,13 +263,15 @@ def _(backend, x, A, weight, bias, shift_map, stride, pad, Tq):
 @_op("conv_frames")
 def conv_frames(backend: str, src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets: list[int],
                 frame_step: int, T_out: int, add: Tensor | None, relu: bool, stats: bool,
-                tap_spans: list[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                tap_spans: list[int] | None = None, src2: Tensor | None = None, weight2: Tensor | None = None,
+                frame_step2: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     return _impl(backend).conv_frames(src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats,
-                                      tap_spans)
+                                      tap_spans, src2, weight2, frame_step2)
 
 
 @conv_frames.op.register_fake
-def _(backend, src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats, tap_spans=None):
+def _(backend, src, weight, bias, frame_offsets, frame_step, T_out, add, relu, stats, tap_spans=None, src2=None,
+      weight2=None, frame_step2=1):
     C_out = weight.shape[-1]
     n_stats = C_out if stats else 0
     return (src.new_empty((T_out * src.shape[1], C_out)), _stats_like(src, n_stats), _stats_like(src, n_stats))
