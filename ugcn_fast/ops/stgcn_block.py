@@ -25,8 +25,8 @@ one ReLU.
 The GEMMs are torch's (MKL / cuBLAS), and the passes between them are what the native kernels fuse, except where
 stgcn_pieces.FUSED_GEMMS says so (Triton and the CPU): there the backend's own kernels run the forward's channel
 mixing, with the neighbouring passes in their prologue/epilogue:
-gcn_forward (1x1 + aggregation + bias + B1 statistics; its backward then takes the GEMM-first route, having saved
-no aggregated input) and conv_frames (the taps on the phase buffer, or the strided residual 1x1, + bias, + B2 / B3
+gcn_forward (1x1 + aggregation + bias + B1 statistics; having saved no aggregated input, a graph-first backward
+aggregates x once more, the narrow side) and conv_frames (the taps on the phase buffer, or the strided residual 1x1, + bias, + B2 / B3
 statistics in training; in eval + residual and the final ReLU). Gradients and sums are gathered per output
 element or per channel in a fixed order: results are reproducible run to run for a given thread count.
 """
@@ -177,9 +177,9 @@ class _TrainingBlock(torch.autograd.Function):
         A = A.to(dtype)
         rows = x.view(T * N * V, C_in)
         # fused_gemms: the backend's kernel mixes channels and aggregates in registers, B1 statistics in its
-        # epilogue; with no aggregated input saved, the backward takes the GEMM-first route
+        # epilogue (it saves no aggregated input: a graph-first backward aggregates x again, the narrow side)
         fused = pieces.fused_gemms(be, training=True)
-        graph_first = C_in < C_out and not fused
+        graph_first = C_in < C_out
         if fused:
             xa = None
             z, s1, ss1 = pieces.gcn_forward(be, x.view(T * N, V, C_in), A, w_gcn.view(K * C_out, C_in), b_gcn)
@@ -276,7 +276,9 @@ class _TrainingBlock(torch.autograd.Function):
         dz_rows = dz.view(-1, C_out)
         colsum = A.sum(1).double()  # (K, W)
         db_gcn = (colsum @ joint_sums).reshape(-1).to(w_gcn.dtype)
-        if ctx.graph_first:
+        if ctx.graph_first:  # aggregate the narrow side (C_in < C_out): x, and the gradient of xa
+            if xa is None:  # the fused forward aggregated in registers: once more here (K * C_in wide)
+                xa = pieces.graph_aggregate(be, x.view(T * N, V, C_in), A, False, False, None)
             w_cat = _gcn_weight_by_subset(w_gcn, K)
             dw_cat = xa.view(-1, K * C_in).t() @ dz_rows  # (K*C_in, C_out)
             dw_gcn = dw_cat.view(K, C_in, C_out).permute(0, 2, 1).reshape(K * C_out, C_in, 1, 1)
