@@ -395,12 +395,16 @@ def _grad_scale(grads: dict, name: str, dout: torch.Tensor) -> float:
     """Magnitude a gradient is compared at: its own, or its layer's weight gradient for the biases. The
     convolution biases feed a batch-statistics BatchNorm, so their true gradient is 0 and both sides hold rounding
     noise of a sum that cancels: at least dout's magnitude times sqrt(its count) (a 5-element batch once had a
-    weight gradient smaller than that noise)."""
+    weight gradient smaller than that noise). So does a weight whose BatchNorm channel reads one weight element
+    (the residual 1x1 from one input channel, a 1-tap temporal convolution of one channel): BatchNorm is
+    invariant to that element's scale but for its eps, so the gradient is ~eps / var of its size, and can sink
+    below the noise (found by hypothesis: 1 -> 1 channels, stride 3, three rows; a gradient of 2.5e-11)."""
     own = float(grads[name].abs().max())
     layer = name.rsplit(".", 1)[0]
     weight = grads.get(layer + ".weight")
     scale = max(own, float(weight.abs().max()) if weight is not None else 0.0)
-    if weight is not None and weight.dim() > 1 and name.endswith(".bias"):
+    one_element = layer in ("residual.0", "tcn.2") and weight is not None and weight[0].numel() == 1
+    if weight is not None and weight.dim() > 1 and (name.endswith(".bias") or one_element):
         scale = max(scale, float(dout.abs().max()) * dout.numel() ** 0.5)
     return scale
 
@@ -484,6 +488,7 @@ def test_block_default_ugcn_shape():
        kernel_size=st.sampled_from([1, 3, 5, 7]), residual=st.booleans(), dropout=st.sampled_from([0.0, 0.4]),
        N=st.integers(1, 3), T=st.integers(1, 16), seed=st.integers(0, 2 ** 16))
 @example(C_in=1, C_out=1, V=5, stride=2, kernel_size=3, residual=True, dropout=0.4, N=1, T=1, seed=0)  # found once
+@example(C_in=1, C_out=1, V=3, stride=3, kernel_size=7, residual=True, dropout=0.0, N=1, T=3, seed=22059)  # and this
 def test_property_block_matches_reference(C_in, C_out, V, stride, kernel_size, residual, dropout, N, T, seed):
     check_block(CUDA_DEVICE, torch.float64, C_in, C_out, V, stride, residual, dropout, N=N, T=T, seed=seed,
                 kernel_size=kernel_size)
