@@ -26,9 +26,11 @@ The GEMMs are torch's (MKL / cuBLAS), and the passes between them are what the n
 stgcn_pieces.FUSED_GEMMS says so (Triton and the CPU): there the backend's own kernels run the forward's channel
 mixing, with the neighbouring passes in their prologue/epilogue:
 gcn_forward (1x1 + aggregation + bias + B1 statistics; having saved no aggregated input, a graph-first backward
-aggregates x once more, the narrow side) and conv_frames (the taps on the phase buffer, or the strided residual 1x1, + bias, + B2 / B3
-statistics in training; in eval + residual and the final ReLU). Gradients and sums are gathered per output
-element or per channel in a fixed order: results are reproducible run to run for a given thread count.
+aggregates x once more, the narrow side) and conv_frames (the taps on the phase buffer, or the strided residual
+1x1, + bias, + B2 / B3 statistics in training; in eval + the residual, the convolution one as a pointwise term in
+the same accumulators, and the final ReLU). The taps skip the output frames where they read the zero padding.
+Gradients and sums are gathered per output element or per channel in a fixed order: results are reproducible run
+to run for a given thread count.
 """
 from __future__ import annotations
 
@@ -135,6 +137,7 @@ def _tcn_input_grad(du: Tensor, w_t: Tensor, h: Tensor, T: int, live: list[range
     dtaps = _tcn_taps(dh, kt, stride, T_out)
     rows = _frame_rows(live, NV)
     for phase in range(stride):
+        # the phase's slots that hold a frame (torch_stgcn._phase_index's rule, in Python ints: constants when traced)
         stored = {(f + pad) // stride for f in range(T) if (f + pad) % stride == phase} & set(range(Tq))
         taps = [j for j in range(phase, kt, stride) if len(live[j])]
         lead = max(taps, key=lambda j: len(live[j])) if taps else None
