@@ -31,39 +31,70 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <type_traits>
 
 #include "../motion_loss_math.h"
+#include "aligned_buffer.h"
 
 namespace ugcn {
 namespace cpu {
 namespace {
 
-// Per-thread scratch planes, sized once per call; `plane` = T * J values. Every planar buffer stores component
-// d at d * stride, preceded and followed by `pad` (>= the largest interval's shift) zeros that are written once
-// here and never again, so the fused cross gather reads past either end of a plane without a test.
+// One cache-line aligned block per thread, kept between calls and grown when a call needs more, zero-filled for
+// every call. (Allocated per call, the scratch cost ~0.15 ms a call with two threads, page faults on the second
+// thread's arena: more than a small batch's whole loss.) OpenMP's pool threads outlive the call, so the block is
+// reused; it is freed when its thread exits.
+template <typename scalar_t>
+scalar_t* zeroed_thread_block(int64_t n) {
+  thread_local std::unique_ptr<Aligned<scalar_t>> block;
+  thread_local int64_t capacity = 0;
+  if (n > capacity) {
+    block.reset();
+    block = std::make_unique<Aligned<scalar_t>>(static_cast<size_t>(n));
+    capacity = n;
+  }
+  std::fill(block->data(), block->data() + n, scalar_t(0));
+  return block->data();
+}
+
+// A thread's scratch planes for one call; `plane` = T * J values. Every planar buffer stores component d at
+// d * stride, preceded and followed by `pad` (>= the largest interval's shift) zeros, so the fused cross gather
+// reads past either end of a plane without a test. pad, stride and every buffer's start are whole cache lines
+// (64 bytes for float), so the passes' accesses at n (all the stores) are aligned; those at n +- shift cannot be.
 template <typename scalar_t>
 struct Scratch {
+  static constexpr int64_t kLine = 16;  // elements per alignment step (>= 64 bytes)
   int64_t plane, pad, stride;
-  std::vector<scalar_t> P_, G_;     // (D, stride)  the sample, planar (padded)
-  std::vector<scalar_t> dP_, dG_;   // (D, stride)  gradients, planar (generic gather)
-  std::vector<scalar_t> norms;      // (T J)     ||G[t, j]||
-  std::vector<scalar_t> magnitude;  // (T J)     ||mG[n]|| of the current interval
-  std::vector<scalar_t> inv_den;    // (T J)     1 / den expanded over n (joint mode)
-  std::vector<scalar_t> upstream_;  // (nU, C, stride)  dL/dmP, one plane set per interval (cross) or one shared
-  std::vector<scalar_t> joint_sum;  // (J)
+  scalar_t *P_, *G_;      // (D, stride)  the sample, planar (padded)
+  scalar_t *dP_, *dG_;    // (D, stride)  gradients, planar (generic gather)
+  scalar_t* norms;        // (T J)     ||G[t, j]||
+  scalar_t* magnitude;    // (T J)     ||mG[n]|| of the current interval
+  scalar_t* inv_den;      // (T J)     1 / den expanded over n (joint mode)
+  scalar_t* upstream_;    // (nU, C, stride)  dL/dmP, one plane set per interval (cross) or one shared
+  scalar_t* joint_sum;    // (J)
 
   Scratch(int64_t T, int64_t J, int D, int C, int max_tau, int n_upstream)
-      : plane(T * J), pad((int64_t(max_tau) * J + 15) / 16 * 16), stride((plane + 2 * pad + 15) / 16 * 16),
-        P_(stride * D), G_(stride * D), dP_(stride * D), dG_(stride * D), norms(plane), magnitude(plane),
-        inv_den(plane), upstream_(stride * C * n_upstream), joint_sum(J) {}
+      : plane(T * J), pad(lines(int64_t(max_tau) * J)), stride(lines(plane + 2 * pad)) {
+    const int64_t sizes[] = {stride * D, stride * D, stride * D, stride * D, lines(plane),
+                             lines(plane), lines(plane), stride * C * n_upstream, lines(J)};
+    int64_t total = 0;
+    for (int64_t n : sizes) total += n;
+    scalar_t* next = zeroed_thread_block<scalar_t>(total);
+    scalar_t** buffers[] = {&P_, &G_, &dP_, &dG_, &norms, &magnitude, &inv_den, &upstream_, &joint_sum};
+    for (int k = 0; k < 9; ++k) {
+      *buffers[k] = next;
+      next += sizes[k];
+    }
+  }
+  static int64_t lines(int64_t n) { return (n + kLine - 1) / kLine * kLine; }
 
-  scalar_t* P() { return P_.data() + pad; }
-  scalar_t* G() { return G_.data() + pad; }
-  scalar_t* dP() { return dP_.data() + pad; }
-  scalar_t* dG() { return dG_.data() + pad; }
-  scalar_t* upstream(int u, int C) { return upstream_.data() + int64_t(u) * C * stride + pad; }
+  scalar_t* P() { return P_ + pad; }
+  scalar_t* G() { return G_ + pad; }
+  scalar_t* dP() { return dP_ + pad; }
+  scalar_t* dG() { return dG_ + pad; }
+  scalar_t* upstream(int u, int C) { return upstream_ + int64_t(u) * C * stride + pad; }
 };
 
 template <int DC, typename scalar_t>
@@ -111,13 +142,13 @@ void sample_denominators(int64_t T, int64_t J, int D_runtime, const std::vector<
   }
   const int64_t TJ = s.plane, cs = s.stride;
   const scalar_t* G = s.G();
-  scalar_t* norms = s.norms.data();
+  scalar_t* norms = s.norms;
 #pragma omp simd
   for (int64_t n = 0; n < TJ; ++n) norms[n] = point_norm(G + n, D, cs);
 
   for (int i = 0; i < nI; ++i) {
     const int64_t shift = int64_t(intervals[i]) * J, n_pairs = TJ - shift;
-    scalar_t* mag = s.magnitude.data();
+    scalar_t* mag = s.magnitude;
     scalar_t sum_norm_products = 0;
 #pragma omp simd reduction(+ : sum_norm_products)
     for (int64_t n = 0; n < n_pairs; ++n) {
@@ -133,7 +164,7 @@ void sample_denominators(int64_t T, int64_t J, int D_runtime, const std::vector<
                                                scalar_t(n_pairs), eps);
       std::fill(den + i * J, den + (i + 1) * J, d);
     } else {  // joint: mu per joint over t, rows added in frame order
-      scalar_t* acc = s.joint_sum.data();
+      scalar_t* acc = s.joint_sum;
       std::fill(acc, acc + J, scalar_t(0));
       for (int64_t t = 0; t < n_frames; ++t) {
 #pragma omp simd
@@ -327,7 +358,7 @@ double cross_sample_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::ve
   const int64_t TJ = s.plane, cs = s.stride;
   const scalar_t *P = s.P(), *G = s.G();
   const bool statistics = normalize == kNormSample;
-  scalar_t* norms = s.norms.data();
+  scalar_t* norms = s.norms;
   if (statistics) {
 #pragma omp simd
     for (int64_t n = 0; n < TJ; ++n) norms[n] = point_norm(G + n, 3, cs);
@@ -393,9 +424,9 @@ double sample_loss_and_grad(int64_t B, int64_t T, int64_t J, int D_runtime, cons
     shifts[i] = shift;
     scalar_t* g = s.upstream(kFused ? i : 0, C);
     const scalar_t w = interval_weight<scalar_t>(reduction, nI, B, T, J, C, tau);
-    const scalar_t* inv_den = s.inv_den.data();
+    const scalar_t* inv_den = s.inv_den;
     if (PER_JOINT) {
-      scalar_t* row = s.inv_den.data();
+      scalar_t* row = s.inv_den;
       for (int64_t j = 0; j < J; ++j) row[j] = scalar_t(1) / den[i * J + j];
       for (int64_t t = 1; t < T - tau; ++t) std::memcpy(row + t * J, row, J * sizeof(scalar_t));
     }

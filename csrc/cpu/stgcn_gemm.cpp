@@ -25,6 +25,8 @@
 // (groups for gcn_forward), summed in thread order: bitwise reproducible for a given thread count.
 #include "stgcn_gemm.h"
 
+#include "aligned_buffer.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -87,24 +89,6 @@ constexpr int64_t kChunkBytes = UGCN_GEMM_CHUNK_BYTES;
 constexpr int64_t kChunkRows = UGCN_GEMM_CHUNK_ROWS;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
-// A zero-initialised, 64-byte aligned array (packed panels, thread-local buffers, partials).
-template <typename T>
-class Aligned {
- public:
-  explicit Aligned(size_t n)
-      : p_(static_cast<T*>(::operator new[](std::max<size_t>(n, 1) * sizeof(T), std::align_val_t(64)))) {
-    std::fill(p_, p_ + std::max<size_t>(n, 1), T(0));
-  }
-  ~Aligned() { ::operator delete[](p_, std::align_val_t(64)); }
-  Aligned(const Aligned&) = delete;
-  Aligned& operator=(const Aligned&) = delete;
-  T* data() { return p_; }
-  const T* data() const { return p_; }
-
- private:
-  T* p_;
-};
 
 // Runs fn(partials, first, end) on a static partition of [0, units) over the threads (contiguous runs); each
 // thread's partials hold `width` doubles (cache-line separated), summed in thread order into `result` when
