@@ -191,3 +191,22 @@ def test_cpu_is_bitwise_reproducible_across_runs_and_thread_counts(normalize):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
+
+
+@NEEDS_CPU_MODULE
+@pytest.mark.parametrize("operator, D", [("cross", 3), ("inner", 2)])
+@pytest.mark.parametrize("normalize", NORMALIZE)
+def test_cpu_scratch_kept_between_calls_starts_clean(operator, D, normalize):
+    """Each OpenMP thread keeps its scratch planes between calls and the padding must read as zeros: a larger call
+    in between (other T, J, intervals: every plane of the small call's layout written with non-zeros) changes
+    nothing, bit for bit."""
+    small = dict(intervals=(2, 5), operator=operator, normalize=normalize)
+    pred, target = _inputs((3, 11, 4, None), D, torch.float32, "cpu", seed=3)
+    first = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cpu", **small)
+    big_pred, big_target = _inputs((4, 60, 17, None), D, torch.float32, "cpu", seed=4)
+    _loss_and_grads(ugcn_fast.motion_loss, big_pred * 100, big_target * 100, backend="cpu", intervals=(1, 7, 30),
+                    operator=operator, normalize=normalize)
+    again = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cpu", **small)
+    assert torch.equal(first[0], again[0])
+    for a, b in zip(first[1], again[1]):
+        assert torch.equal(a, b)
