@@ -97,7 +97,7 @@ def test_triton_and_cuda_match_reference(backend, device, shape, operator, D, no
 
 # ---- gradcheck in float64 -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend, device", CASES)
-@pytest.mark.parametrize("operator, D", [("cross", 3), ("inner", 2), ("sub", 3)])
+@pytest.mark.parametrize("operator, D", [("cross", 3), ("inner", 3), ("inner", 2), ("sub", 3)])
 @pytest.mark.parametrize("normalize", NORMALIZE)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gradcheck(backend, device, operator, D, normalize, reduction):

@@ -15,16 +15,17 @@
 //           (Fusing (a) and (b) into one loop that also adds to dP[n + tau J] was measured 3x slower: the
 //           misaligned reload of a gradient vector stored a few iterations earlier defeats store forwarding.)
 //   finally the planar gradients are written back to the caller's packed (T, J, D) layout.
-// Cross operator (the default): (a) keeps one upstream plane set per interval, and (b) runs once after all
-// intervals, up to four intervals per pass, summing in registers and writing the packed gradient directly (no
-// zero fill, no per-interval read-modify-write, no separate write-back: fwd+bwd ~2.1 -> ~1.8 ms at the default
-// shape). The planes carry zero padding of the largest shift on both sides, so out-of-range pairs add exact
-// zeros instead of splitting the loop into runs. With one den per sample (normalize "sample", the default, or
-// "none") pass 1 and pass 2(a) are one loop per interval (cross_sample_loss_and_grad): the target's pair is
-// encoded once for its statistics and for the loss, the planes hold sign(mP - mG), and (b) scales each
-// interval's sum by its w / den (raw kernel -16 % with gradients, -15 % without). A forward without gradients
-// stores no planes. (Tried and not kept: a float32 rsqrt14 + Newton square root for pass 1, and software
-// prefetch of the next sample; neither measured faster.)
+// D = 3 (every operator; the generic form above serves other D): (a) keeps one upstream plane set per interval,
+// and (b) runs once after all intervals, up to four intervals per pass, summing in registers and writing the
+// packed gradient directly (no zero fill, no per-interval read-modify-write, no separate write-back: cross fwd+bwd
+// ~2.1 -> ~1.8 ms at the default shape; inner and sub 1.3-1.5x). The planes carry zero padding of the largest
+// shift on both sides, so out-of-range pairs add exact zeros instead of splitting the loop into runs. For cross
+// and inner with one den per sample (normalize "sample", the default, or "none") pass 1 and pass 2(a) are one loop
+// per interval (sample_scaled_loss_and_grad): the target's pair is encoded once for its statistics and for the
+// loss, the planes hold sign(mP - mG), and (b) scales each interval's sum by its w / den (cross: raw kernel -16 %
+// with gradients, -15 % without; inner -8 % and -17 %). A forward without gradients stores no planes. (Tried and
+// not kept: a float32 rsqrt14 + Newton square root for pass 1, software prefetch of the next sample, making the
+// gradient products in pass 2(a) so that (b) reads aligned planes only; none measured faster.)
 #include "motion_loss.h"
 
 #include <omp.h>
@@ -196,39 +197,50 @@ void gather_interval_grad(const scalar_t* x, const scalar_t* g, int64_t TJ, int6
     accumulate_grad_end<OP>(x + n - shift, g + n - shift, D, dx + n, cs);
 }
 
-// Cross operator: the intervals' gathers fused, up to four per pass, the last pass also writing the caller's
-// packed (T, J, 3) gradient. Frame-joint n sums, interval by interval in the order of the generic path (start,
-// then end), what it receives as the start of pair n and as the end of pair n - shift; out-of-range pairs read
-// the zero padding of x and of g (both factors exactly zero, so adding them changes nothing), so no lane tests
-// its position. g: the chunk's first interval's three planes, the next intervals' at steps of 3 cs.
-// acc: planar running sum between passes (when there are more than four intervals).
-template <typename scalar_t>
+// D = 3: the intervals' gathers fused, up to four per pass, the last pass also writing the caller's packed (T, J, 3)
+// gradient. Frame-joint n sums, interval by interval in the order of the generic path (start, then end), what it
+// receives as the start of pair n and as the end of pair n - shift; out-of-range pairs read the zero padding of x
+// and of g (both factors exactly zero, so adding them changes nothing), so no lane tests its position. g: the
+// chunk's first interval's C planes (C = components<OP>(3): 3, or 1 for inner), the next intervals' at steps of
+// C cs. acc: planar running sum between passes (when there are more than four intervals).
+template <int OP, typename scalar_t>
 inline __attribute__((always_inline)) void add_start_and_end(scalar_t& ax, scalar_t& ay, scalar_t& az,
                                                              const scalar_t* x, const scalar_t* g, int64_t s,
                                                              int64_t cs) {
-  // start: b x g with b = x[n + s], g = g[n]; end: g' x a with g' = g[n - s], a = x[n - s]. Each product is
+  // start: b op g with b = x[n + s], g = g[n]; end: g' op a with g' = g[n - s], a = x[n - s]. Each product is
   // fused into the running sum (std::fma, explicit: the build keeps -ffp-contract=off for the encodings, whose
   // x x x = 0 needs separately rounded products; a gradient needs no such cancellation, and a zero upstream
   // still adds exactly zero).
-  const scalar_t bx = x[s], by = x[s + cs], bz = x[s + 2 * cs];
-  const scalar_t gx = g[0], gy = g[cs], gz = g[2 * cs];
-  ax = std::fma(-bz, gy, std::fma(by, gz, ax));
-  ay = std::fma(-bx, gz, std::fma(bz, gx, ay));
-  az = std::fma(-by, gx, std::fma(bx, gy, az));
-  const scalar_t hx = g[-s], hy = g[cs - s], hz = g[2 * cs - s];
-  const scalar_t cx = x[-s], cy = x[cs - s], cz = x[2 * cs - s];
-  ax = std::fma(-hz, cy, std::fma(hy, cz, ax));
-  ay = std::fma(-hx, cz, std::fma(hz, cx, ay));
-  az = std::fma(-hy, cx, std::fma(hx, cy, az));
+  if (OP == kCross) {
+    const scalar_t bx = x[s], by = x[s + cs], bz = x[s + 2 * cs];
+    const scalar_t gx = g[0], gy = g[cs], gz = g[2 * cs];
+    ax = std::fma(-bz, gy, std::fma(by, gz, ax));
+    ay = std::fma(-bx, gz, std::fma(bz, gx, ay));
+    az = std::fma(-by, gx, std::fma(bx, gy, az));
+    const scalar_t hx = g[-s], hy = g[cs - s], hz = g[2 * cs - s];
+    const scalar_t cx = x[-s], cy = x[cs - s], cz = x[2 * cs - s];
+    ax = std::fma(-hz, cy, std::fma(hy, cz, ax));
+    ay = std::fma(-hx, cz, std::fma(hz, cx, ay));
+    az = std::fma(-hy, cx, std::fma(hx, cy, az));
+  } else if (OP == kInner) {  // start: g b, end: g' a
+    const scalar_t g0 = g[0], h0 = g[-s];
+    ax = std::fma(h0, x[-s], std::fma(g0, x[s], ax));
+    ay = std::fma(h0, x[cs - s], std::fma(g0, x[s + cs], ay));
+    az = std::fma(h0, x[2 * cs - s], std::fma(g0, x[s + 2 * cs], az));
+  } else {  // sub: start +g, end -g'
+    ax = (ax + g[0]) - g[-s];
+    ay = (ay + g[cs]) - g[cs - s];
+    az = (az + g[2 * cs]) - g[2 * cs - s];
+  }
 }
 
 // The same, the interval's upstream scaled by `scale` (its w / den) once its six products are summed.
-template <typename scalar_t>
+template <int OP, typename scalar_t>
 inline __attribute__((always_inline)) void add_scaled_start_and_end(scalar_t& ax, scalar_t& ay, scalar_t& az,
                                                                     const scalar_t* x, const scalar_t* g, int64_t s,
                                                                     int64_t cs, scalar_t scale) {
   scalar_t tx = 0, ty = 0, tz = 0;
-  add_start_and_end(tx, ty, tz, x, g, s, cs);
+  add_start_and_end<OP>(tx, ty, tz, x, g, s, cs);
   ax = std::fma(scale, tx, ax);
   ay = std::fma(scale, ty, ay);
   az = std::fma(scale, tz, az);
@@ -236,9 +248,10 @@ inline __attribute__((always_inline)) void add_scaled_start_and_end(scalar_t& ax
 
 // SCALED: interval i's planes hold sign(mP - mG) and scales[i] = w / den multiplies the sum of its products;
 // otherwise the planes hold the scaled upstream already.
-template <int K, bool FIRST, bool LAST, bool SCALED, typename scalar_t>
-void gather_cross_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, const int64_t* shifts,
+template <int OP, int K, bool FIRST, bool LAST, bool SCALED, typename scalar_t>
+void gather_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, const int64_t* shifts,
                         const scalar_t* scales, scalar_t sign, scalar_t* acc, scalar_t* out) {
+  const int64_t step = int64_t(components<OP>(3)) * cs;
   const int64_t s0 = shifts[0], s1 = K > 1 ? shifts[1] : 0, s2 = K > 2 ? shifts[2] : 0, s3 = K > 3 ? shifts[3] : 0;
   const scalar_t f0 = SCALED ? scales[0] : 0, f1 = SCALED && K > 1 ? scales[1] : 0,
                  f2 = SCALED && K > 2 ? scales[2] : 0, f3 = SCALED && K > 3 ? scales[3] : 0;
@@ -251,15 +264,15 @@ void gather_cross_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_
       az = acc[n + 2 * cs];
     }
     if (SCALED) {
-      add_scaled_start_and_end(ax, ay, az, x + n, g + n, s0, cs, f0);
-      if (K > 1) add_scaled_start_and_end(ax, ay, az, x + n, g + 3 * cs + n, s1, cs, f1);
-      if (K > 2) add_scaled_start_and_end(ax, ay, az, x + n, g + 6 * cs + n, s2, cs, f2);
-      if (K > 3) add_scaled_start_and_end(ax, ay, az, x + n, g + 9 * cs + n, s3, cs, f3);
+      add_scaled_start_and_end<OP>(ax, ay, az, x + n, g + n, s0, cs, f0);
+      if (K > 1) add_scaled_start_and_end<OP>(ax, ay, az, x + n, g + step + n, s1, cs, f1);
+      if (K > 2) add_scaled_start_and_end<OP>(ax, ay, az, x + n, g + 2 * step + n, s2, cs, f2);
+      if (K > 3) add_scaled_start_and_end<OP>(ax, ay, az, x + n, g + 3 * step + n, s3, cs, f3);
     } else {
-      add_start_and_end(ax, ay, az, x + n, g + n, s0, cs);
-      if (K > 1) add_start_and_end(ax, ay, az, x + n, g + 3 * cs + n, s1, cs);
-      if (K > 2) add_start_and_end(ax, ay, az, x + n, g + 6 * cs + n, s2, cs);
-      if (K > 3) add_start_and_end(ax, ay, az, x + n, g + 9 * cs + n, s3, cs);
+      add_start_and_end<OP>(ax, ay, az, x + n, g + n, s0, cs);
+      if (K > 1) add_start_and_end<OP>(ax, ay, az, x + n, g + step + n, s1, cs);
+      if (K > 2) add_start_and_end<OP>(ax, ay, az, x + n, g + 2 * step + n, s2, cs);
+      if (K > 3) add_start_and_end<OP>(ax, ay, az, x + n, g + 3 * step + n, s3, cs);
     }
     if (LAST) {
       out[n * 3 + 0] = sign * ax;
@@ -273,32 +286,32 @@ void gather_cross_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_
   }
 }
 
-template <int K, bool SCALED, typename scalar_t>
-void gather_cross_chunk_dispatch(bool first, bool last, const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs,
+template <int OP, int K, bool SCALED, typename scalar_t>
+void gather_chunk_dispatch(bool first, bool last, const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs,
                                  const int64_t* shifts, const scalar_t* scales, scalar_t sign, scalar_t* acc,
                                  scalar_t* out) {
-  if (first && last) return gather_cross_chunk<K, true, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
-  if (first) return gather_cross_chunk<K, true, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
-  if (last) return gather_cross_chunk<K, false, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
-  return gather_cross_chunk<K, false, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
+  if (first && last) return gather_chunk<OP, K, true, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
+  if (first) return gather_chunk<OP, K, true, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
+  if (last) return gather_chunk<OP, K, false, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
+  return gather_chunk<OP, K, false, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
 }
 
-// scales: null when the upstream planes are scaled already, else each interval's w / den (see gather_cross_chunk).
-template <typename scalar_t>
-void gather_cross_all_intervals(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, const int64_t* shifts,
+// scales: null when the upstream planes are scaled already, else each interval's w / den (see gather_chunk).
+template <int OP, typename scalar_t>
+void gather_all_intervals(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, const int64_t* shifts,
                                 const scalar_t* scales, int nI, scalar_t sign, scalar_t* acc, scalar_t* out) {
   for (int c = 0; c < nI; c += 4) {
     const int k = std::min(4, nI - c);
     const bool first = c == 0, last = c + k == nI;
-    const scalar_t* gc = g + 3 * int64_t(c) * cs;
+    const scalar_t* gc = g + int64_t(components<OP>(3)) * c * cs;
     const int64_t* sh = shifts + c;
     const scalar_t* f = scales ? scales + c : nullptr;
     auto chunk = [&](auto kk) {
       constexpr int KK = decltype(kk)::value;
       if (f)
-        gather_cross_chunk_dispatch<KK, true>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
+        gather_chunk_dispatch<OP, KK, true>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
       else
-        gather_cross_chunk_dispatch<KK, false>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
+        gather_chunk_dispatch<OP, KK, false>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
     };
     switch (k) {
       case 1: chunk(std::integral_constant<int, 1>{}); break;
@@ -309,7 +322,7 @@ void gather_cross_all_intervals(const scalar_t* x, const scalar_t* g, int64_t TJ
   }
 }
 
-// One interval of the cross operator with one den per sample (cross_sample_loss_and_grad): the upstream's sign
+// One interval of the cross operator with one den per sample (sample_scaled_loss_and_grad): the upstream's sign
 // planes g = sign(mP - mG) (0 for a zero or NaN difference, as component_upstream), the raw loss sum |mP - mG| and,
 // kStats, the target's statistics (sum of ||mG||, sum of ||a|| ||b||); without kUpstream (no gradient wanted) no
 // planes are stored. Scalar locals, not Vec3 / Upstream: with the statistics in the same loop GCC does not vectorise
@@ -345,15 +358,42 @@ void cross_interval_pass(const scalar_t* P, const scalar_t* G, const scalar_t* n
   raw = loss;
 }
 
-// Cross operator with one den per sample and interval (normalize "none" / "sample", the default): pass 1 and
+// The same for the inner operator (D = 3): one component, mG = <a, b> (summed in the order of pair_loss), its
+// magnitude |mG|.
+template <bool kStats, bool kUpstream, typename scalar_t>
+void inner_interval_pass(const scalar_t* P, const scalar_t* G, const scalar_t* norms, int64_t n_pairs, int64_t shift,
+                         int64_t cs, scalar_t* g, scalar_t& sum_magnitude, scalar_t& sum_norm_products,
+                         scalar_t& raw) {
+  scalar_t magnitudes = 0, norm_products = 0, loss = 0;
+#pragma omp simd reduction(+ : magnitudes, norm_products, loss)
+  for (int64_t n = 0; n < n_pairs; ++n) {
+    const scalar_t mG = (G[n] * G[n + shift] + G[n + cs] * G[n + shift + cs]) + G[n + 2 * cs] * G[n + shift + 2 * cs];
+    if (kStats) {
+      magnitudes += std::fabs(mG);
+      norm_products += norms[n] * norms[n + shift];
+    }
+    const scalar_t mP = (P[n] * P[n + shift] + P[n + cs] * P[n + shift + cs]) + P[n + 2 * cs] * P[n + shift + 2 * cs];
+    const scalar_t d = mP - mG, a = std::fabs(d);
+    if (kUpstream) g[n] = a > scalar_t(0) ? std::copysign(scalar_t(1), d) : scalar_t(0);
+    loss += a;
+  }
+  sum_magnitude = magnitudes;
+  sum_norm_products = norm_products;
+  raw = loss;
+}
+
+// Cross (and inner, D = 3) operator with one den per sample and interval (normalize "none" / "sample", the
+// default for cross): pass 1 and
 // pass 2(a) fused, one loop per interval that encodes the target's pair once for both its statistics (-> den)
 // and the loss. 1 / den is known only after that loop, so it stores sign(mP - mG) and the gather applies each
 // interval's w / den to the sum of its products (for a NaN den, as 0 * NaN in the generic path: NaN).
 // Returns the sample's weighted loss; den: (nI, J) out.
-template <typename scalar_t>
-double cross_sample_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::vector<int>& intervals, int normalize,
-                                  scalar_t eps, int reduction, scalar_t* den, scalar_t* out_dP, scalar_t* out_dG,
-                                  Scratch<scalar_t>& s) {
+template <int OP, typename scalar_t>
+double sample_scaled_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::vector<int>& intervals,
+                                   int normalize, scalar_t eps, int reduction, scalar_t* den, scalar_t* out_dP,
+                                   scalar_t* out_dG, Scratch<scalar_t>& s) {
+  static_assert(OP == kCross || OP == kInner, "one den per sample: the operators with statistics");
+  const int C = components<OP>(3);
   const int nI = static_cast<int>(intervals.size());
   const int64_t TJ = s.plane, cs = s.stride;
   const scalar_t *P = s.P(), *G = s.G();
@@ -371,10 +411,15 @@ double cross_sample_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::ve
     const int64_t shift = int64_t(tau) * J, n_pairs = TJ - shift;
     shifts[i] = shift;
     scalar_t sum_magnitude = 0, sum_norm_products = 0, raw = 0;
-    scalar_t* g = s.upstream(i, 3);
+    scalar_t* g = s.upstream(i, C);
     auto pass = [&](auto stats, auto upstream) {
-      cross_interval_pass<decltype(stats)::value, decltype(upstream)::value>(
-          P, G, norms, n_pairs, shift, cs, g, sum_magnitude, sum_norm_products, raw);
+      constexpr bool kStats = decltype(stats)::value, kUpstream = decltype(upstream)::value;
+      if constexpr (OP == kCross)
+        cross_interval_pass<kStats, kUpstream>(P, G, norms, n_pairs, shift, cs, g, sum_magnitude, sum_norm_products,
+                                               raw);
+      else
+        inner_interval_pass<kStats, kUpstream>(P, G, norms, n_pairs, shift, cs, g, sum_magnitude, sum_norm_products,
+                                               raw);
     };
     using yes = std::true_type;
     using no = std::false_type;
@@ -386,13 +431,13 @@ double cross_sample_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::ve
                                                           scalar_t(n_pairs), eps)
                                   : scalar_t(1);
     std::fill(den + i * J, den + (i + 1) * J, d);
-    const scalar_t w = interval_weight<scalar_t>(reduction, nI, B, T, J, 3, tau), inv_den = scalar_t(1) / d;
+    const scalar_t w = interval_weight<scalar_t>(reduction, nI, B, T, J, C, tau), inv_den = scalar_t(1) / d;
     scales[i] = w * inv_den;
     loss += double(w) * double(inv_den * raw);
   }
-  const scalar_t* g0 = s.upstream(0, 3);
-  if (out_dP) gather_cross_all_intervals(P, g0, TJ, cs, shifts, scales, nI, scalar_t(1), s.dP(), out_dP);
-  if (out_dG) gather_cross_all_intervals(G, g0, TJ, cs, shifts, scales, nI, scalar_t(-1), s.dG(), out_dG);
+  const scalar_t* g0 = s.upstream(0, C);
+  if (out_dP) gather_all_intervals<OP>(P, g0, TJ, cs, shifts, scales, nI, scalar_t(1), s.dP(), out_dP);
+  if (out_dG) gather_all_intervals<OP>(G, g0, TJ, cs, shifts, scales, nI, scalar_t(-1), s.dG(), out_dG);
   return loss;
 }
 
@@ -402,7 +447,7 @@ template <int OP, int DC, bool PER_JOINT, typename scalar_t>
 double sample_loss_and_grad(int64_t B, int64_t T, int64_t J, int D_runtime, const std::vector<int>& intervals,
                             int reduction, const scalar_t* den, scalar_t* out_dP, scalar_t* out_dG,
                             Scratch<scalar_t>& s) {
-  constexpr bool kFused = OP == kCross;  // per-interval upstream planes, one gather pass for all intervals
+  constexpr bool kFused = DC == 3;  // per-interval upstream planes, one gather pass for all intervals
   const int D = DC > 0 ? DC : D_runtime;
   const int C = components<OP>(D);
   const int nI = static_cast<int>(intervals.size());
@@ -459,8 +504,8 @@ double sample_loss_and_grad(int64_t B, int64_t T, int64_t J, int D_runtime, cons
   }
   if (kFused) {
     const scalar_t* g0 = s.upstream(0, C);
-    if (grad_pred) gather_cross_all_intervals<scalar_t>(P, g0, TJ, cs, shifts, nullptr, nI, scalar_t(1), dP, out_dP);
-    if (grad_target) gather_cross_all_intervals<scalar_t>(G, g0, TJ, cs, shifts, nullptr, nI, scalar_t(-1), dG, out_dG);
+    if (grad_pred) gather_all_intervals<OP, scalar_t>(P, g0, TJ, cs, shifts, nullptr, nI, scalar_t(1), dP, out_dP);
+    if (grad_target) gather_all_intervals<OP, scalar_t>(G, g0, TJ, cs, shifts, nullptr, nI, scalar_t(-1), dG, out_dG);
   } else {
     if (grad_pred) from_planar<DC>(dP, TJ, D, scalar_t(1), out_dP, cs);
     if (grad_target) from_planar<DC>(dG, TJ, D, scalar_t(-1), out_dG, cs);
@@ -506,15 +551,15 @@ void run_scatter(const MotionLossProblem& p) {
   const int64_t TJ = p.T * p.J;
 #pragma omp parallel num_threads(thread_count(p))
   {
-    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D), max_tau(p), OP == kCross ? int(p.intervals.size()) : 1);
+    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D), max_tau(p), DC == 3 ? int(p.intervals.size()) : 1);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < p.B; ++b) {
       to_planar<DC>(io.pred(b), TJ, p.D, s.P(), s.stride);
       to_planar<DC>(io.target(b), TJ, p.D, s.G(), s.stride);
-      if constexpr (OP == kCross && !PER_JOINT) {
-        io.loss[b] = scalar_t(cross_sample_loss_and_grad(p.B, p.T, p.J, p.intervals, p.normalize, scalar_t(p.eps),
-                                                         p.reduction, io.den_of(b), io.grad_pred(b),
-                                                         io.grad_target(b), s));
+      if constexpr ((OP == kCross || (OP == kInner && DC == 3)) && !PER_JOINT) {
+        io.loss[b] = scalar_t(sample_scaled_loss_and_grad<OP>(p.B, p.T, p.J, p.intervals, p.normalize,
+                                                              scalar_t(p.eps), p.reduction, io.den_of(b),
+                                                              io.grad_pred(b), io.grad_target(b), s));
         continue;
       }
       sample_denominators<OP, DC>(p.T, p.J, p.D, p.intervals, p.normalize, scalar_t(p.eps), s, io.den_of(b));
