@@ -164,14 +164,18 @@ def test_non_contiguous_and_broadcast_inputs(backend):
 @pytest.mark.parametrize("where, value", [("pred", math.nan), ("target", math.nan), ("pred", math.inf),
                                           ("target", -math.inf)])
 @pytest.mark.parametrize("normalize", ["sample", "joint", "none"])
-def test_nan_and_inf_propagate_like_the_reference(backend, where, value, normalize):
+@pytest.mark.parametrize("operator", ["cross", "inner"])
+# (7, 9) at T = 12: frames 5 and 6 are in no pair, and their gradient stays 0 even where den is NaN
+@pytest.mark.parametrize("intervals, frame", [((1, 3), 5), ((7, 9), 2)], ids=["short", "long"])
+def test_nan_and_inf_propagate_like_the_reference(backend, where, value, normalize, operator, intervals, frame):
     pred, target = _x(2, 12, 4, 3), _x(2, 12, 4, 3, seed=1)
-    (pred if where == "pred" else target)[1, 5, 2, 1] = value
+    (pred if where == "pred" else target)[1, frame, 2, 1] = value
     pred.requires_grad_(True)
-    loss = motion_loss(pred, target, (1, 3), normalize=normalize, reduction="none", backend=backend)
+    kw = dict(operator=operator, normalize=normalize, reduction="none")
+    loss = motion_loss(pred, target, intervals, backend=backend, **kw)
     (grad,) = torch.autograd.grad(loss.sum(), pred)
     p2 = pred.detach().requires_grad_(True)
-    expected = reference.motion_loss(p2, target, (1, 3), normalize=normalize, reduction="none")
+    expected = reference.motion_loss(p2, target, intervals, **kw)
     (e_grad,) = torch.autograd.grad(expected.sum(), p2)
     assert torch.equal(torch.isnan(loss), torch.isnan(expected))
     assert torch.equal(torch.isnan(grad), torch.isnan(e_grad))

@@ -194,22 +194,40 @@ def test_cpu_is_bitwise_reproducible_across_runs_and_thread_counts(normalize):
 
 
 @NEEDS_CPU_MODULE
-@pytest.mark.parametrize("operator, D", [("cross", 3), ("inner", 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("operator, D", [("cross", 3), ("inner", 3), ("sub", 3), ("inner", 2)])
 @pytest.mark.parametrize("normalize", NORMALIZE)
-def test_cpu_scratch_kept_between_calls_starts_clean(operator, D, normalize):
+def test_cpu_scratch_kept_between_calls_starts_clean(operator, D, normalize, dtype):
     """Each OpenMP thread keeps its scratch planes between calls and the padding must read as zeros: a larger call
     in between (other T, J, intervals: every plane of the small call's layout written with non-zeros) changes
     nothing, bit for bit."""
     small = dict(intervals=(2, 5), operator=operator, normalize=normalize)
-    pred, target = _inputs((3, 11, 4, None), D, torch.float32, "cpu", seed=3)
+    pred, target = _inputs((3, 11, 4, None), D, dtype, "cpu", seed=3)
     first = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cpu", **small)
-    big_pred, big_target = _inputs((4, 60, 17, None), D, torch.float32, "cpu", seed=4)
+    big_pred, big_target = _inputs((4, 60, 17, None), D, dtype, "cpu", seed=4)
     _loss_and_grads(ugcn_fast.motion_loss, big_pred * 100, big_target * 100, backend="cpu", intervals=(1, 7, 30),
                     operator=operator, normalize=normalize)
     again = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cpu", **small)
     assert torch.equal(first[0], again[0])
     for a, b in zip(first[1], again[1]):
         assert torch.equal(a, b)
+
+
+@NEEDS_CPU_MODULE
+def test_cpu_scratch_beyond_the_kept_size():
+    """A call whose scratch exceeds what a thread keeps (8 MiB: here ~40 MiB, a long sequence) is right, frees it
+    when it ends, and the next small call is unchanged."""
+    pred, target = _inputs((2, 9, 17, None), 3, torch.float32, "cpu", seed=5)
+    first = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cpu", intervals=(2, 4))
+    long_pred, long_target = _inputs((2, 20000, 17, None), 3, torch.float64, "cpu", seed=6)
+    kw = dict(intervals=(8, 12, 16, 24))
+    actual = _loss_and_grads(ugcn_fast.motion_loss, long_pred, long_target, backend="cpu", **kw)
+    expected = _loss_and_grads(reference.motion_loss, long_pred, long_target, **kw)
+    assert_close_scaled(actual[0], expected[0], torch.float64, "loss, T = 20000")
+    for a, e in zip(actual[1], expected[1]):
+        assert_close_scaled(a, e, torch.float64, "gradient, T = 20000")
+    again = _loss_and_grads(ugcn_fast.motion_loss, pred, target, backend="cpu", intervals=(2, 4))
+    assert torch.equal(first[0], again[0]) and all(torch.equal(a, b) for a, b in zip(first[1], again[1]))
 
 
 @NEEDS_CPU_MODULE

@@ -9,6 +9,17 @@
 #include <cstddef>
 #include <new>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UGCN_ADDRESS_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UGCN_ADDRESS_SANITIZER 1
+#endif
+#endif
+#ifdef UGCN_ADDRESS_SANITIZER
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace ugcn {
 namespace cpu {
 
@@ -28,6 +39,19 @@ class Aligned {
  private:
   T* p_;
 };
+
+// Buffers carved out of one allocation lose the sanitizer's bounds between them. Sanitizer builds leave a gap of
+// kRedzoneBytes after each and mark it unreadable (AddressSanitizer reports any access to it); other builds leave
+// no gap and these calls do nothing. Both are whole cache lines, so the buffers stay aligned.
+#ifdef UGCN_ADDRESS_SANITIZER
+constexpr size_t kRedzoneBytes = 64;
+inline void mark_unreadable(const void* p, size_t bytes) { ASAN_POISON_MEMORY_REGION(p, bytes); }
+inline void mark_readable(const void* p, size_t bytes) { ASAN_UNPOISON_MEMORY_REGION(p, bytes); }
+#else
+constexpr size_t kRedzoneBytes = 0;
+inline void mark_unreadable(const void*, size_t) {}
+inline void mark_readable(const void*, size_t) {}
+#endif
 
 }  // namespace cpu
 }  // namespace ugcn

@@ -43,22 +43,36 @@ namespace ugcn {
 namespace cpu {
 namespace {
 
-// One cache-line aligned block per thread, kept between calls and grown when a call needs more, zero-filled for
-// every call. (Allocated per call, the scratch cost ~0.15 ms a call with two threads, page faults on the second
+// One cache-line aligned block per thread, kept between calls (up to kKeptBytes) and grown when a call needs more,
+// zero-filled for every call. (Allocated per call, the scratch cost ~0.15 ms a call with two threads, page faults on the second
 // thread's arena: more than a small batch's whole loss.) OpenMP's pool threads outlive the call, so the block is
 // reused; it is freed when its thread exits.
 template <typename scalar_t>
-scalar_t* zeroed_thread_block(int64_t n) {
-  thread_local std::unique_ptr<Aligned<scalar_t>> block;
-  thread_local int64_t capacity = 0;
-  if (n > capacity) {
-    block.reset();
-    block = std::make_unique<Aligned<scalar_t>>(static_cast<size_t>(n));
-    capacity = n;
+struct ThreadBlock {
+  // Kept between calls up to this size (the default shape needs ~0.3 MiB); a larger one (long sequences, many
+  // intervals) is freed when its call ends.
+  static constexpr int64_t kKeptBytes = int64_t(8) << 20;
+  static inline thread_local std::unique_ptr<Aligned<scalar_t>> block;
+  static inline thread_local int64_t capacity = 0;
+
+  static scalar_t* zeroed(int64_t n) {
+    if (n > capacity) {
+      capacity = 0;
+      block.reset();
+      block = std::make_unique<Aligned<scalar_t>>(static_cast<size_t>(n));
+      capacity = n;
+    }
+    mark_readable(block->data(), static_cast<size_t>(capacity) * sizeof(scalar_t));  // the last call's redzones
+    std::fill(block->data(), block->data() + n, scalar_t(0));
+    return block->data();
   }
-  std::fill(block->data(), block->data() + n, scalar_t(0));
-  return block->data();
-}
+  static void release_if_large() {
+    if (capacity * int64_t(sizeof(scalar_t)) > kKeptBytes) {
+      capacity = 0;
+      block.reset();
+    }
+  }
+};
 
 // A thread's scratch planes for one call; `plane` = T * J values. Every planar buffer stores component d at
 // d * stride, preceded and followed by `pad` (>= the largest interval's shift) zeros, so the fused cross gather
@@ -80,15 +94,21 @@ struct Scratch {
       : plane(T * J), pad(lines(int64_t(max_tau) * J)), stride(lines(plane + 2 * pad)) {
     const int64_t sizes[] = {stride * D, stride * D, stride * D, stride * D, lines(plane),
                              lines(plane), lines(plane), stride * C * n_upstream, lines(J)};
+    const int64_t redzone = static_cast<int64_t>(kRedzoneBytes / sizeof(scalar_t));
     int64_t total = 0;
-    for (int64_t n : sizes) total += n;
-    scalar_t* next = zeroed_thread_block<scalar_t>(total);
+    for (int64_t n : sizes) total += n + redzone;
+    scalar_t* next = ThreadBlock<scalar_t>::zeroed(total);
     scalar_t** buffers[] = {&P_, &G_, &dP_, &dG_, &norms, &magnitude, &inv_den, &upstream_, &joint_sum};
     for (int k = 0; k < 9; ++k) {
       *buffers[k] = next;
       next += sizes[k];
+      mark_unreadable(next, kRedzoneBytes);
+      next += redzone;
     }
   }
+  ~Scratch() { ThreadBlock<scalar_t>::release_if_large(); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
   static int64_t lines(int64_t n) { return (n + kLine - 1) / kLine * kLine; }
 
   scalar_t* P() { return P_ + pad; }
@@ -436,8 +456,27 @@ double sample_scaled_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::v
     loss += double(w) * double(inv_den * raw);
   }
   const scalar_t* g0 = s.upstream(0, C);
-  if (out_dP) gather_all_intervals<OP>(P, g0, TJ, cs, shifts, scales, nI, scalar_t(1), s.dP(), out_dP);
-  if (out_dG) gather_all_intervals<OP>(G, g0, TJ, cs, shifts, scales, nI, scalar_t(-1), s.dG(), out_dG);
+  const scalar_t* gather_scales = scales;
+  if (out_dP || out_dG) {
+    // A non-finite w / den (a NaN in the target's sample) would turn the exact zero that a frame in none of an
+    // interval's pairs gathers into NaN, where the reference leaves that frame's gradient 0. Then (rarely) the
+    // planes are scaled over the interval's pairs only, the padding staying zero, and the gather takes them as
+    // they are.
+    bool finite = true;
+    for (int i = 0; i < nI; ++i) finite = finite && std::isfinite(scales[i]);
+    if (!finite) {
+      for (int i = 0; i < nI; ++i) {
+        const int64_t n_pairs = TJ - shifts[i];
+        for (int c = 0; c < C; ++c) {
+          scalar_t* plane = s.upstream(i, C) + c * cs;
+          for (int64_t n = 0; n < n_pairs; ++n) plane[n] *= scales[i];
+        }
+      }
+      gather_scales = nullptr;
+    }
+  }
+  if (out_dP) gather_all_intervals<OP>(P, g0, TJ, cs, shifts, gather_scales, nI, scalar_t(1), s.dP(), out_dP);
+  if (out_dG) gather_all_intervals<OP>(G, g0, TJ, cs, shifts, gather_scales, nI, scalar_t(-1), s.dG(), out_dG);
   return loss;
 }
 
