@@ -234,27 +234,19 @@ def test_cpu_scratch_beyond_the_kept_size():
 def test_cpu_from_several_python_threads():
     """The kernel releases the GIL and each OpenMP thread keeps its own scratch: calls from several Python threads
     at once, of different shapes and modes, give the sequential results bit for bit."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
     problems = [((6, 40, 17, None), dict(normalize="sample")), ((5, 33, 9, None), dict(normalize="joint")),
                 ((7, 50, 17, None), dict(normalize="none", intervals=(3, 20)))]
     inputs = [_inputs(shape, 3, torch.float32, "cpu", seed=i) for i, (shape, _) in enumerate(problems)]
     want = [_loss_and_grads(ugcn_fast.motion_loss, *xs, backend="cpu", **kw) for xs, (_, kw) in zip(inputs, problems)]
-    got, errors = [], []
 
-    def work(tid):
-        try:
-            for rep in range(6):
-                i = (tid + rep) % len(problems)
-                got.append((i, _loss_and_grads(ugcn_fast.motion_loss, *inputs[i], backend="cpu", **problems[i][1])))
-        except Exception as e:  # noqa: BLE001 (reported below)
-            errors.append(e)
+    def work(tid):  # -> [(problem index, (loss, grads))]; an exception re-raises in the test thread
+        problem_ids = [(tid + rep) % len(problems) for rep in range(6)]
+        return [(i, _loss_and_grads(ugcn_fast.motion_loss, *inputs[i], backend="cpu", **problems[i][1]))
+                for i in problem_ids]
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = [r for thread_results in pool.map(work, range(3)) for r in thread_results]
     assert len(got) == 18
     for i, (loss, grads) in got:
         assert torch.equal(loss, want[i][0])

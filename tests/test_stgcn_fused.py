@@ -371,30 +371,21 @@ def test_training_backward_survives_eval_calls_in_between():
 @needs_cpu
 def test_eval_from_several_threads():
     """Each Python thread has its own scratch buffers: concurrent eval calls give the sequential results."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
     pairs, xs = _eval_blocks(torch.float32)
     with torch.no_grad():
         want = [fused(x) for (_, fused), x in zip(pairs, xs)]
-    got, errors = {}, []
 
-    def work(tid):
-        try:
-            with torch.no_grad():
-                for _ in range(4):
-                    for i in range(tid % 2, len(xs), 2) if tid < 2 else range(len(xs)):
-                        got.setdefault((tid, i), []).append(pairs[i][1](xs[i]))
-        except Exception as e:  # noqa: BLE001 (reported below)
-            errors.append(e)
+    def work(tid):  # -> [(block index, output)]; an exception re-raises in the test thread
+        blocks = range(tid % 2, len(xs), 2) if tid < 2 else range(len(xs))
+        with torch.no_grad():
+            return [(i, pairs[i][1](xs[i])) for _ in range(4) for i in blocks]
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    for (_, i), ys in got.items():
-        for y in ys:
-            assert torch.equal(y, want[i])
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = [r for thread_results in pool.map(work, range(3)) for r in thread_results]
+    assert len(results) == 4 * (len(xs) + len(range(0, len(xs), 2)) + len(range(1, len(xs), 2)))
+    for i, y in results:
+        assert torch.equal(y, want[i])
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
