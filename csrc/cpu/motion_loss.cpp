@@ -44,9 +44,9 @@ namespace cpu {
 namespace {
 
 // One cache-line aligned block per thread, kept between calls (up to kKeptBytes) and grown when a call needs more,
-// zero-filled for every call. (Allocated per call, the scratch cost ~0.15 ms a call with two threads, page faults on the second
-// thread's arena: more than a small batch's whole loss.) OpenMP's pool threads outlive the call, so the block is
-// reused; it is freed when its thread exits.
+// zero-filled for every call. (Allocated per call, the scratch cost ~0.15 ms a call with two threads, page faults
+// on the second thread's arena: more than a small batch's whole loss.) OpenMP's pool threads outlive the call, so
+// the block is reused; it is freed when its thread exits.
 template <typename scalar_t>
 struct ThreadBlock {
   // Kept between calls up to this size (the default shape needs ~0.3 MiB); a larger one (long sequences, many
@@ -75,7 +75,7 @@ struct ThreadBlock {
 };
 
 // A thread's scratch planes for one call; `plane` = T * J values. Every planar buffer stores component d at
-// d * stride, preceded and followed by `pad` (>= the largest interval's shift) zeros, so the fused cross gather
+// d * stride, preceded and followed by `pad` (>= the largest interval's shift) zeros, so the fused gather
 // reads past either end of a plane without a test. pad, stride and every buffer's start are whole cache lines
 // (64 bytes for float), so the passes' accesses at n (all the stores) are aligned; those at n +- shift cannot be.
 template <typename scalar_t>
@@ -403,10 +403,10 @@ void inner_interval_pass(const scalar_t* P, const scalar_t* G, const scalar_t* n
 }
 
 // Cross (and inner, D = 3) operator with one den per sample and interval (normalize "none" / "sample", the
-// default for cross): pass 1 and
-// pass 2(a) fused, one loop per interval that encodes the target's pair once for both its statistics (-> den)
-// and the loss. 1 / den is known only after that loop, so it stores sign(mP - mG) and the gather applies each
-// interval's w / den to the sum of its products (for a NaN den, as 0 * NaN in the generic path: NaN).
+// default): pass 1 and pass 2(a) fused, one loop per interval that encodes the target's pair once for both its
+// statistics (-> den) and the loss. 1 / den is known only after that loop, so it stores sign(mP - mG) and the
+// gather applies each interval's w / den to the sum of its products (for a NaN den, as 0 * NaN in the generic
+// path: NaN; a frame in none of the interval's pairs keeps its exact 0, as in the reference: see below).
 // Returns the sample's weighted loss; den: (nI, J) out.
 template <int OP, typename scalar_t>
 double sample_scaled_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::vector<int>& intervals,
@@ -482,11 +482,16 @@ double sample_scaled_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::v
 
 // ---- pass 2: loss and unit gradients of one sample, written to the caller's packed layout --------------------
 // out_dP / out_dG: the sample's (T, J, D) gradients, or nullptr.
+// D = 3 gathers the gradient of every interval in one pass (gather_all_intervals), from one upstream plane set per
+// interval; other D gather interval by interval (gather_interval_grad) from one shared set.
+template <int DC>
+constexpr bool kGatherAllIntervals = DC == 3;
+
 template <int OP, int DC, bool PER_JOINT, typename scalar_t>
 double sample_loss_and_grad(int64_t B, int64_t T, int64_t J, int D_runtime, const std::vector<int>& intervals,
                             int reduction, const scalar_t* den, scalar_t* out_dP, scalar_t* out_dG,
                             Scratch<scalar_t>& s) {
-  constexpr bool kFused = DC == 3;  // per-interval upstream planes, one gather pass for all intervals
+  constexpr bool kFused = kGatherAllIntervals<DC>;
   const int D = DC > 0 ? DC : D_runtime;
   const int C = components<OP>(D);
   const int nI = static_cast<int>(intervals.size());
@@ -590,12 +595,13 @@ void run_scatter(const MotionLossProblem& p) {
   const int64_t TJ = p.T * p.J;
 #pragma omp parallel num_threads(thread_count(p))
   {
-    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D), max_tau(p), DC == 3 ? int(p.intervals.size()) : 1);
+    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D), max_tau(p),
+                        kGatherAllIntervals<DC> ? int(p.intervals.size()) : 1);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < p.B; ++b) {
       to_planar<DC>(io.pred(b), TJ, p.D, s.P(), s.stride);
       to_planar<DC>(io.target(b), TJ, p.D, s.G(), s.stride);
-      if constexpr ((OP == kCross || (OP == kInner && DC == 3)) && !PER_JOINT) {
+      if constexpr ((OP == kCross || OP == kInner) && kGatherAllIntervals<DC> && !PER_JOINT) {
         io.loss[b] = scalar_t(sample_scaled_loss_and_grad<OP>(p.B, p.T, p.J, p.intervals, p.normalize,
                                                               scalar_t(p.eps), p.reduction, io.den_of(b),
                                                               io.grad_pred(b), io.grad_target(b), s));
