@@ -150,6 +150,26 @@ def test_conv_frames_epilogue_options(bias, add, relu, stats, dtype):
 
 
 # ---- conv_frames: the padding taps skipped (tap_spans) ----------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("C_out,R,T_out", [(130, 17, 6), (256, 17, 6), (70, 5, 3), (129, 17, 50), (64, 17, 1)])
+def test_conv_frames_small_problems_split_by_channel_blocks(C_out, R, T_out, dtype):
+    """Without statistics, few rows and several channel blocks (a batch of one window) are split between the
+    threads by channel block instead of row tile: the contract's values, bitwise the same for every thread count
+    (each output element is one accumulator's sum in a fixed order, whichever thread computes it)."""
+    src, weight, b, offsets, a = _conv_inputs(24, C_out, R, T_out, 5, 1, dtype, seed=C_out + T_out)
+    want = ref.conv_frames(src, weight, b, offsets, 1, T_out, a, True, False)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3, 4):
+            torch.set_num_threads(n)
+            outs.append(cpu.conv_frames(src, weight, b, offsets, 1, T_out, a, True, False))
+    finally:
+        torch.set_num_threads(threads)
+    _close_outputs(outs[0], want, dtype, stats=False)
+    assert all(torch.equal(out[0], outs[0][0]) for out in outs)
+
+
 def _padded_phase_buffer(T, N, V, C, stride, kt, dtype, seed, padding_value=0.0):
     """The temporal convolution's phase buffer (stride, Tq, N * V, C) of T random frames, the padding slots filled
     with padding_value; and (pad, T_out, Tq)."""
@@ -540,3 +560,86 @@ def test_gcn_forward_rejects_bad_arguments():
     for sizes in ((0, 17, 3, 4, 6, 0), (3, 17, 0, 4, 6, 0), (3, 17, 3, 4, 6, 3), (3, 17, 3, 0, 6, 0)):
         with pytest.raises(ValueError):
             C.stgcn_gcn_forward("float32", *args, *sizes, 1)
+
+
+# ---- packed weights (a frozen eval block's: built once, reused from call to call) -----------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("graph", list(GRAPHS))
+@pytest.mark.parametrize("C_in,C_out", [(2, 16), (16, 16), (20, 70), (70, 33), (3, 1)])
+def test_gcn_relu_phases_packed_is_the_unpacked_call(C_in, C_out, graph, order, dtype):
+    """Bitwise the per-call kernel, over several inputs and geometries of one packing; the packing owns copies:
+    overwriting every tensor it was packed from changes nothing."""
+    x, A, w, b, shift = _phases_inputs(7, 2, GRAPHS[graph], C_in, C_out, dtype, seed=C_in + C_out)
+    sources = [t.clone() for t in (A, w, b, shift)]  # (A may be the module's graph itself: never overwritten)
+    packed = cpu.pack_gcn_relu_phases(*sources, order)
+    assert (packed.kind, packed.dtype) == ("gcn_relu_phases", str(dtype).removeprefix("torch."))
+    want = {}
+    for T, N, kernel_size, stride in [(7, 2, 5, 1), (7, 2, 5, 2), (1, 1, 3, 1), (12, 3, 9, 2)]:
+        xt = _rand((T, N, A.shape[-1], C_in), dtype, seed=T + N)
+        pad, _, Tq = ref.phase_geometry(T, kernel_size, stride)
+        want[T, N, stride] = cpu.gcn_relu_phases(xt, A, w, b, shift, stride, pad, Tq, order)
+        assert torch.equal(cpu.gcn_relu_phases_packed(xt, packed, stride, pad, Tq), want[T, N, stride])
+    for t in sources:
+        t.fill_(float("nan"))
+    T, N, stride = 12, 3, 2
+    pad, _, Tq = ref.phase_geometry(T, 9, stride)
+    xt = _rand((T, N, x.shape[2], C_in), dtype, seed=T + N)
+    assert torch.equal(cpu.gcn_relu_phases_packed(xt, packed, stride, pad, Tq), want[T, N, stride])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("C_in,C_out,kt", [(1, 1, 1), (16, 16, 5), (20, 33, 3), (70, 65, 9), (3, 17, 5)])
+@pytest.mark.parametrize("bias,add,term,spans", [(True, False, False, False), (False, True, False, True),
+                                                 (True, True, True, True), (True, False, True, False)])
+def test_conv_frames_packed_is_the_unpacked_call(C_in, C_out, kt, bias, add, term, spans, dtype):
+    R, T_out, T2, step2 = 17, 6, 12, 2
+    src, weight, b, offsets, a = _conv_inputs(C_in, C_out, R, T_out, kt, 1, dtype, seed=C_in * kt, bias=bias, add=add)
+    src2 = _rand((T2, R, 5), dtype, 7) if term else None
+    weight2 = _rand((C_out, 5), dtype, 8).t() if term else None
+    tap_spans = ref.tap_spans(T_out, kt, 1) if spans else None
+    want, _, _ = cpu.conv_frames(src, weight, b, offsets, 1, T_out, a, True, False, tap_spans, src2, weight2, step2)
+    sources = [None if t is None else t.clone() for t in (weight, b, weight2)]
+    packed = cpu.pack_conv_frames(*sources)
+    for t in sources:
+        if t is not None:
+            t.fill_(float("nan"))  # the packing holds copies
+    got = cpu.conv_frames_packed(src.contiguous(), packed, offsets, 1, T_out, a, True, tap_spans, src2, step2)
+    assert torch.equal(got, want)
+
+
+def test_packed_weights_reject_what_they_were_not_packed_for():
+    x, A, w, b, shift = _phases_inputs(4, 2, A17, 16, 32, torch.float32, seed=1)
+    graph = cpu.pack_gcn_relu_phases(A, w, b, shift)
+    src, weight, bias, offsets, _ = _conv_inputs(16, 32, 17, 4, 3, 1, torch.float32, seed=2)
+    src = src.contiguous()
+    conv = cpu.pack_conv_frames(weight, bias)
+    assert "conv_frames" in repr(conv) and list(conv.sizes) == [3, 16, 32, 0]
+    cpu.gcn_relu_phases_packed(x, graph, 1, 2, 8)
+    cpu.conv_frames_packed(src, conv, offsets, 1, 4, None, True)
+    with pytest.raises(ValueError, match="does not match"):  # C_in
+        cpu.gcn_relu_phases_packed(x[..., :8].contiguous(), graph, 1, 2, 8)
+    with pytest.raises(ValueError, match="does not match"):  # dtype
+        cpu.gcn_relu_phases_packed(x.double(), graph, 1, 2, 8)
+    with pytest.raises(ValueError, match="does not match"):  # V
+        cpu.gcn_relu_phases_packed(x[:, :, :5].contiguous(), graph, 1, 2, 8)
+    with pytest.raises(ValueError, match="weight"):  # C_in of the weight
+        cpu.conv_frames_packed(src[..., :8].contiguous(), conv, offsets, 1, 4, None, True)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        cpu.conv_frames_packed(src.double(), conv, offsets, 1, 4, None, True)
+    with pytest.raises(ValueError, match="pointwise term"):  # a term the weights do not hold
+        cpu.conv_frames_packed(src, conv, offsets, 1, 4, None, True, None, src[:, :, :2].contiguous(), 1)
+    # the native layer checks on its own: another kernel's packing, sizes that differ from the packed ones
+    C = _native.cpu_module
+    with pytest.raises(ValueError, match="another kernel"):
+        C.stgcn_conv_frames_packed(graph, src.data_ptr(), 0, src.data_ptr(), 0, 6, 17, 16, 32, 4, 1, offsets, [], 0,
+                                   0, 0, 1, True, 1)
+    with pytest.raises(ValueError, match="differ from the packed"):
+        C.stgcn_conv_frames_packed(conv, src.data_ptr(), 0, src.data_ptr(), 0, 6, 17, 16, 64, 4, 1, offsets, [], 0,
+                                   0, 0, 1, True, 1)
+    with pytest.raises(ValueError, match="another kernel"):
+        C.stgcn_gcn_relu_phases_packed(conv, x.data_ptr(), x.data_ptr(), 4, 2, 17, 16, 32, 1, 2, 8, 1)
+    with pytest.raises(ValueError, match="differ from the packed"):
+        C.stgcn_gcn_relu_phases_packed(graph, x.data_ptr(), x.data_ptr(), 4, 2, 17, 16, 64, 1, 2, 8, 1)
+    with pytest.raises(ValueError, match="dtype"):
+        C.stgcn_pack_conv_frames("float16", weight.data_ptr(), 0, 3, 16, 32, 0, 0)

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <new>
+#include <utility>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UGCN_ADDRESS_SANITIZER 1
@@ -30,9 +31,15 @@ class Aligned {
       : p_(static_cast<T*>(::operator new[](std::max<size_t>(n, 1) * sizeof(T), std::align_val_t(64)))) {
     std::fill(p_, p_ + std::max<size_t>(n, 1), T(0));
   }
-  ~Aligned() { ::operator delete[](p_, std::align_val_t(64)); }
+  Aligned() : Aligned(0) {}
+  ~Aligned() { ::operator delete[](p_, std::align_val_t(64)); }  // (null after a move: a no-op)
   Aligned(const Aligned&) = delete;
   Aligned& operator=(const Aligned&) = delete;
+  Aligned(Aligned&& other) noexcept : p_(other.p_) { other.p_ = nullptr; }
+  Aligned& operator=(Aligned&& other) noexcept {
+    std::swap(p_, other.p_);
+    return *this;
+  }
   T* data() { return p_; }
   const T* data() const { return p_; }
 

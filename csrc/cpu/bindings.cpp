@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -108,8 +109,60 @@ ugcn::cpu::BatchNormSaved saved(uintptr_t mean, uintptr_t invstd, uintptr_t weig
   return {in<double>(mean), in<double>(invstd), in<double>(weight)};
 }
 
+// conv_frames' problem from the Python arguments, every read it implies checked against the sizes.
+ugcn::cpu::ConvFrames make_conv_frames(int64_t frames, int64_t R, int64_t C_in, int64_t C_out, int64_t T_out,
+                                       int64_t frame_step, const std::vector<int64_t>& frame_offsets,
+                                       const std::vector<int64_t>& tap_spans, bool term, int64_t frames2,
+                                       int64_t C_in2, int64_t frame_step2) {
+  require(frames >= 1 && R >= 1 && C_in >= 1 && C_out >= 1 && T_out >= 1 && frame_step >= 1,
+          "conv_frames: need frames, R, C_in, C_out, T_out, frame_step >= 1");
+  require(!frame_offsets.empty() && frame_offsets.size() <= size_t(ugcn::cpu::kMaxConvTaps),
+          "conv_frames: need 1 to 9 taps (frame offsets)");
+  require(tap_spans.empty() || tap_spans.size() == 2 * frame_offsets.size(),
+          "conv_frames: tap_spans holds no span or one (first, end) per tap");
+  ugcn::cpu::ConvFrames p{frames, R, C_in, C_out, T_out, frame_step, int(frame_offsets.size()), {}, {}, {}};
+  for (size_t j = 0; j < frame_offsets.size(); ++j) {
+    const int64_t first = frame_offsets[j];
+    require(first >= 0 && first < frames && (T_out - 1) <= (frames - 1 - first) / frame_step,
+            "conv_frames: a frame offset reads outside src's frames");
+    p.frame_offsets[j] = first;
+    p.live_first[j] = tap_spans.empty() ? 0 : tap_spans[2 * j];
+    p.live_end[j] = tap_spans.empty() ? T_out : tap_spans[2 * j + 1];
+  }
+  if (term) {
+    require(frames2 >= 1 && C_in2 >= 1 && frame_step2 >= 1,
+            "conv_frames: the pointwise term needs src2, weight2, frames2, C_in2, frame_step2 >= 1");
+    require((T_out - 1) <= (frames2 - 1) / frame_step2, "conv_frames: the pointwise term reads past src2");
+  }
+  return p;
+}
+
+// Packed weights for Python (stgcn_gemm.h: built once, reused by a frozen eval block): the native object and what
+// it was packed for, which every call that uses it must match.
+struct PackedWeights {
+  std::string kind;  // "conv_frames" or "gcn_relu_phases"
+  std::string dtype;
+  std::vector<int64_t> sizes;  // conv_frames: taps, C_in, C_out, C_in2 (0: no pointwise term); gcn: V, K, C_in, C_out
+  std::shared_ptr<const void> native;
+};
+
+template <typename T>
+const T& unpack(const PackedWeights& w) {
+  return *static_cast<const T*>(w.native.get());
+}
+
 // The channel-mixing kernels (stgcn_gemm.h). Every read they do is bounded by the sizes and offsets checked here.
 void bind_stgcn_gemm(py::module_& m) {
+  py::class_<PackedWeights, std::shared_ptr<PackedWeights>>(
+      m, "PackedWeights", "packed weights of conv_frames or gcn_relu_phases (stgcn_pack_*); opaque")
+      .def_readonly("kind", &PackedWeights::kind)
+      .def_readonly("dtype", &PackedWeights::dtype)
+      .def_readonly("sizes", &PackedWeights::sizes)
+      .def("__repr__", [](const PackedWeights& w) {
+        std::string sizes;
+        for (int64_t v : w.sizes) sizes += (sizes.empty() ? "" : ", ") + std::to_string(v);
+        return "PackedWeights(" + w.kind + ", " + w.dtype + ", sizes=(" + sizes + "))";
+      });
   m.def("stgcn_conv_frames",
         [](const std::string& dtype, uintptr_t src, uintptr_t weight, uintptr_t bias, uintptr_t add, uintptr_t u,
            uintptr_t sums, int64_t frames, int64_t R, int64_t C_in, int64_t C_out, int64_t T_out,
@@ -117,26 +170,9 @@ void bind_stgcn_gemm(py::module_& m) {
            uintptr_t src2, uintptr_t weight2, int64_t frames2, int64_t C_in2, int64_t frame_step2, bool relu,
            int threads) {
           require(src && weight && u, "conv_frames: null pointer");
-          require(frames >= 1 && R >= 1 && C_in >= 1 && C_out >= 1 && T_out >= 1 && frame_step >= 1,
-                  "conv_frames: need frames, R, C_in, C_out, T_out, frame_step >= 1");
-          require(!frame_offsets.empty() && frame_offsets.size() <= size_t(ugcn::cpu::kMaxConvTaps),
-                  "conv_frames: need 1 to 9 taps (frame offsets)");
-          require(tap_spans.empty() || tap_spans.size() == 2 * frame_offsets.size(),
-                  "conv_frames: tap_spans holds no span or one (first, end) per tap");
-          ugcn::cpu::ConvFrames p{frames, R, C_in, C_out, T_out, frame_step, int(frame_offsets.size()), {}, {}, {}};
-          for (size_t j = 0; j < frame_offsets.size(); ++j) {
-            const int64_t first = frame_offsets[j];
-            require(first >= 0 && first < frames && (T_out - 1) <= (frames - 1 - first) / frame_step,
-                    "conv_frames: a frame offset reads outside src's frames");
-            p.frame_offsets[j] = first;
-            p.live_first[j] = tap_spans.empty() ? 0 : tap_spans[2 * j];
-            p.live_end[j] = tap_spans.empty() ? T_out : tap_spans[2 * j + 1];
-          }
-          if (src2) {
-            require(weight2 && frames2 >= 1 && C_in2 >= 1 && frame_step2 >= 1,
-                    "conv_frames: the pointwise term needs src2, weight2, frames2, C_in2, frame_step2 >= 1");
-            require((T_out - 1) <= (frames2 - 1) / frame_step2, "conv_frames: the pointwise term reads past src2");
-          }
+          require(!src2 || weight2, "conv_frames: the pointwise term needs src2, weight2, frames2, C_in2, frame_step2 >= 1");
+          const ugcn::cpu::ConvFrames p = make_conv_frames(frames, R, C_in, C_out, T_out, frame_step, frame_offsets,
+                                                           tap_spans, src2 != 0, frames2, C_in2, frame_step2);
           with_dtype(dtype, [&](auto t) {
             using T = decltype(t);
             const ugcn::cpu::PointwiseTerm<T> term{in<T>(src2), in<T>(weight2), C_in2, frame_step2};
@@ -150,6 +186,45 @@ void bind_stgcn_gemm(py::module_& m) {
         "C_out), sums (2, C_out) float64 or 0 (no statistics); tap_spans empty or (first, end) per tap: the output "
         "frames outside which the tap reads zeros; src2 (frames2, R, C_in2) or 0 and weight2 (C_in2, C_out): the "
         "pointwise term src2[t * frame_step2] @ weight2 added to the sums");
+  m.def("stgcn_pack_conv_frames",
+        [](const std::string& dtype, uintptr_t weight, uintptr_t bias, int64_t taps, int64_t C_in, int64_t C_out,
+           uintptr_t weight2, int64_t C_in2) {
+          require(weight != 0, "pack_conv_frames: null weight");
+          require(taps >= 1 && taps <= ugcn::cpu::kMaxConvTaps && C_in >= 1 && C_out >= 1,
+                  "pack_conv_frames: need 1 to 9 taps, C_in, C_out >= 1");
+          require(!weight2 || C_in2 >= 1, "pack_conv_frames: the pointwise term needs C_in2 >= 1");
+          auto packed = std::make_shared<PackedWeights>(
+              PackedWeights{"conv_frames", dtype, {taps, C_in, C_out, weight2 ? C_in2 : 0}, nullptr});
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            packed->native = ugcn::cpu::pack_conv_frames<T>(int(taps), C_in, C_out, in<T>(weight), in<T>(bias),
+                                                            C_in2, in<T>(weight2));
+          });
+          return packed;
+        },
+        "pack_conv_frames(dtype, weight, bias, taps, C_in, C_out, weight2, C_in2) -> PackedWeights: conv_frames' "
+        "weight (taps, C_in, C_out) contiguous, bias (C_out) or 0, weight2 (C_in2, C_out) or 0, copied and packed");
+  m.def("stgcn_conv_frames_packed",
+        [](const PackedWeights& w, uintptr_t src, uintptr_t add, uintptr_t u, uintptr_t sums, int64_t frames,
+           int64_t R, int64_t C_in, int64_t C_out, int64_t T_out, int64_t frame_step,
+           const std::vector<int64_t>& frame_offsets, const std::vector<int64_t>& tap_spans, uintptr_t src2,
+           int64_t frames2, int64_t C_in2, int64_t frame_step2, bool relu, int threads) {
+          require(w.kind == "conv_frames", "conv_frames_packed: the weights were packed for another kernel");
+          require(src && u, "conv_frames_packed: null pointer");
+          const int64_t taps = int64_t(frame_offsets.size());
+          require(w.sizes == std::vector<int64_t>{taps, C_in, C_out, src2 ? C_in2 : 0},
+                  "conv_frames_packed: taps, C_in, C_out or the pointwise term differ from the packed weights'");
+          const ugcn::cpu::ConvFrames p = make_conv_frames(frames, R, C_in, C_out, T_out, frame_step, frame_offsets,
+                                                           tap_spans, src2 != 0, frames2, C_in2, frame_step2);
+          with_dtype(w.dtype, [&](auto t) {
+            using T = decltype(t);
+            ugcn::cpu::conv_frames_packed<T>(p, unpack<ugcn::cpu::ConvFramesWeights<T>>(w), in<T>(src), in<T>(add),
+                                             relu, out<T>(u), out<double>(sums), threads, in<T>(src2), frame_step2);
+          });
+        },
+        "conv_frames_packed(packed, src, add, u, sums, frames, R, C_in, C_out, T_out, frame_step, frame_offsets, "
+        "tap_spans, src2, frames2, C_in2, frame_step2, relu, threads): conv_frames with packed weights (dtype, "
+        "taps, C_in, C_out and the pointwise term's C_in2 as packed)");
   m.def("stgcn_gcn_forward",
         [](const std::string& dtype, uintptr_t x, uintptr_t A, uintptr_t weight, uintptr_t bias, uintptr_t z,
            uintptr_t sums, int64_t groups, int64_t V, int64_t K, int64_t C_in, int64_t C_out, int order,
@@ -188,6 +263,43 @@ void bind_stgcn_gemm(py::module_& m) {
         "gcn_relu_phases(dtype, x, A, weight, bias, shift, h, T, N, V, K, C_in, C_out, stride, pad, Tq, order, "
         "threads): x (T, N, V, C_in), A (K, V, V) float64, weight (K*C_out, C_in), bias (K*C_out), shift (V, C_out), "
         "h (stride, Tq, N*V, C_out)");
+  m.def("stgcn_pack_gcn_relu_phases",
+        [](const std::string& dtype, uintptr_t A, uintptr_t weight, uintptr_t bias, uintptr_t shift, int64_t V,
+           int64_t K, int64_t C_in, int64_t C_out, int order) {
+          require(A && weight && bias && shift, "pack_gcn_relu_phases: null pointer");
+          require(V >= 1 && K >= 1 && C_in >= 1 && C_out >= 1, "pack_gcn_relu_phases: need V, K, C_in, C_out >= 1");
+          require(order >= ugcn::cpu::kGcnAuto && order <= ugcn::cpu::kGcnGemmFirst,
+                  "pack_gcn_relu_phases: unknown order");
+          auto packed = std::make_shared<PackedWeights>(PackedWeights{"gcn_relu_phases", dtype, {V, K, C_in, C_out},
+                                                                      nullptr});
+          const ugcn::cpu::GcnForward p{0, V, K, C_in, C_out, in<double>(A)};
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            packed->native = ugcn::cpu::pack_gcn<T>(p, in<T>(weight), in<T>(bias), in<T>(shift), order);
+          });
+          return packed;
+        },
+        "pack_gcn_relu_phases(dtype, A, weight, bias, shift, V, K, C_in, C_out, order) -> PackedWeights: "
+        "gcn_relu_phases' A (K, V, V) float64, weight (K*C_out, C_in), bias (K*C_out), shift (V, C_out), copied and "
+        "packed");
+  m.def("stgcn_gcn_relu_phases_packed",
+        [](const PackedWeights& w, uintptr_t x, uintptr_t h, int64_t T, int64_t N, int64_t V, int64_t C_in,
+           int64_t C_out, int64_t stride, int64_t pad, int64_t Tq, int threads) {
+          require(w.kind == "gcn_relu_phases", "gcn_relu_phases_packed: the weights were packed for another kernel");
+          require(x && h, "gcn_relu_phases_packed: null pointer");
+          require(T >= 1 && N >= 1, "gcn_relu_phases_packed: need T, N >= 1");
+          require(V == w.sizes[0] && C_in == w.sizes[2] && C_out == w.sizes[3],
+                  "gcn_relu_phases_packed: V, C_in or C_out differ from the packed weights'");
+          require(stride >= 1 && pad >= 0 && Tq >= 1, "gcn_relu_phases_packed: need stride >= 1, pad >= 0, Tq >= 1");
+          const ugcn::cpu::PhaseOutput o{N, stride, pad, Tq};
+          with_dtype(w.dtype, [&](auto t) {
+            using T_ = decltype(t);
+            ugcn::cpu::gcn_relu_phases_packed<T_>(unpack<ugcn::cpu::GcnWeights<T_>>(w), T * N, o, in<T_>(x),
+                                                  out<T_>(h), threads);
+          });
+        },
+        "gcn_relu_phases_packed(packed, x, h, T, N, V, C_in, C_out, stride, pad, Tq, threads): gcn_relu_phases "
+        "with packed weights (dtype, V, C_in, C_out as packed)");
 }
 
 void bind_stgcn(py::module_& m) {

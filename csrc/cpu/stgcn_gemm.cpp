@@ -83,6 +83,11 @@ static_assert(kRowTile % micro_rows(1) == 0 && kRowTile % micro_rows(2) == 0 && 
 constexpr int64_t kMinRowTile = std::lcm(std::lcm(int64_t{micro_rows(1)}, int64_t{micro_rows(2)}),
                                          std::lcm(int64_t{micro_rows(3)}, int64_t{micro_rows(4)}));
 static_assert(kMinRowTile <= kRowTile, "the smallest row tile fits the row-pointer array");
+// conv_frames splits small problems (fewer than kSmallRows rows a thread) by channel blocks rather than row tiles.
+#ifndef UGCN_GEMM_SMALL_ROWS
+#define UGCN_GEMM_SMALL_ROWS 384
+#endif
+constexpr int64_t kSmallRows = UGCN_GEMM_SMALL_ROWS;
 // gcn_forward's thread-local buffer (a chunk of whole groups) targets this many bytes and at most kChunkRows rows
 // (enough rows that the ragged last micro-tile of a chunk wastes little).
 constexpr int64_t kChunkBytes = UGCN_GEMM_CHUNK_BYTES;
@@ -296,19 +301,23 @@ void run_block(const RowRun<T>& run, const typename Panels<T>::Block& block, con
   }
 }
 
-// The run's `rows` rows through every channel block of the panels (and of run.panels2).
+// The run's `rows` rows through channel block b of the panels (and of run.panels2).
+template <typename T>
+void run_block_at(const RowRun<T>& run, const Panels<T>& panels, size_t b, int64_t rows) {
+  const auto& block = panels.blocks[b];
+  const auto* block2 = run.panels2 ? &run.panels2->blocks[b] : nullptr;
+  switch (block.nv) {
+    case 1: run_block<T, 1>(run, block, block2, rows); break;
+    case 2: run_block<T, 2>(run, block, block2, rows); break;
+    case 3: run_block<T, 3>(run, block, block2, rows); break;
+    default: run_block<T, 4>(run, block, block2, rows); break;
+  }
+}
+
+// ... through every channel block.
 template <typename T>
 void run_blocks(const RowRun<T>& run, const Panels<T>& panels, int64_t rows) {
-  for (size_t b = 0; b < panels.blocks.size(); ++b) {
-    const auto& block = panels.blocks[b];
-    const auto* block2 = run.panels2 ? &run.panels2->blocks[b] : nullptr;
-    switch (block.nv) {
-      case 1: run_block<T, 1>(run, block, block2, rows); break;
-      case 2: run_block<T, 2>(run, block, block2, rows); break;
-      case 3: run_block<T, 3>(run, block, block2, rows); break;
-      default: run_block<T, 4>(run, block, block2, rows); break;
-    }
-  }
+  for (size_t b = 0; b < panels.blocks.size(); ++b) run_block_at(run, panels, b, rows);
 }
 
 // Sparse gathers of the aggregation over the joints: destination i = sum over its entries e of m[e] * the source
@@ -468,13 +477,12 @@ void aggregate_group(T* z, int64_t z_ld, int64_t V, int64_t n, const T* base, co
 }
 
 // Where gcn_forward's output goes: z (groups, V, C_out) with statistics, or (phases != null) the eval's phase buffer,
-// relu(z + shift) without statistics.
+// relu(z + shift) without statistics (the shift is the packed weights').
 template <typename T>
 struct GcnOutput {
   T* out;
   double* sums;
   const PhaseOutput* phases;
-  const T* shift;  // (V, C_out)
   int64_t row_width;  // V * C_out
 
   // The first of group g's V output rows, or null when the group's frame is dropped (no tap reads it).
@@ -487,87 +495,116 @@ struct GcnOutput {
   }
 };
 
-template <typename T>
-void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, const GcnOutput<T>& dst, int threads,
-             int order);
-
 }  // namespace
+
+// conv_frames' weights packed: the taps' panels, the pointwise term's, the bias padded to whole vectors.
+template <typename T>
+struct ConvFramesWeights {
+  int taps;
+  int64_t C_in, C_out, term_C_in;
+  Panels<T> panels;
+  std::unique_ptr<Panels<T>> term_panels;
+  Aligned<T> bias_padded, zero_row;
+
+  ConvFramesWeights(int taps_, int64_t C_in_, int64_t C_out_, const T* weight, const T* bias, int64_t term_C_in_,
+                    const T* term_weight)
+      : taps(taps_), C_in(C_in_), C_out(C_out_), term_C_in(term_weight ? term_C_in_ : 0),
+        panels(taps_ * C_in_, C_out_, [&](int64_t kk, int64_t c) { return weight[kk * C_out_ + c]; }),
+        bias_padded(static_cast<size_t>(panels.padded)), zero_row(static_cast<size_t>(panels.padded)) {
+    if (term_weight)
+      term_panels = std::make_unique<Panels<T>>(term_C_in_, C_out_, [&](int64_t k, int64_t c) {
+        return term_weight[k * C_out_ + c];
+      });
+    if (bias) std::copy(bias, bias + C_out_, bias_padded.data());
+  }
+};
+
+template <typename T>
+std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames(int taps, int64_t C_in, int64_t C_out, const T* weight,
+                                                             const T* bias, int64_t term_C_in, const T* term_weight) {
+  return std::make_shared<const ConvFramesWeights<T>>(taps, C_in, C_out, weight, bias, term_C_in, term_weight);
+}
 
 template <typename T>
 void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bias, const T* add, bool relu, T* u,
                  double* sums, int threads, const PointwiseTerm<T>& term) {
+  const ConvFramesWeights<T> packed(p.taps, p.C_in, p.C_out, weight, bias, term.C_in, term.src ? term.weight : nullptr);
+  conv_frames_packed(p, packed, src, add, relu, u, sums, threads, term.src, term.frame_step);
+}
+
+template <typename T>
+void conv_frames_packed(const ConvFrames& p, const ConvFramesWeights<T>& w, const T* src, const T* add, bool relu,
+                        T* u, double* sums, int threads, const T* term_src, int64_t term_frame_step) {
   const int64_t M = p.T_out * p.R, C_in = p.C_in, C_out = p.C_out;
-  const Panels<T> panels(p.taps * C_in, C_out, [&](int64_t kk, int64_t c) { return weight[kk * C_out + c]; });
-  std::unique_ptr<Panels<T>> term_panels;
-  if (term.src)
-    term_panels = std::make_unique<Panels<T>>(term.C_in, C_out, [&](int64_t k, int64_t c) {
-      return term.weight[k * C_out + c];
-    });
-  Aligned<T> bias_padded(static_cast<size_t>(panels.padded)), zero_row(static_cast<size_t>(panels.padded));
-  if (bias) std::copy(bias, bias + C_out, bias_padded.data());
+  const Panels<T>& panels = w.panels;
+  if (!w.term_panels) term_src = nullptr;
   int64_t tap_offset[kMaxConvTaps];
   for (int j = 0; j < p.taps; ++j) tap_offset[j] = p.frame_offsets[j] * p.R * C_in;
-  // at least kTilesPerThread tiles for every thread (or kMinRowTile rows a tile), at most kRowTile rows a tile
+  // The work: row tiles, each through every channel block; at least kTilesPerThread tiles for every thread (or
+  // kMinRowTile rows a tile), at most kRowTile rows a tile. Few rows and several channel blocks (a batch of one
+  // window: down8 has 102 rows and 4 blocks), and no statistics: (channel block, row tile) units, block-major, so
+  // that a thread streams only its own blocks' panels (row tiles re-read every block's panels, 1.3 MB for down8's
+  // taps, once a tile).
   constexpr int64_t kTilesPerThread = 4;
-  const int64_t wanted = kTilesPerThread * std::max(threads, 1);
-  const int64_t tile_rows = std::min(kRowTile, round_up((M + wanted - 1) / wanted, kMinRowTile));
-  const int64_t tiles = (M + tile_rows - 1) / tile_rows;
-  partitioned(tiles, threads, sums ? 2 * C_out : 0, sums, [&](double* part, int64_t first, int64_t end) {
+  const int64_t nthreads = std::max(threads, 1);
+  const int64_t n_blocks = static_cast<int64_t>(panels.blocks.size());
+  const bool by_block = sums == nullptr && n_blocks >= 2 && M < kSmallRows * nthreads;
+  int64_t tile_rows, tiles;
+  if (by_block) {  // tiles as even as whole micro-tiles allow, at most kRowTile rows
+    const int64_t count = (M + kRowTile - 1) / kRowTile;
+    tile_rows = std::min(kRowTile, round_up((M + count - 1) / count, kMinRowTile));
+  } else {
+    const int64_t wanted = kTilesPerThread * nthreads;
+    tile_rows = std::min(kRowTile, round_up((M + wanted - 1) / wanted, kMinRowTile));
+  }
+  tiles = (M + tile_rows - 1) / tile_rows;
+  const int64_t units = by_block ? n_blocks * tiles : tiles;
+  partitioned(units, threads, sums ? 2 * C_out : 0, sums, [&](double* part, int64_t first, int64_t end) {
     const T* rows[kRowTile];
     const T* rows2[kRowTile];
     int live[kMaxConvTaps];
     RowRun<T> run;
     run.rows = rows;
-    if (term.src) {
+    if (term_src) {
       run.rows2 = rows2;
-      run.depth2 = term.C_in;
-      run.panels2 = term_panels.get();
+      run.depth2 = w.term_C_in;
+      run.panels2 = w.term_panels.get();
     }
     run.tap_offset = tap_offset;
     run.tap_ids = live;
     run.depth = C_in;
-    run.bias = bias_padded.data();
-    run.add = add ? add : zero_row.data();
+    run.bias = w.bias_padded.data();
+    run.add = add ? add : w.zero_row.data();
     run.add_ld = add ? C_out : 0;
     run.relu = relu;
     run.out = u;
     run.out_ld = run.n = C_out;
     run.sum = sums ? part : nullptr;
     run.sumsq = sums ? part + C_out : nullptr;
-    for (int64_t tile = first; tile < end; ++tile) {
+    int64_t set_up = -1;  // the tile whose rows and taps are set up
+    for (int64_t unit = first; unit < end; ++unit) {
+      const int64_t tile = by_block ? unit % tiles : unit;
       const int64_t m0 = tile * tile_rows, n = std::min(tile_rows, M - m0);
-      int64_t t = m0 / p.R, r = m0 - t * p.R;
-      for (int64_t l = 0; l < n; ++l) {  // row t * R + r reads frame t * frame_step (+ the tap's offset), row r
-        rows[l] = src + (t * p.frame_step * p.R + r) * C_in;
-        if (term.src) rows2[l] = term.src + (t * term.frame_step * p.R + r) * term.C_in;
-        if (++r == p.R) r = 0, ++t;
+      if (tile != set_up) {
+        int64_t t = m0 / p.R, r = m0 - t * p.R;
+        for (int64_t l = 0; l < n; ++l) {  // row t * R + r reads frame t * frame_step (+ the tap's offset), row r
+          rows[l] = src + (t * p.frame_step * p.R + r) * C_in;
+          if (term_src) rows2[l] = term_src + (t * term_frame_step * p.R + r) * w.term_C_in;
+          if (++r == p.R) r = 0, ++t;
+        }
+        const int64_t t_first = m0 / p.R, t_last = (m0 + n - 1) / p.R;
+        run.taps = 0;
+        for (int j = 0; j < p.taps; ++j)
+          if (p.live_first[j] <= t_last && t_first < p.live_end[j]) live[run.taps++] = j;
+        run.row0 = m0;
+        set_up = tile;
       }
-      const int64_t t_first = m0 / p.R, t_last = (m0 + n - 1) / p.R;
-      run.taps = 0;
-      for (int j = 0; j < p.taps; ++j)
-        if (p.live_first[j] <= t_last && t_first < p.live_end[j]) live[run.taps++] = j;
-      run.row0 = m0;
-      run_blocks(run, panels, n);
+      if (by_block)
+        run_block_at(run, panels, static_cast<size_t>(unit / tiles), n);
+      else
+        run_blocks(run, panels, n);
     }
   });
-}
-
-template <typename T>
-void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias, T* z, double* sums, int threads,
-                 int order) {
-  gcn_run(p, x, weight, bias, GcnOutput<T>{z, sums, nullptr, nullptr, p.V * p.C_out}, threads, order);
-}
-
-template <typename T>
-void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, const T* weight, const T* bias,
-                     const T* shift, T* h, int threads, int order) {
-  const int64_t T_in = p.groups / o.N, slot_size = o.N * p.V * p.C_out;
-  for (int64_t phase = 0; phase < o.stride; ++phase)  // the padding slots (a few frames' worth): zeros
-    for (int64_t slot = 0; slot < o.Tq; ++slot) {
-      const int64_t t = slot * o.stride + phase - o.pad;
-      if (t < 0 || t >= T_in) std::memset(h + (phase * o.Tq + slot) * slot_size, 0, sizeof(T) * slot_size);
-    }
-  gcn_run(p, x, weight, bias, GcnOutput<T>{h, nullptr, &o, shift, p.V * p.C_out}, threads, order);
 }
 
 namespace {
@@ -605,25 +642,45 @@ SubsetPatterns subset_patterns(int64_t V, int64_t K, F&& uses) {
   return sp;
 }
 
+}  // namespace
+
+// gcn_forward's weights packed (everything that does not depend on x): which side it aggregates, the subset
+// patterns, a panel per pattern, the bias (aggregate first: the bias map, with the eval shift in it; GEMM first:
+// per pattern, its subsets' biases, and the eval shift) and the aggregation's gather lists, A's values in them.
 template <typename T>
-void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, const GcnOutput<T>& dst, int threads,
-             int order) {
-  const int64_t V = p.V, K = p.K, C_in = p.C_in, C_out = p.C_out;
-  const bool eval = dst.phases != nullptr;
-  double* const sums = dst.sums;
+struct GcnWeights {
+  int64_t V, K, C_in, C_out;
+  bool eval;             // the eval epilogue (relu(z + shift) into the phase buffer) instead of statistics
+  bool aggregate_first;  // else GEMM first
+  int64_t width;         // the thread-local buffer's row: K * C_in (aggregate first) or K * C_out
+  SubsetPatterns sp;
+  std::vector<std::unique_ptr<Panels<T>>> panels;  // per subset pattern
+  GatherList<T> lists;
+  // aggregate first
+  int64_t padded = 0;
+  Aligned<T> bias_map;
+  bool flat = false;  // C_in < one vector: the aggregation element by element over these flat lists
+  std::vector<int64_t> flat_dst, flat_src;
+  std::vector<T> flat_m;
+  // GEMM first
+  std::vector<std::unique_ptr<Aligned<T>>> biases;
+  std::vector<T> shift;  // (V, C_out), eval only
+  Aligned<T> zero_row;
+
+  GcnWeights(const GcnForward& p, const T* weight, const T* bias, const T* eval_shift, int order);
+};
+
+template <typename T>
+GcnWeights<T>::GcnWeights(const GcnForward& p, const T* weight, const T* bias, const T* eval_shift, int order)
+    : V(p.V), K(p.K), C_in(p.C_in), C_out(p.C_out), eval(eval_shift != nullptr) {
   auto adjacency = [&](int64_t k, int64_t v, int64_t w) { return T(p.A[(k * V + v) * V + w]); };  // as the contract
   // The dense products are about the same either way (at most V x K*C_in x C_out, less the skipped segments);
   // aggregating costs nnz x (vectors of the aggregated side): aggregate first when the input has fewer vectors
   // than the output (16 -> 32 channels, not 2 -> 16 where both are one vector and the GEMM-first order measured
   // faster, and is the contract's order).
   const int64_t L = kLanes<T>;
-  const bool aggregate_first =
-      order == kGcnAuto ? (C_in + L - 1) / L < (C_out + L - 1) / L : order == kGcnAggregateFirst;
-  const int64_t width = aggregate_first ? K * C_in : K * C_out;  // the thread-local buffer's row
-  const int64_t chunk = std::max<int64_t>(
-      1, std::min<int64_t>(kChunkBytes / (V * width * int64_t(sizeof(T))), kChunkRows / V));
-  const int64_t zero_offset[1] = {0};
-  std::vector<std::unique_ptr<Panels<T>>> panels;  // per subset pattern
+  aggregate_first = order == kGcnAuto ? (C_in + L - 1) / L < (C_out + L - 1) / L : order == kGcnAggregateFirst;
+  width = aggregate_first ? K * C_in : K * C_out;
   if (aggregate_first) {
     // z = xa @ Wcat + bias_map, xa[g, w, k*C_in + ci] = sum_v A[k, v, w] x[g, v, ci], Wcat[k*C_in + ci, c] =
     // weight[k*C_out + c, ci], bias_map[w, c] = sum_k colsum(A_k)[w] bias[k*C_out + c]; xa's row w holds only its
@@ -631,17 +688,22 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
     // aggregation and skips the contract's rounding of y = x @ W^T + b to T before it: equal in exact arithmetic,
     // so in float32 only the last bits differ (the tests' float32 tolerances), in float64 far below the tests'
     // 1e-9.
-    const SubsetPatterns sp = subset_patterns(V, K, [&](int64_t w, int64_t k) {
+    sp = subset_patterns(V, K, [&](int64_t w, int64_t k) {
       for (int64_t v = 0; v < V; ++v)
         if (adjacency(k, v, w) != T(0)) return true;
       return false;
     });
-    for (const auto& ks : sp.subsets)
+    for (const auto& ks : sp.subsets) {
+      std::vector<int64_t> source(ks.size() * static_cast<size_t>(C_in));  // panel row -> its first weight element
+      for (size_t i = 0; i < source.size(); ++i)
+        source[i] = ks[i / C_in] * C_out * C_in + static_cast<int64_t>(i) % C_in;
       panels.push_back(std::make_unique<Panels<T>>(int64_t(ks.size()) * C_in, C_out, [&](int64_t kk, int64_t c) {
-        return weight[(ks[kk / C_in] * C_out + c) * C_in + kk % C_in];
+        return weight[source[kk] + c * C_in];
       }, Panels<T>::kAlongDepth));
-    const int64_t padded = round_up(C_out, L);
-    Aligned<T> bias_map(static_cast<size_t>(V * padded)), zero_row(static_cast<size_t>(padded));
+    }
+    padded = round_up(C_out, L);
+    bias_map = Aligned<T>(static_cast<size_t>(V * padded));
+    zero_row = Aligned<T>(static_cast<size_t>(padded));
     std::vector<double> colsum(static_cast<size_t>(K * V), 0.0);  // (K, V): column sums of the adjacency
     for (int64_t k = 0; k < K; ++k)
       for (int64_t v = 0; v < V; ++v)
@@ -650,14 +712,12 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
       for (int64_t c = 0; c < C_out; ++c) {
         double s = 0.0;
         for (int64_t k = 0; k < K; ++k) s += colsum[k * V + w] * double(bias[k * C_out + c]);
-        bias_map.data()[w * padded + c] = T(eval ? s + double(dst.shift[w * C_out + c]) : s);
+        bias_map.data()[w * padded + c] = T(eval ? s + double(eval_shift[w * C_out + c]) : s);
       }
     // Narrow inputs (C_in < one vector) aggregate element by element over one flat list per group, destination
     // xa[w, slot*C_in + ci] (zeroed first) += m * x[v, ci]; wider ones row segment by row segment, in registers.
-    const bool flat = C_in < kLanes<T>;
-    std::vector<int64_t> flat_dst, flat_src;
-    std::vector<T> flat_m;
-    GatherList<T> lists;  // destination (w, slot): the x rows v (offset v * C_in); unused slots (last): nothing
+    flat = C_in < kLanes<T>;
+    // lists: destination (w, slot): the x rows v (offset v * C_in); unused slots (last): nothing
     for (int64_t w = 0; w < V; ++w) {
       for (int64_t k = 0; k < K; ++k) {
         const int64_t slot = sp.slot[w * K + k];  // slots follow k, so the lists come in (w, slot) order
@@ -678,15 +738,61 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
       for (int64_t k = 0; k < K; ++k)
         if (sp.slot[w * K + k] < 0) lists.close();
     }
-    const int64_t n_flat = static_cast<int64_t>(flat_m.size());
-    partitioned(p.groups, threads, eval ? 0 : 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
+  } else {
+    // y = x @ W^T + b per chunk (rounded to T, as the contract's), then z[w] = sum_k sum_v A[k, v, w] y[v, k]; y's
+    // row v holds only its pattern's segments, computed by the pattern's panel (its subsets' columns of W^T).
+    sp = subset_patterns(V, K, [&](int64_t v, int64_t k) {
+      for (int64_t w = 0; w < V; ++w)
+        if (adjacency(k, v, w) != T(0)) return true;
+      return false;
+    });
+    for (const auto& ks : sp.subsets) {
+      const int64_t n = int64_t(ks.size()) * C_out;
+      std::vector<int64_t> source(static_cast<size_t>(n));  // panel column -> row of weight
+      for (int64_t col = 0; col < n; ++col) source[col] = ks[col / C_out] * C_out + col % C_out;
+      panels.push_back(std::make_unique<Panels<T>>(C_in, n, [&](int64_t ci, int64_t col) {
+        return weight[source[col] * C_in + ci];
+      }, Panels<T>::kAlongDepth));
+      biases.push_back(std::make_unique<Aligned<T>>(static_cast<size_t>(round_up(n, L))));
+      for (int64_t col = 0; col < n; ++col) biases.back()->data()[col] = bias[source[col]];
+    }
+    if (eval) shift.assign(eval_shift, eval_shift + V * C_out);
+    zero_row = Aligned<T>(static_cast<size_t>(round_up(width, L)));
+    // lists: destination w: the y segments (v, slot of k) (offset v * width + slot * C_out)
+    for (int64_t w = 0; w < V; ++w) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t v = 0; v < V; ++v) {
+          const T m = adjacency(k, v, w);
+          if (m != T(0)) lists.add(v * width + sp.slot[v * K + k] * C_out, m);
+        }
+      lists.close();
+    }
+  }
+}
+
+namespace {
+
+// z (or the phase buffer) for `groups` groups of x through packed weights.
+template <typename T>
+void gcn_run(const GcnWeights<T>& gw, int64_t groups_total, const T* x, const GcnOutput<T>& dst, int threads) {
+  const int64_t V = gw.V, C_in = gw.C_in, C_out = gw.C_out, width = gw.width;
+  const bool eval = gw.eval;
+  double* const sums = dst.sums;
+  const int64_t chunk = std::max<int64_t>(
+      1, std::min<int64_t>(kChunkBytes / (V * width * int64_t(sizeof(T))), kChunkRows / V));
+  const int64_t zero_offset[1] = {0};
+  const SubsetPatterns& sp = gw.sp;
+  const auto& panels = gw.panels;
+  if (gw.aggregate_first) {
+    const int64_t padded = gw.padded, n_flat = static_cast<int64_t>(gw.flat_m.size());
+    partitioned(groups_total, threads, eval ? 0 : 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
       Aligned<T> xa(static_cast<size_t>(chunk * V * width));
       std::vector<const T*> rows(chunk * V), add_rows(chunk * V);
       std::vector<T*> out_rows(chunk * V);
       RowRun<T> run;
       run.rows = rows.data();
       run.tap_offset = zero_offset;
-      run.bias = zero_row.data();
+      run.bias = gw.zero_row.data();
       run.add_rows = add_rows.data();
       run.relu = eval;
       run.n = C_out;
@@ -698,11 +804,11 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
         for (int64_t gl = 0; gl < groups; ++gl) {
           const T* __restrict xg = x + (g0 + gl) * V * C_in;
           T* __restrict xag = xa.data() + gl * V * width;
-          if (flat) {
+          if (gw.flat) {
             std::fill(xag, xag + V * width, T(0));
-            for (int64_t e = 0; e < n_flat; ++e) xag[flat_dst[e]] += flat_m[e] * xg[flat_src[e]];
+            for (int64_t e = 0; e < n_flat; ++e) xag[gw.flat_dst[e]] += gw.flat_m[e] * xg[gw.flat_src[e]];
           } else {  // destination (w, slot) is the row segment xa[w, slot*C_in : (slot+1)*C_in]
-            gather_rows(xag, C_in, V * K, C_in, xg, lists);
+            gather_rows(xag, C_in, V * gw.K, C_in, xg, gw.lists);
           }
         }
         for (size_t pi = 0; pi < panels.size(); ++pi) {  // the rows of the pattern's joints, group by group
@@ -713,7 +819,7 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
             for (const int64_t w : sp.joints[pi]) {
               rows[l] = xa.data() + (gl * V + w) * width;
               out_rows[l] = group + w * C_out;
-              add_rows[l] = bias_map.data() + w * padded;
+              add_rows[l] = gw.bias_map.data() + w * padded;
               ++l;
             }
           }
@@ -723,35 +829,7 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
       }
     });
   } else {
-    // y = x @ W^T + b per chunk (rounded to T, as the contract's), then z[w] = sum_k sum_v A[k, v, w] y[v, k]; y's
-    // row v holds only its pattern's segments, computed by the pattern's panel (its subsets' columns of W^T).
-    const SubsetPatterns sp = subset_patterns(V, K, [&](int64_t v, int64_t k) {
-      for (int64_t w = 0; w < V; ++w)
-        if (adjacency(k, v, w) != T(0)) return true;
-      return false;
-    });
-    std::vector<std::unique_ptr<Aligned<T>>> biases;  // per pattern, its subsets' biases (padded)
-    for (const auto& ks : sp.subsets) {
-      const int64_t n = int64_t(ks.size()) * C_out;
-      std::vector<int64_t> source(static_cast<size_t>(n));  // panel column -> row of weight
-      for (int64_t col = 0; col < n; ++col) source[col] = ks[col / C_out] * C_out + col % C_out;
-      panels.push_back(std::make_unique<Panels<T>>(C_in, n, [&](int64_t ci, int64_t col) {
-        return weight[source[col] * C_in + ci];
-      }, Panels<T>::kAlongDepth));
-      biases.push_back(std::make_unique<Aligned<T>>(static_cast<size_t>(round_up(n, L))));
-      for (int64_t col = 0; col < n; ++col) biases.back()->data()[col] = bias[ks[col / C_out] * C_out + col % C_out];
-    }
-    Aligned<T> zero_row(static_cast<size_t>(round_up(width, L)));
-    GatherList<T> lists;  // destination w: the y segments (v, slot of k) (offset v * width + slot * C_out)
-    for (int64_t w = 0; w < V; ++w) {
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t v = 0; v < V; ++v) {
-          const T m = adjacency(k, v, w);
-          if (m != T(0)) lists.add(v * width + sp.slot[v * K + k] * C_out, m);
-        }
-      lists.close();
-    }
-    partitioned(p.groups, threads, eval ? 0 : 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
+    partitioned(groups_total, threads, eval ? 0 : 2 * C_out, sums, [&](double* part, int64_t first, int64_t end) {
       Aligned<T> y(static_cast<size_t>(chunk * V * width));
       std::vector<const T*> rows(chunk * V);
       std::vector<T*> out_rows(chunk * V);
@@ -759,7 +837,7 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
       run.rows = rows.data();
       run.tap_offset = zero_offset;
       run.depth = C_in;
-      run.add = zero_row.data();
+      run.add = gw.zero_row.data();
       run.out_rows = out_rows.data();
       for (int64_t g0 = first; g0 < end; g0 += chunk) {
         const int64_t groups = std::min(chunk, end - g0);
@@ -772,16 +850,16 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
               out_rows[l] = y.data() + (gl * V + v) * width;
               ++l;
             }
-          run.bias = biases[pi]->data();
+          run.bias = gw.biases[pi]->data();
           run.n = panels[pi]->n;
           run_blocks(run, *panels[pi], l);
         }
         for (int64_t gl = 0; gl < groups; ++gl) {
           T* group = dst.group(g0 + gl);
           if (!eval)
-            aggregate_group(group, C_out, V, C_out, y.data() + gl * V * width, lists, part, part + C_out);
+            aggregate_group(group, C_out, V, C_out, y.data() + gl * V * width, gw.lists, part, part + C_out);
           else if (group)
-            gather_rows(group, C_out, V, C_out, y.data() + gl * V * width, lists, dst.shift);
+            gather_rows(group, C_out, V, C_out, y.data() + gl * V * width, gw.lists, gw.shift.data());
         }
       }
     });
@@ -790,9 +868,48 @@ void gcn_run(const GcnForward& p, const T* x, const T* weight, const T* bias, co
 
 }  // namespace
 
+template <typename T>
+std::shared_ptr<const GcnWeights<T>> pack_gcn(const GcnForward& p, const T* weight, const T* bias,
+                                              const T* eval_shift, int order) {
+  return std::make_shared<const GcnWeights<T>>(p, weight, bias, eval_shift, order);
+}
+
+template <typename T>
+void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias, T* z, double* sums, int threads,
+                 int order) {
+  const GcnWeights<T> packed(p, weight, bias, nullptr, order);
+  gcn_run(packed, p.groups, x, GcnOutput<T>{z, sums, nullptr, p.V * p.C_out}, threads);
+}
+
+template <typename T>
+void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, const T* weight, const T* bias,
+                     const T* shift, T* h, int threads, int order) {
+  const GcnWeights<T> packed(p, weight, bias, shift, order);
+  gcn_relu_phases_packed(packed, p.groups, o, x, h, threads);
+}
+
+template <typename T>
+void gcn_relu_phases_packed(const GcnWeights<T>& w, int64_t groups, const PhaseOutput& o, const T* x, T* h,
+                            int threads) {
+  const int64_t T_in = groups / o.N, slot_size = o.N * w.V * w.C_out;
+  for (int64_t phase = 0; phase < o.stride; ++phase)  // the padding slots (a few frames' worth): zeros
+    for (int64_t slot = 0; slot < o.Tq; ++slot) {
+      const int64_t t = slot * o.stride + phase - o.pad;
+      if (t < 0 || t >= T_in) std::memset(h + (phase * o.Tq + slot) * slot_size, 0, sizeof(T) * slot_size);
+    }
+  gcn_run(w, groups, x, GcnOutput<T>{h, nullptr, &o, w.V * w.C_out}, threads);
+}
+
 #define UGCN_INSTANTIATE(T)                                                                                   \
   template void conv_frames<T>(const ConvFrames&, const T*, const T*, const T*, const T*, bool, T*, double*, \
                                int, const PointwiseTerm<T>&);                                                \
+  template std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames<T>(int, int64_t, int64_t, const T*,   \
+                                                                           const T*, int64_t, const T*);     \
+  template void conv_frames_packed<T>(const ConvFrames&, const ConvFramesWeights<T>&, const T*, const T*, bool, \
+                                      T*, double*, int, const T*, int64_t);                                   \
+  template std::shared_ptr<const GcnWeights<T>> pack_gcn<T>(const GcnForward&, const T*, const T*, const T*,  \
+                                                            int);                                            \
+  template void gcn_relu_phases_packed<T>(const GcnWeights<T>&, int64_t, const PhaseOutput&, const T*, T*, int); \
   template void gcn_forward<T>(const GcnForward&, const T*, const T*, const T*, T*, double*, int, int);      \
   template void gcn_relu_phases<T>(const GcnForward&, const PhaseOutput&, const T*, const T*, const T*,      \
                                    const T*, T*, int, int);

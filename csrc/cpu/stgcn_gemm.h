@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 namespace ugcn {
 namespace cpu {
@@ -89,6 +90,35 @@ struct PhaseOutput {
 template <typename T>
 void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, const T* weight, const T* bias,
                      const T* shift, T* h, int threads, int order = kGcnAuto);
+
+// Packed weights: what conv_frames and gcn_relu_phases build from their weights on every call (panels, the
+// subset patterns and gather lists, padded biases), built once. A frozen eval block (ugcn_fast's
+// FusedSTGCNBlock.freeze) keeps them between calls: that build was most of a small batch's fixed cost (~2.4 ms of
+// UGCN's 14 blocks at N = 1). They copy everything they need (weights, biases, shift, A's values); the *_packed
+// calls take the sizes they were packed for, which the caller checks against the packed ones.
+template <typename T>
+struct ConvFramesWeights;  // taps, C_in, C_out, term_C_in (0: none)
+template <typename T>
+struct GcnWeights;  // V, K, C_in, C_out, eval
+
+// weight (taps, C_in, C_out) contiguous, bias (C_out) or null, term_weight (term_C_in, C_out) or null.
+template <typename T>
+std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames(int taps, int64_t C_in, int64_t C_out, const T* weight,
+                                                             const T* bias, int64_t term_C_in, const T* term_weight);
+// conv_frames with packed weights (p.taps, p.C_in, p.C_out as packed); term_src: the pointwise term's source, read
+// only when the weights hold a term.
+template <typename T>
+void conv_frames_packed(const ConvFrames& p, const ConvFramesWeights<T>& w, const T* src, const T* add, bool relu,
+                        T* u, double* sums, int threads, const T* term_src, int64_t term_frame_step);
+
+// p's V, K, C_in, C_out and A (p.groups unused); eval_shift (V, C_out): gcn_relu_phases' shift, null for
+// gcn_forward's epilogue (only gcn_relu_phases_packed exists: the eval path is the one that reuses weights).
+template <typename T>
+std::shared_ptr<const GcnWeights<T>> pack_gcn(const GcnForward& p, const T* weight, const T* bias,
+                                              const T* eval_shift, int order);
+template <typename T>
+void gcn_relu_phases_packed(const GcnWeights<T>& w, int64_t groups, const PhaseOutput& o, const T* x, T* h,
+                            int threads);
 
 }  // namespace cpu
 }  // namespace ugcn

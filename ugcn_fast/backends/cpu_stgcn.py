@@ -272,3 +272,69 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
         empty = torch.empty(0, dtype=torch.float64)
         return u, empty, empty.clone()
     return (u, *_rows(sums))
+
+
+# ---- packed weights: built once, reused by a frozen eval block (csrc/cpu/stgcn_gemm.h) ------------------------------
+def pack_gcn_relu_phases(A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, order: str = "auto"):
+    """gcn_relu_phases' weights packed once (an opaque _C.PackedWeights that owns copies of everything it needs):
+    for gcn_relu_phases_packed."""
+    K, C_out = _gcn_sizes("pack_gcn_relu_phases", weight.new_empty((0, A.shape[-1], weight.shape[-1])), A, weight,
+                          bias, shift_map)
+    _same_dtype(weight, bias, shift_map)
+    weight, bias, shift_map, A64 = weight.contiguous(), bias.contiguous(), shift_map.contiguous(), _f64(A)
+    return _module().stgcn_pack_gcn_relu_phases(_dtype(weight), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(shift_map),
+                                                A.shape[-1], K, weight.shape[1], C_out, _GCN_ORDER[order])
+
+
+def gcn_relu_phases_packed(x: Tensor, packed, stride: int, pad: int, Tq: int, scratch: str | None = None) -> Tensor:
+    """gcn_relu_phases(x, ...) with the weights of `packed` (pack_gcn_relu_phases), x (T, N, V, C_in) contiguous in
+    the packed dtype. `scratch` as _result."""
+    T, N, V, C_in = x.shape
+    V_packed, _, C_in_packed, C_out = packed.sizes
+    if _dtype(x) != packed.dtype or (V, C_in) != (V_packed, C_in_packed) or not x.is_contiguous():
+        raise ValueError(f"gcn_relu_phases_packed: x {tuple(x.shape)} {x.dtype} (contiguous: {x.is_contiguous()}) "
+                         f"does not match weights packed for V = {V_packed}, C_in = {C_in_packed}, {packed.dtype}")
+    h = _result(x, (stride, Tq, N * V, C_out), scratch)
+    _module().stgcn_gcn_relu_phases_packed(packed, _ptr(x), _ptr(h), T, N, V, C_in, C_out, stride, pad, Tq,
+                                           _threads())
+    return h
+
+
+def pack_conv_frames(weight: Tensor, bias: Tensor | None, weight2: Tensor | None = None):
+    """conv_frames' weights packed once: weight (kt, C_in, C_out), bias (C_out,) or None, the pointwise term's
+    weight2 (C_in2, C_out) or None; for conv_frames_packed."""
+    kt, C_in, C_out = weight.shape
+    _same_dtype(weight, bias, weight2)
+    if (bias is not None and bias.shape != (C_out,)) or (weight2 is not None and weight2.shape[1:] != (C_out,)):
+        raise ValueError(f"pack_conv_frames: weight {tuple(weight.shape)}, bias {getattr(bias, 'shape', None)}, "
+                         f"weight2 {getattr(weight2, 'shape', None)} do not match")
+    weight = weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    weight2 = None if weight2 is None else weight2.contiguous()
+    C_in2 = 0 if weight2 is None else weight2.shape[0]
+    return _module().stgcn_pack_conv_frames(_dtype(weight), _ptr(weight), _ptr(bias), kt, C_in, C_out, _ptr(weight2),
+                                            C_in2)
+
+
+def conv_frames_packed(src: Tensor, packed, frame_offsets: list[int], frame_step: int, T_out: int, add: Tensor | None,
+                       relu: bool, tap_spans: list[int] | None = None, src2: Tensor | None = None,
+                       frame_step2: int = 1, scratch: str | None = None) -> Tensor:
+    """conv_frames(src, weight, bias, ...) without statistics, with the weights of `packed` (pack_conv_frames);
+    src2 is the pointwise term's source when the weights hold one. Tensors contiguous in the packed dtype."""
+    kt, C_in, C_out, C_in2 = packed.sizes
+    if (src2 is None) != (C_in2 == 0):
+        raise ValueError("conv_frames_packed: src2 must be given exactly when the packed weights hold a pointwise term")
+    offsets = torch_stgcn.check_conv_frames_shapes(
+        tuple(src.shape), (kt, C_in, C_out), None, frame_offsets, frame_step, T_out,
+        None if add is None else add.numel(), tap_spans, None if src2 is None else tuple(src2.shape), (C_in2, C_out),
+        frame_step2)
+    for name, t in (("src", src), ("add", add), ("src2", src2)):
+        if t is not None and (_dtype(t) != packed.dtype or not t.is_contiguous()):
+            raise ValueError(f"conv_frames_packed: {name} must be contiguous {packed.dtype}, got {t.dtype}")
+    F, R, _ = src.shape
+    u = _result(src, (T_out * R, C_out), scratch)
+    F2 = src2.shape[0] if src2 is not None else 0
+    _module().stgcn_conv_frames_packed(packed, _ptr(src), _ptr(add), _ptr(u), 0, F, R, C_in, C_out, T_out, frame_step,
+                                       offsets, [int(v) for v in tap_spans or ()], _ptr(src2), F2, C_in2, frame_step2,
+                                       bool(relu), _threads())
+    return u

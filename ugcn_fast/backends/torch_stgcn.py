@@ -198,38 +198,49 @@ def check_conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_of
                       weight2: Tensor | None = None, frame_step2: int = 1) -> list[int]:
     """The arguments every conv_frames implementation accepts (ValueError naming the one that is wrong); returns
     the frame offsets as ints."""
-    F, R, C_in = src.shape
-    kt, _, C_out = weight.shape
+    if (src2 is None) != (weight2 is None):
+        raise ValueError("src2 and weight2 come together (the pointwise term) or not at all")
+    return check_conv_frames_shapes(
+        tuple(src.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape), frame_offsets,
+        frame_step, T_out, None if add is None else add.numel(), tap_spans,
+        None if src2 is None else tuple(src2.shape), None if weight2 is None else tuple(weight2.shape), frame_step2)
+
+
+def check_conv_frames_shapes(src: tuple, weight: tuple, bias: tuple | None, frame_offsets: list[int],
+                             frame_step: int, T_out: int, add_numel: int | None, tap_spans: list[int] | None = None,
+                             src2: tuple | None = None, weight2: tuple | None = None, frame_step2: int = 1
+                             ) -> list[int]:
+    """check_conv_frames on the tensors' shapes (and add's size): for callers that hold no weight tensor (packed
+    weights)."""
+    F, R, C_in = src
+    kt, _, C_out = weight
     offsets = [int(o) for o in frame_offsets]
-    if not 1 <= len(offsets) <= CONV_FRAMES_MAX_TAPS or len(offsets) != kt or weight.shape[1] != C_in:
+    if not 1 <= len(offsets) <= CONV_FRAMES_MAX_TAPS or len(offsets) != kt or weight[1] != C_in:
         raise ValueError(f"conv_frames takes 1 to {CONV_FRAMES_MAX_TAPS} taps, one frame offset per weight tap, "
-                         f"weight (kt, C_in, C_out); got {len(offsets)} offsets for weight {tuple(weight.shape)} and "
-                         f"src {tuple(src.shape)}")
+                         f"weight (kt, C_in, C_out); got {len(offsets)} offsets for weight {weight} and "
+                         f"src {src}")
     if frame_step < 1:
         raise ValueError(f"frame_step must be >= 1, got {frame_step}")
     if T_out > 0 and any(o < 0 or o + (T_out - 1) * frame_step >= F for o in offsets):
         raise ValueError(f"frame offsets {offsets} with step {frame_step} and T_out {T_out} read past the {F} "
                          f"frames of src")
-    if add is not None and add.numel() != T_out * R * C_out:
-        raise ValueError(f"add must hold (T_out * R, C_out) = ({T_out * R}, {C_out}) values, got shape "
-                         f"{tuple(add.shape)}")
-    if bias is not None and bias.shape != (C_out,):
-        raise ValueError(f"bias must have shape ({C_out},), got {tuple(bias.shape)}")
+    if add_numel is not None and add_numel != T_out * R * C_out:
+        raise ValueError(f"add must hold (T_out * R, C_out) = ({T_out * R}, {C_out}) values, got {add_numel}")
+    if bias is not None and bias != (C_out,):
+        raise ValueError(f"bias must have shape ({C_out},), got {bias}")
     if tap_spans is not None:
         spans = [int(v) for v in tap_spans]
         pairs = list(zip(spans[::2], spans[1::2]))
         if len(spans) != 2 * kt or any(not 0 <= first <= end <= T_out for first, end in pairs):
             raise ValueError(f"tap_spans must hold one (first, end) pair per tap with 0 <= first <= end <= T_out = "
                              f"{T_out}; got {list(tap_spans)} for {kt} taps")
-    if (src2 is None) != (weight2 is None):
-        raise ValueError("src2 and weight2 come together (the pointwise term) or not at all")
     if src2 is not None:
-        if src2.dim() != 3 or src2.shape[1] != R or weight2.shape != (src2.shape[2], C_out):
+        if len(src2) != 3 or src2[1] != R or weight2 != (src2[2], C_out):
             raise ValueError(f"the pointwise term needs src2 (F2, R = {R}, C_in2) and weight2 (C_in2, C_out = "
-                             f"{C_out}); got src2 {tuple(src2.shape)}, weight2 {tuple(weight2.shape)}")
-        if frame_step2 < 1 or (T_out > 0 and (T_out - 1) * frame_step2 >= src2.shape[0]):
+                             f"{C_out}); got src2 {src2}, weight2 {weight2}")
+        if frame_step2 < 1 or (T_out > 0 and (T_out - 1) * frame_step2 >= src2[0]):
             raise ValueError(f"frame_step2 {frame_step2} with T_out {T_out} must be >= 1 and read within the "
-                             f"{src2.shape[0]} frames of src2")
+                             f"{src2[0]} frames of src2")
     return offsets
 
 
