@@ -8,7 +8,7 @@
     python bench/speed.py --json out.json       # every number, plus the machine, as JSON (the only file written)
     python bench/speed.py --threads 1 --dtype float64
     python bench/speed.py --case ugcn_blocks    # one case (motion_loss, ugcn_blocks, stgcn_block:down1, ...,
-                                                # ugcn_train_step, ugcn_inference); --case repeats
+                                                # ugcn_train_step, ugcn_inference, ugcn_window); --case repeats
 
 What is measured (see `--help` for every option):
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ugcn_fast import FusedSTGCNBlock, Graph, UGCN, UGCNLoss
+from ugcn_fast import FusedSTGCNBlock, Graph, UGCN, UGCNLoss, freeze
 from ugcn_fast import backends as ugcn_backends
 from ugcn_fast.data.windows import window_starts
 from ugcn_fast.inference import predict_sequence
@@ -249,6 +249,45 @@ class InferenceCase(_ModuleCase):
                 + _fused_impls(device, dtype, predict, self._models))
 
 
+class WindowCase(_ModuleCase):
+    """The UGCN's eval forward on a few windows (B = 1 by default: one 96-frame window, as in real-time lifting),
+    where the fixed costs of a call (folding BatchNorm, packing weights) weigh most: the fused model as it is and
+    frozen (ugcn_fast.freeze: folded and packed once), against the reference."""
+    name = "ugcn_window"
+    description = ("UGCN eval forward on B windows of 96 frames (no grad): fused (per call folding) and fused "
+                   "frozen (ugcn_fast.freeze) vs reference model")
+    modes = ("forward",)
+
+    def default_shape(self, quick: bool) -> dict:
+        return {"B": 1, "B_gpu": 1, "T": 96, "J": 17}
+
+    def flops(self, shape, mode, device) -> int | None:
+        B = shape["B"] if device.type == "cpu" else shape["B_gpu"]
+        return block_forward_flops(UGCN_BLOCKS, B, shape["J"])
+
+    def make_inputs(self, shape, device, dtype):
+        torch.manual_seed(0)
+        B = shape["B"] if device.type == "cpu" else shape["B_gpu"]
+        x = torch.randn(B, shape["T"], shape["J"], 2, device=device, dtype=dtype) * 0.3
+        self._models = _models(device, dtype, eval_mode=True)
+        self._frozen = {}
+        for name in FUSED_BACKENDS.get(device.type, ()):
+            self._frozen[name] = UGCN(fused=True, backend=name).to(device, dtype).eval()
+            self._frozen[name].load_state_dict(self._models["ref"].state_dict(), strict=True)
+            freeze(self._frozen[name])
+        return _inputs((x,), [], list(self._models.values()) + list(self._frozen.values()))
+
+    def implementations(self, device, dtype, shape, compile_opts):
+        ref = self._models["ref"]
+        impls = [Impl("eager", "eager", make=lambda: ref),
+                 Impl("compile", "compile", make=lambda: compiled(ref, compile_opts))]
+        impls += _fused_impls(device, dtype, lambda model: model, self._models)
+        impls += [Impl(f"{impl.name} frozen", "fused", backend=impl.backend, skip=impl.skip,
+                       make=None if impl.skip else lambda name=impl.backend: self._frozen[name])
+                  for impl in _fused_impls(device, dtype, lambda model: model, self._frozen)]
+        return impls
+
+
 # bench/speed.py's Impl, Inputs and compiled(), handed over by cases() (speed.py imports this module)
 Impl = Inputs = compiled = None
 
@@ -262,5 +301,5 @@ def cases(impl_type, inputs_type, compile_fn) -> list:
     global Impl, Inputs, compiled
     Impl, Inputs, compiled = impl_type, inputs_type, compile_fn
     per_block = [BlocksCase(f"stgcn_block:{b[0]}", [b]) for b in UGCN_BLOCKS]
-    return [BlocksCase("ugcn_blocks", UGCN_BLOCKS)] + per_block + [TrainStepCase(), InferenceCase()]
+    return [BlocksCase("ugcn_blocks", UGCN_BLOCKS)] + per_block + [TrainStepCase(), InferenceCase(), WindowCase()]
 

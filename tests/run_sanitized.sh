@@ -27,7 +27,7 @@ cp "$work/build/ugcn_fast/"_C*.so "$work/pkg/ugcn_fast/"
 PYTHONPATH="$work/pkg" UGCN_FAST_CUDA_EMULATOR=0 UGCN_FAST_REQUIRE_NATIVE=1 LD_PRELOAD="$preload" \
   ASAN_OPTIONS=detect_leaks=0 pytest -q -p no:cacheprovider -m "not triton" \
   tests/test_motion_loss_backends.py tests/test_motion_loss_api.py tests/test_stgcn_cpu_gemm.py \
-  tests/test_stgcn_ops.py tests/test_stgcn_fused.py tests/test_model.py
+  tests/test_stgcn_ops.py tests/test_stgcn_fused.py tests/test_stgcn_frozen.py tests/test_model.py
 
 if python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "== a GPU runs the CUDA tests: no CUDA emulator pass"

@@ -12,28 +12,13 @@ from ugcn_fast.backends import torch_stgcn
 from ugcn_fast.ops import stgcn_pieces
 from ugcn_fast.reference import STGCNBlock
 
-from _stgcn import give_reference_the_fused_mask, output_shape as _out_shape
-
-A17 = Graph(layout="h36m").A
-A5 = Graph(num_nodes=5, edges=[(0, 1), (1, 2), (2, 3), (3, 4)], center=2).A  # a chain: V != 17, other centre
-A1 = Graph(layout="coco", strategy="uniform").A  # K = 1, V = 17 (COCO-17)
+from _stgcn import (A5, A17, CONFIGS, TOL, config_id as _config_id, give_reference_the_fused_mask,
+                    output_shape as _out_shape, reference_and_fused as _pair)
 
 BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
 # "torch+gemms": the contract through the orchestration of the backends whose own kernels mix channels
 # (stgcn_pieces.FUSED_GEMMS: Triton, and the CPU in eval), in training too, so that route is checked at CPU speed
 BACKEND_VARIANTS = BACKENDS + ["torch+gemms"]
-TOL = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol=2e-4, atol=2e-4)}
-
-# (C_in, C_out, stride, residual, T, A): every configuration UGCN uses, plus awkward ones
-CONFIGS = [
-    (2, 16, 1, False, 16, A17),    # UGCN's first block: no residual, C_in < C_out (graph-first)
-    (16, 32, 2, True, 16, A17),    # stride 2, conv residual
-    (8, 8, 1, True, 9, A17),       # identity residual, C_in == C_out (GEMM-first)
-    (12, 6, 1, True, 7, A5),       # C_in > C_out, conv residual at stride 1, V = 5
-    (6, 6, 2, True, 7, A5),        # T not divisible by the stride, conv residual because of the stride
-    (3, 5, 2, False, 5, A1),       # K = 1, stride 2, no residual
-    (4, 4, 1, True, 1, A17),       # T = 1
-]
 
 
 @pytest.fixture(params=BACKEND_VARIANTS)
@@ -42,23 +27,6 @@ def backend(request, monkeypatch):
         monkeypatch.setattr(stgcn_pieces, "FUSED_GEMMS", {**stgcn_pieces.FUSED_GEMMS, "torch": ("training", "eval")})
         return "torch"
     return request.param
-
-
-def _config_id(c) -> str:
-    return f"{c[0]}-{c[1]}-s{c[2]}-res{int(c[3])}-T{c[4]}-V{c[5].shape[-1]}-K{c[5].shape[0]}"
-
-
-def _pair(c_in, c_out, stride, residual, A, dropout, backend, dtype, kernel_size=5):
-    ref = STGCNBlock(c_in, c_out, A, kernel_size, stride, dropout, residual).to(dtype)
-    for m in ref.modules():  # non-trivial BatchNorm affine parameters and running statistics
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-    fused = FusedSTGCNBlock(c_in, c_out, A, kernel_size, stride, dropout, residual, backend=backend).to(dtype)
-    fused.load_state_dict(ref.state_dict(), strict=True)
-    return ref, fused
 
 
 def _run(block, x, grad, seed):

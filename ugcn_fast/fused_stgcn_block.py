@@ -8,19 +8,23 @@ between the two with strict=True. Exact in both modes:
   (torch.manual_seed reproduces the masks; `dropout_masks` below rebuilds them), so the CPU kernels never store a
   mask and the backward recomputes it. The masks differ from the reference block's bernoulli_ draws (drawing those
   alone took a fifth of a training step on the CPU);
-- eval: BatchNorm folded into the convolutions (ugcn_fast/ops/stgcn_block.py).
+- eval: BatchNorm folded into the convolutions (ugcn_fast/ops/stgcn_block.py); `freeze()` keeps the folded (and on
+  the CPU packed) operands between calls while the weights stay as they are (`ugcn_fast.frozen(model)` for a whole
+  model), which removes most of a small batch's fixed cost.
 Eval-mode calls that need gradients (autograd enabled and x or a parameter requiring grad) run the reference
 block: the folded passes have no backward. Wrap inference in torch.no_grad() or torch.inference_mode().
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from . import backends
 from .backends.torch_stgcn import dropout_multipliers
-from .ops.stgcn_block import (BlockConfig, draw_dropout_seed, eval_forward, from_time_major, phase_geometry,
-                              to_time_major, training_forward)
+from .ops.stgcn_block import (BlockConfig, EvalWeights, draw_dropout_seed, eval_forward, fold_eval_weights,
+                              from_time_major, pack_eval_weights, phase_geometry, to_time_major, training_forward)
 from .reference.stgcn_block import STGCNBlock, check_block_input
 
 
@@ -36,21 +40,65 @@ class FusedSTGCNBlock(STGCNBlock):
         if backend not in backends.BLOCK_BACKENDS:
             raise ValueError(f"backend must be one of {backends.BLOCK_BACKENDS}, got {backend!r}")
         self.backend = backend
+        self._eval_cache: dict | None = None  # None: not frozen; else {"entry": (key, EvalWeights)} once folded
 
-    def _batch_norms(self) -> list[nn.BatchNorm2d]:
-        bns = [self.tcn[0], self.tcn[3]]
-        return bns + [self.residual[1]] if self.residual_kind == "conv" else bns
+    def freeze(self) -> "FusedSTGCNBlock":
+        """Keep the eval operands (BatchNorm folded into the convolutions, weights in the kernels' layouts) from one
+        eval call to the next instead of folding them on every call; the fixed cost this removes is most of a
+        small batch's time. The operands are folded again when a parameter or buffer is replaced or updated in
+        place through the tensor itself (an optimizer step, load_state_dict, .to()), or a BatchNorm's eps changes.
+        Writes that no version counter sees are not noticed: through `.data`, or into a module built under
+        torch.inference_mode() (inference tensors have no version counter); call freeze() again after one.
+        Returns self. Training-mode calls are not affected."""
+        self._eval_cache = {}
+        return self
 
-    def _parameters_by_name(self) -> dict[str, Tensor]:
+    def unfreeze(self) -> "FusedSTGCNBlock":
+        self._eval_cache = None
+        return self
+
+    @property
+    def is_frozen(self) -> bool:
+        return getattr(self, "_eval_cache", None) is not None
+
+    def __getstate__(self):
+        # copies and pickles stay frozen but hold no operands (the packed ones are native objects; a copy's tensors
+        # are new ones anyway): they fold again on their first eval call
+        state = self.__dict__.copy()
+        if state.get("_eval_cache") is not None:
+            state["_eval_cache"] = {}
+        return state
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .float() / .cuda() swap every tensor's data: a new tensor may reuse a freed one's address and
+        # version, which the cache key could not tell apart
+        if getattr(self, "_eval_cache", None):
+            self._eval_cache.clear()
+        return super()._apply(fn, recurse)
+
+    def _submodules(self) -> dict[str, nn.Module]:
+        """The convolutions and BatchNorms by their state-dict prefix, read from the containers' dicts
+        (nn.Sequential's indexing walks its modules: a dozen lookups took a fifth of a frozen block's call)."""
+        tcn = self._modules["tcn"]._modules
+        parts = {"gcn.conv": self._modules["gcn"]._modules["conv"], "tcn.0": tcn["0"], "tcn.2": tcn["2"],
+                 "tcn.3": tcn["3"]}
+        if self.residual_kind == "conv":
+            residual = self._modules["residual"]._modules
+            parts["residual.0"], parts["residual.1"] = residual["0"], residual["1"]
+        return parts
+
+    @staticmethod
+    def _batch_norms(parts: dict[str, nn.Module]) -> list[nn.BatchNorm2d]:
+        bns = [parts["tcn.0"], parts["tcn.3"]]
+        return bns + [parts["residual.1"]] if "residual.1" in parts else bns
+
+    def _parameters_by_name(self, parts: dict[str, nn.Module] | None = None) -> dict[str, Tensor]:
         """named_parameters() as a dict, read from the submodules directly (the generic walk took ~60 µs a call, a
         tenth of a small batch's eval block)."""
-        convs = {"gcn.conv": self.gcn.conv, "tcn.0": self.tcn[0], "tcn.2": self.tcn[2], "tcn.3": self.tcn[3]}
-        if self.residual_kind == "conv":
-            convs.update({"residual.0": self.residual[0], "residual.1": self.residual[1]})
-        return {f"{name}.{kind}": getattr(m, kind) for name, m in convs.items() for kind in ("weight", "bias")}
+        parts = self._submodules() if parts is None else parts
+        return {f"{name}.{kind}": m._parameters[kind] for name, m in parts.items() for kind in ("weight", "bias")}
 
-    def _needs_reference(self, x: Tensor) -> bool:
-        bns = self._batch_norms()
+    def _needs_reference(self, x: Tensor, bns: list[nn.BatchNorm2d]) -> bool:
         if any(not (bn.affine and bn.track_running_stats) for bn in bns):
             return True  # a BatchNorm reconfigured after construction: only the reference follows it
         if self.training:
@@ -60,17 +108,17 @@ class FusedSTGCNBlock(STGCNBlock):
     def forward(self, x: Tensor) -> Tensor:
         check_block_input(x, self.A, self.in_channels)
         backend = backends.select_block(self.backend, x.device, x.dtype, x.shape[-1])
-        if backend == "reference" or self._needs_reference(x):
+        parts = self._submodules()
+        bns = self._batch_norms(parts)
+        if backend == "reference" or self._needs_reference(x, bns):
             return super().forward(x)
-        params = self._parameters_by_name()
-        bns = self._batch_norms()
+        params = self._parameters_by_name(parts)
         eps = tuple(bn.eps for bn in bns) + (0.0,) * (3 - len(bns))
-        cfg = BlockConfig(self.kernel_size, self.stride, self.residual_kind, eps, backend, float(self.tcn[4].p))
+        cfg = BlockConfig(self.kernel_size, self.stride, self.residual_kind, eps, backend,
+                          float(self._modules["tcn"]._modules["4"].p))
         x_tm = to_time_major(x, backend, scratch=not self.training)
         if not self.training:
-            states = [{"weight": bn.weight, "bias": bn.bias, "running_mean": bn.running_mean,
-                       "running_var": bn.running_var} for bn in bns]
-            return from_time_major(eval_forward(x_tm, self.A, params, states, cfg))
+            return from_time_major(eval_forward(x_tm, self._eval_weights(params, bns, cfg, x.dtype), cfg))
         N, _, T, V = x.shape
         _, T_out, _ = phase_geometry(T, self.kernel_size, self.stride)
         if T * N * V < 2 or T_out * N * V < 2:
@@ -83,6 +131,56 @@ class FusedSTGCNBlock(STGCNBlock):
             for bn, (mean, var), count in zip(bns, stats, counts):
                 _update_running_stats(bn, mean, var, count)
         return from_time_major(out)
+
+    def _eval_weights(self, params: dict[str, Tensor], bns: list[nn.BatchNorm2d], cfg: BlockConfig, dtype
+                      ) -> EvalWeights:
+        def fold() -> EvalWeights:
+            states = [{"weight": bn.weight, "bias": bn.bias, "running_mean": bn.running_mean,
+                       "running_var": bn.running_var} for bn in bns]
+            return fold_eval_weights(self.A, params, states, cfg, dtype)
+
+        cache = getattr(self, "_eval_cache", None)  # (a block pickled before freeze() existed has none)
+        if cache is None or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return fold()
+        sources = [self.A, *params.values()]
+        for bn in bns:
+            sources += (bn._buffers["running_mean"], bn._buffers["running_var"])
+        key = (cfg, dtype, [(t.data_ptr(), -1 if t.is_inference() else t._version) for t in sources])
+        entry = cache.get("entry")  # (key, weights): one object, so that a concurrent refold cannot mix them
+        if entry is None or entry[0] != key:
+            entry = cache["entry"] = (key, pack_eval_weights(fold(), cfg))
+        return entry[1]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """FusedSTGCNBlock.freeze() on every fused block in `module` (e.g. a UGCN); returns `module`."""
+    for m in module.modules():
+        if isinstance(m, FusedSTGCNBlock):
+            m.freeze()
+    return module
+
+
+def unfreeze(module: nn.Module) -> nn.Module:
+    for m in module.modules():
+        if isinstance(m, FusedSTGCNBlock):
+            m.unfreeze()
+    return module
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Every fused block in `module` frozen for the duration (FusedSTGCNBlock.freeze), as it was afterwards: for a
+    run of eval calls that change no weight, e.g. inference over a sequence's windows."""
+    blocks = [m for m in module.modules() if isinstance(m, FusedSTGCNBlock)]
+    was_frozen = [m.is_frozen for m in blocks]
+    for m in blocks:
+        m.freeze()
+    try:
+        yield module
+    finally:
+        for m, keep in zip(blocks, was_frozen):
+            if not keep:
+                m.unfreeze()
 
 
 def dropout_masks(seed: Tensor, p: float, shape: tuple[int, int, int, int], dtype=torch.float32,

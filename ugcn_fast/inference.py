@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .data.windows import edge_pad, flip_pose, window_starts
+from .fused_stgcn_block import frozen
 from .graph import H36M_LEFT, H36M_RIGHT
 
 
@@ -22,7 +23,8 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     Windows of `window` frames every `step` frames (the last one flush with the end) run in batches of
     `batch_size`; each frame's prediction is the mean over the windows that cover it. A sequence shorter than a
     window is edge-padded to one window and cropped back. With `flip`, the flipped input is predicted too and its
-    flipped-back prediction averaged in. The model runs in eval mode; its mode is restored afterwards.
+    flipped-back prediction averaged in. The model runs in eval mode, its fused blocks frozen
+    (ugcn_fast.frozen: BatchNorm folded into the weights once for all the windows); both are restored afterwards.
     """
     for name, value in (("window", window), ("step", step), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -44,19 +46,20 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     was_training = model.training
     model.eval()
     try:
-        total, count = None, torch.zeros(x.shape[0], device=device, dtype=dtype)
-        for variant in ((False, True) if flip else (False,)):
-            source = flip_pose(x, left, right) if variant else x
-            for b in range(0, len(starts), batch_size):
-                chunk = starts[b:b + batch_size]
-                out = model(torch.stack([source[s:s + window] for s in chunk]))
-                if variant:
-                    out = flip_pose(out, left, right)
-                if total is None:
-                    total = torch.zeros((x.shape[0],) + tuple(out.shape[2:]), device=device, dtype=out.dtype)
-                for s, o in zip(chunk, out):
-                    total[s:s + window] += o
-                    count[s:s + window] += 1
+        with frozen(model):  # no weight changes during the call: each block folds (and packs) them once
+            total, count = None, torch.zeros(x.shape[0], device=device, dtype=dtype)
+            for variant in ((False, True) if flip else (False,)):
+                source = flip_pose(x, left, right) if variant else x
+                for b in range(0, len(starts), batch_size):
+                    chunk = starts[b:b + batch_size]
+                    out = model(torch.stack([source[s:s + window] for s in chunk]))
+                    if variant:
+                        out = flip_pose(out, left, right)
+                    if total is None:
+                        total = torch.zeros((x.shape[0],) + tuple(out.shape[2:]), device=device, dtype=out.dtype)
+                    for s, o in zip(chunk, out):
+                        total[s:s + window] += o
+                        count[s:s + window] += 1
     finally:
         model.train(was_training)
     prediction = total / count.view(-1, *([1] * (total.dim() - 1)))

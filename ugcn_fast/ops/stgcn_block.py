@@ -34,13 +34,14 @@ to run for a given thread count.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..backends.torch_stgcn import dropout_multipliers
 from . import stgcn_pieces as pieces
+from ._eager import needs_registrations
 from .stgcn_pieces import phase_geometry
 
 
@@ -329,84 +330,130 @@ def _fold(bn: dict, eps: float, dtype) -> tuple[Tensor, Tensor]:
     return scale.to(dtype), (bn["bias"].double() - bn["running_mean"].double() * scale).to(dtype)
 
 
-def eval_forward(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig) -> Tensor:
-    """Eval-mode block on time-major x with every BatchNorm folded into the convolution before it: one aggregation
-    pass, one pass into the phase buffer (bias map, B1 and ReLU), GEMMs accumulating onto the residual, one ReLU."""
-    be = cfg.backend
-    if pieces.fused_gemms(be, training=False):
-        return _eval_forward_fused_gemms(x_tm, A, params, bns, cfg)
-    T, N, V, C_in = x_tm.shape
+@dataclass(frozen=True)
+class EvalWeights:
+    """The eval block's operands: every BatchNorm folded into the convolution before it, each tensor contiguous in
+    the layout its pass reads. fold_eval_weights builds them; a frozen block keeps them between calls
+    (FusedSTGCNBlock.freeze), which is most of a small batch's fixed cost."""
+    A: Tensor                       # (K, V, V) in the activations' dtype
+    gcn_weight: Tensor              # B1's scale folded in: (K*C_out, C_in), or (K*C_in, C_out) where the unfused
+    #                                 path aggregates first (see graph_first)
+    gcn_bias: Tensor | None         # (K*C_out,) with B1's scale (fused GEMMs); None where phase_shift holds it
+    phase_shift: Tensor             # (V, C_out): added before the ReLU that writes the phase buffer
+    taps: Tensor                    # (kt, C_out, C_out): tap j's GEMM weight, B2's scale folded in
+    bias: Tensor                    # (C_out,): the temporal convolution's bias with B2, + the conv residual's with B3
+    residual_weight: Tensor | None  # (C_in, C_out) with B3's scale (convolution residual only)
+    graph_first: bool               # the unfused path aggregates the input first (C_in < C_out)
+    packed: tuple | None = None     # the backend's packed (graph, temporal) weights (pack_eval_weights), or None
+
+
+def fold_eval_weights(A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig, dtype) -> EvalWeights:
+    """The block's parameters and running statistics -> EvalWeights for cfg.backend's eval passes."""
+    fused = pieces.fused_gemms(cfg.backend, training=False)
     K = A.shape[0]
-    dtype = x_tm.dtype
     A = A.to(dtype)
     w_gcn, b_gcn, w_t, b_t = (params[k] for k in ("gcn.conv.weight", "gcn.conv.bias", "tcn.2.weight", "tcn.2.bias"))
-    C_out = w_t.shape[0]
+    C_out, C_in = w_t.shape[0], w_gcn.shape[1]
+    V = A.shape[-1]
     scale1, shift1 = _fold(bns[0], cfg.eps[0], dtype)
     scale2, shift2 = _fold(bns[1], cfg.eps[1], dtype)
-    shift_map = (_bias_map(A, b_gcn) * scale1 + shift1).contiguous()
-    rows = x_tm.view(-1, C_in)
-    if C_in < C_out:
-        xa = pieces.graph_aggregate(be, x_tm.view(T * N, V, C_in), A, False, False, None)
-        z = xa.view(-1, K * C_in) @ (_gcn_weight_by_subset(w_gcn, K) * scale1)
+    graph_first = not fused and C_in < C_out
+    gcn_bias = None
+    if graph_first:
+        gcn_weight = _gcn_weight_by_subset(w_gcn, K) * scale1
     else:
-        w = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
-        z = pieces.graph_aggregate(be, (rows @ w.t()).view(T * N, V, K * C_out), A, True, False, None)
-    pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
-    ones = torch.ones(C_out, dtype=dtype, device=x_tm.device)
-    z = z.view(T, N * V, C_out)
-    h = pieces.bn_relu_phases(be, z, ones, shift_map, V, cfg.stride, pad, Tq)
-
-    bias_t = b_t * scale2 + shift2
+        gcn_weight = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
+    if fused:  # the kernel adds the scaled bias before aggregating, B1's shift in its epilogue
+        gcn_bias = (b_gcn.view(K, C_out) * scale1).view(-1)
+        phase_shift = shift1.expand(V, C_out)
+    else:
+        phase_shift = _bias_map(A, b_gcn) * scale1 + shift1
+    bias = b_t * scale2 + shift2
+    residual_weight = None
     if cfg.residual == "conv":
         scale3, shift3 = _fold(bns[2], cfg.eps[2], dtype)
-        w_r = params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)
-        u = torch.addmm(params["residual.0.bias"] * scale3 + shift3 + bias_t,
-                        _residual_input(x_tm, cfg.stride).view(-1, C_in), w_r.t())
+        residual_weight = (params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)).t()
+        bias = bias + params["residual.0.bias"] * scale3 + shift3
+
+    def ready(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.detach().contiguous()
+
+    return EvalWeights(ready(A), ready(gcn_weight), ready(gcn_bias), ready(phase_shift),
+                       ready(_tcn_weight_taps(w_t) * scale2), ready(bias), ready(residual_weight), graph_first)
+
+
+def pack_eval_weights(w: EvalWeights, cfg: BlockConfig) -> EvalWeights:
+    """w with its channel-mixing weights also in the packed form of cfg.backend's kernels, where it has one
+    (pieces.PACKED_EVAL): for a frozen block, which reuses them from call to call."""
+    impl = pieces.packed_eval(cfg.backend)
+    if impl is None or not pieces.fused_gemms(cfg.backend, training=False):
+        return w
+    graph = impl.pack_gcn_relu_phases(w.A, w.gcn_weight, w.gcn_bias, w.phase_shift)
+    temporal = impl.pack_conv_frames(w.taps, w.bias, w.residual_weight)
+    return replace(w, packed=(graph, temporal))
+
+
+def eval_forward(x_tm: Tensor, w: EvalWeights, cfg: BlockConfig) -> Tensor:
+    """Eval-mode block on time-major x: one pass into the phase buffer (graph convolution, bias map, B1 and ReLU;
+    on an unfused backend an aggregation pass and a GEMM before it), the temporal convolution accumulating onto
+    the residual, one ReLU."""
+    if pieces.fused_gemms(cfg.backend, training=False):
+        return _eval_forward_fused_gemms(x_tm, w, cfg)
+    be = cfg.backend
+    T, N, V, C_in = x_tm.shape
+    K = w.A.shape[0]
+    C_out = w.taps.shape[2]
+    rows = x_tm.view(-1, C_in)
+    if w.graph_first:
+        xa = pieces.graph_aggregate(be, x_tm.view(T * N, V, C_in), w.A, False, False, None)
+        z = xa.view(-1, K * C_in) @ w.gcn_weight
+    else:
+        z = pieces.graph_aggregate(be, (rows @ w.gcn_weight.t()).view(T * N, V, K * C_out), w.A, True, False, None)
+    pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
+    ones = torch.ones(C_out, dtype=x_tm.dtype, device=x_tm.device)
+    h = pieces.bn_relu_phases(be, z.view(T, N * V, C_out), ones, w.phase_shift, V, cfg.stride, pad, Tq)
+
+    if cfg.residual == "conv":
+        u = torch.addmm(w.bias, _residual_input(x_tm, cfg.stride).view(-1, C_in), w.residual_weight)
     elif cfg.residual == "identity":
         u = None  # the GEMM below accumulates onto x itself; the bias goes into the final pass
     else:
-        u = bias_t.expand(T_out * N * V, C_out).clone()
-    w_t = w_t[:, :, :, 0] * scale2.view(-1, 1, 1)
+        u = w.bias.expand(T_out * N * V, C_out).clone()
     taps = _tcn_taps(h, cfg.kernel_size, cfg.stride, T_out)
-    weights = [w_t[:, :, j].t() for j in range(cfg.kernel_size)]
+    weights = list(w.taps)
     u = torch.addmm(rows, taps[pad], weights[pad]) if u is None else u.addmm_(taps[pad], weights[pad])
     _add_taps(u, taps, weights, _frame_rows(_live_frames(T, cfg.kernel_size, cfg.stride), N * V), pad)
     if cfg.residual == "identity":  # relu(u + bias) in one pass
-        return pieces.block_output(be, u, ones, bias_t, None, None, None, None).view(T_out, N, V, C_out)
+        return pieces.block_output(be, u, ones, w.bias, None, None, None, None).view(T_out, N, V, C_out)
     return torch.relu_(u).view(T_out, N, V, C_out)
 
 
-def _eval_forward_fused_gemms(x_tm: Tensor, A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig) -> Tensor:
+def _eval_forward_fused_gemms(x_tm: Tensor, w: EvalWeights, cfg: BlockConfig) -> Tensor:
     """eval_forward on a backend whose kernels mix channels (pieces.FUSED_GEMMS): the graph convolution with B1
     folded into its weights and bias, B1's shift and ReLU in its epilogue, straight into the phase buffer (one
-    kernel), the convolution residual as one kernel reading the strided frames in place, and the temporal
-    convolution with B2 folded in one kernel whose epilogue adds the bias and the residual and applies the final
-    ReLU."""
+    kernel), and the temporal convolution with B2 folded in, the convolution residual (B3 folded in) as a pointwise
+    term in the same accumulators, reading the strided frames in place, in one kernel whose epilogue adds the bias
+    and the identity residual and applies the final ReLU."""
     be = cfg.backend
     T, N, V, C_in = x_tm.shape
-    K = A.shape[0]
-    dtype = x_tm.dtype
-    w_gcn, b_gcn, w_t, b_t = (params[k] for k in ("gcn.conv.weight", "gcn.conv.bias", "tcn.2.weight", "tcn.2.bias"))
-    C_out = w_t.shape[0]
-    scale1, shift1 = _fold(bns[0], cfg.eps[0], dtype)
-    scale2, shift2 = _fold(bns[1], cfg.eps[1], dtype)
-    w1 = (w_gcn.view(K, C_out, C_in) * scale1.view(1, C_out, 1)).view(K * C_out, C_in)
-    b1 = (b_gcn.view(K, C_out) * scale1).view(-1)
+    C_out = w.taps.shape[2]
     pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
-    # the phase buffer dies here (a reused buffer where the backend has one); the output is the caller's
-    h = pieces.gcn_relu_phases(be, x_tm, A.to(dtype), w1, b1, shift1.expand(V, C_out).contiguous(), cfg.stride, pad,
-                               Tq, scratch="phases")
-    bias_t = b_t * scale2 + shift2
     identity = x_tm.view(T * N * V, C_in) if cfg.residual == "identity" else None
-    x_read = w_r = None  # the convolution residual: conv_frames' pointwise term, in the same accumulators
-    if cfg.residual == "conv":
-        scale3, shift3 = _fold(bns[2], cfg.eps[2], dtype)
-        x_read = x_tm.view(T, N * V, C_in)
-        w_r = (params["residual.0.weight"].view(C_out, C_in) * scale3.view(-1, 1)).t()
-        bias_t = bias_t + params["residual.0.bias"] * scale3 + shift3
-    out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), _tcn_weight_taps(w_t) * scale2, bias_t,
+    x_read = x_tm.view(T, N * V, C_in) if cfg.residual == "conv" else None
+    if w.packed is not None and x_tm.numel() and not needs_registrations((x_tm,)):
+        impl, (graph, temporal) = pieces.packed_eval(be), w.packed
+        h = impl.gcn_relu_phases_packed(x_tm, graph, cfg.stride, pad, Tq, scratch="phases")
+        out = impl.conv_frames_packed(h.view(-1, N * V, C_out), temporal,
+                                      _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, identity, True,
+                                      pieces.tap_spans(T, cfg.kernel_size, cfg.stride), x_read, cfg.stride)
+        return out.view(T_out, N, V, C_out)
+    # the phase buffer dies here (a reused buffer where the backend has one); the output is the caller's
+    h = pieces.gcn_relu_phases(be, x_tm, w.A, w.gcn_weight, w.gcn_bias, w.phase_shift, cfg.stride, pad, Tq,
+                               scratch="phases")
+    out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), w.taps, w.bias,
                                    _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, identity, True, False,
-                                   pieces.tap_spans(T, cfg.kernel_size, cfg.stride), x_read, w_r, cfg.stride)
+                                   pieces.tap_spans(T, cfg.kernel_size, cfg.stride), x_read, w.residual_weight,
+                                   cfg.stride)
     return out.view(T_out, N, V, C_out)
 
 

@@ -50,6 +50,18 @@ NATIVE_TIME_MAJOR = ("cpu",)
 SCRATCH_RESULTS = ("cpu",)
 
 
+# Backends whose eval channel mixing takes weights packed once (csrc/cpu/stgcn_gemm.h): a frozen block keeps them
+# (ugcn_fast.ops.stgcn_block.pack_eval_weights). Packing and its setup are a fixed cost of every call, ~2.4 ms of
+# UGCN's 14 eval blocks, which dominates a batch of one window.
+PACKED_EVAL = ("cpu",)
+
+
+def packed_eval(backend: str):
+    """The backend module with pack_* and *_packed calls, or None (eager calls only: packed weights are opaque
+    objects, not tensors, and pass through no op)."""
+    return _impl(backend) if backend in PACKED_EVAL else None
+
+
 def _needs_op(args) -> bool:
     """Whether a call must go through the op: traced code and tensor subclasses need its registrations, and a call
     autograd must see (grad mode on, a tensor argument that requires grad) its registered backward."""

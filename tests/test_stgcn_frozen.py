@@ -1,0 +1,212 @@
+"""Frozen fused blocks (FusedSTGCNBlock.freeze, ugcn_fast.freeze / unfreeze / frozen): the eval operands folded (and
+on the CPU packed) once and reused while nothing changes, folded again when something does. A frozen block's eval
+output is bitwise the unfrozen one's."""
+import copy
+
+import pytest
+import torch
+
+import ugcn_fast
+from ugcn_fast import UGCN, FusedSTGCNBlock, frozen
+from ugcn_fast import fused_stgcn_block as fsb
+from ugcn_fast.inference import predict_sequence
+
+from _stgcn import A17, CONFIGS, TOL, config_id, reference_and_fused
+
+BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
+needs_cpu = pytest.mark.skipif("cpu" not in BACKENDS, reason="the native CPU module is not built")
+
+
+def _unfrozen_twin(block: FusedSTGCNBlock) -> FusedSTGCNBlock:
+    return copy.deepcopy(block).unfreeze()
+
+
+def _assert_frozen_is_unfrozen(block: FusedSTGCNBlock, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        y = block(x)
+        assert torch.equal(y, _unfrozen_twin(block)(x))
+    return y
+
+
+@pytest.fixture
+def fold_count(monkeypatch):
+    """How many times the eval operands were folded."""
+    calls = []
+    fold = fsb.fold_eval_weights
+    monkeypatch.setattr(fsb, "fold_eval_weights", lambda *a: calls.append(1) or fold(*a))
+    return calls
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_frozen_eval_is_the_unfrozen_eval(config, dtype, backend, fold_count):
+    c_in, c_out, stride, residual, T, A = config
+    torch.manual_seed(3)
+    ref, block = reference_and_fused(c_in, c_out, stride, residual, A, 0.3, backend, dtype)
+    ref.eval(), block.eval().freeze()
+    assert block.is_frozen
+    for N, t in ((2, T), (1, T), (3, T + 5), (2, T)):  # one folding serves every batch and length
+        x = torch.randn(N, c_in, t, A.shape[-1], dtype=dtype)
+        y = _assert_frozen_is_unfrozen(block, x)
+        with torch.no_grad():
+            torch.testing.assert_close(y, ref(x), **TOL[dtype])
+    assert len(fold_count) == 1 + 4  # the frozen block once, each unfrozen twin once a call
+
+
+@needs_cpu
+def test_frozen_block_refolds_after_updates_it_can_see(fold_count):
+    torch.manual_seed(4)
+    _, block = reference_and_fused(16, 32, 2, True, A17, 0.0, "cpu", torch.float64)
+    other = copy.deepcopy(block)
+    for p in other.parameters():
+        p.data.add_(0.1)
+    x = torch.randn(2, 16, 12, 17, dtype=torch.float64)
+    block.eval().freeze()
+    outputs = [_assert_frozen_is_unfrozen(block, x)]
+
+    def changed():
+        outputs.append(_assert_frozen_is_unfrozen(block, x))
+        assert not torch.equal(outputs[-1], outputs[-2])
+
+    optimizer = torch.optim.SGD(block.parameters(), lr=0.1)  # an optimizer step (in place, versions bumped)
+    block.train()
+    block(x).square().sum().backward()
+    optimizer.step()
+    block.eval()
+    changed()  # (the training forward also moved the running statistics)
+    block.load_state_dict(other.state_dict())
+    changed()
+    block.tcn[3].eps = 0.5
+    changed()
+    with torch.no_grad():
+        block.residual[1].running_var.mul_(2.0)
+    changed()
+    block.gcn.conv.bias = torch.nn.Parameter(block.gcn.conv.bias.detach() + 1.0)  # a new tensor object
+    changed()
+    block.double()  # .to(): every tensor swapped (the cache is dropped: a new one may reuse a freed address)
+    _assert_frozen_is_unfrozen(block, x)
+    with torch.no_grad():
+        for _ in range(3):
+            block(x)
+    assert len(fold_count) == 2 * 7  # each frozen fold is one per change; each twin folds once
+
+
+@needs_cpu
+def test_writes_through_data_need_freeze_again():
+    """The documented limit: a write through .data bumps no version counter, so the frozen block keeps its operands
+    until freeze() is called again."""
+    torch.manual_seed(5)
+    _, block = reference_and_fused(8, 8, 1, True, A17, 0.0, "cpu", torch.float32)
+    x = torch.randn(2, 8, 9, 17)
+    block.eval().freeze()
+    with torch.no_grad():
+        before = block(x)
+        block.tcn[2].weight.data.mul_(2.0)
+        assert torch.equal(block(x), before)
+        block.freeze()
+        assert not torch.equal(block(x), before)
+    _assert_frozen_is_unfrozen(block, x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_is_not_affected_by_freeze(backend):
+    torch.manual_seed(6)
+    _, block = reference_and_fused(16, 32, 2, True, A17, 0.3, backend, torch.float64)
+    twin = copy.deepcopy(block)
+    block.freeze()
+    x = torch.randn(2, 16, 12, 17, dtype=torch.float64)
+    grads = []
+    for m in (block, twin):
+        xm = x.clone().requires_grad_()
+        torch.manual_seed(9)
+        y = m(xm)
+        y.square().sum().backward()
+        grads.append((y, xm.grad, [p.grad for p in m.parameters()], [b.clone() for b in m.buffers()]))
+    (y1, gx1, gp1, b1), (y2, gx2, gp2, b2) = grads
+    assert torch.equal(y1, y2) and torch.equal(gx1, gx2)
+    assert all(torch.equal(a, b) for a, b in zip(gp1 + b1, gp2 + b2))
+    # eval with autograd on (the reference's differentiable path) ignores the frozen operands too
+    block.eval()
+    xg = x.clone().requires_grad_()
+    block(xg).sum().backward()
+    assert xg.grad is not None
+
+
+def test_freeze_functions_and_the_frozen_context():
+    torch.manual_seed(7)
+    model = UGCN(channels=(8, 8, 8, 8, 8)).eval()
+    blocks = [m for m in model.modules() if isinstance(m, FusedSTGCNBlock)]
+    assert len(blocks) == 14 and not any(b.is_frozen for b in blocks)
+    blocks[3].freeze()
+    with frozen(model) as m:
+        assert m is model and all(b.is_frozen for b in blocks)
+    assert [b.is_frozen for b in blocks] == [i == 3 for i in range(14)]  # as it was
+    with pytest.raises(RuntimeError, match="inside"):
+        with frozen(model):
+            raise RuntimeError("inside")
+    assert [b.is_frozen for b in blocks] == [i == 3 for i in range(14)]
+    assert ugcn_fast.freeze(model) is model and all(b.is_frozen for b in blocks)
+    assert ugcn_fast.unfreeze(model) is model and not any(b.is_frozen for b in blocks)
+    # the state dict does not see it (strict round trips either way)
+    ugcn_fast.freeze(model)
+    UGCN(channels=(8, 8, 8, 8, 8), fused=False).load_state_dict(model.state_dict(), strict=True)
+
+
+def test_predict_sequence_runs_frozen_and_restores(fold_count):
+    torch.manual_seed(8)
+    model = UGCN(channels=(8, 8, 8, 8, 8)).train()
+    twin = copy.deepcopy(model)
+    inputs = torch.randn(150, 17, 2)
+    got = predict_sequence(model, inputs, window=32, step=8, batch_size=4)
+    assert len(fold_count) == 14  # once per block, for all the windows and both flips
+    assert model.training and not any(m.is_frozen for m in model.modules() if isinstance(m, FusedSTGCNBlock))
+    with torch.no_grad():
+        ugcn_fast.unfreeze(twin)
+        assert torch.equal(got, predict_sequence(twin, inputs, window=32, step=8, batch_size=4))
+
+
+@needs_cpu
+def test_frozen_module_built_under_inference_mode():
+    """Inference tensors have no version counter: a block whose weights are inference tensors still freezes (the
+    operands are kept until freeze() is called again, as for a write through .data)."""
+    torch.manual_seed(9)
+    with torch.inference_mode():
+        model = UGCN(channels=(8, 16, 16, 16, 16)).eval()
+        x = torch.randn(1, 32, 17, 2)
+        want = model(x)
+        ugcn_fast.freeze(model)
+        assert torch.equal(model(x), want) and torch.equal(model(x), want)
+
+
+@needs_cpu
+def test_frozen_eval_from_several_threads():
+    """The packed operands are read-only and the scratch buffers per thread: concurrent calls of frozen blocks give
+    the sequential results."""
+    from concurrent.futures import ThreadPoolExecutor
+    torch.manual_seed(10)
+    pairs = [reference_and_fused(c[0], c[1], c[2], c[3], c[5], 0.0, "cpu", torch.float32) for c in CONFIGS]
+    blocks = [fused.eval().freeze() for _, fused in pairs]
+    xs = [torch.randn(3, c[0], c[4] + 4, c[5].shape[-1]) for c in CONFIGS]
+    with torch.no_grad():
+        want = [b(x) for b, x in zip(blocks, xs)]
+
+    def work(_):
+        with torch.no_grad():
+            return [(i, blocks[i](xs[i])) for _ in range(4) for i in range(len(xs))]
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for results in pool.map(work, range(3)):
+            assert all(torch.equal(y, want[i]) for i, y in results)
+
+
+def test_compiled_frozen_block_folds_in_the_graph():
+    """Under torch.compile the cache is not consulted (the folding is traced with the block): the frozen block
+    compiles in one graph and gives the eager result."""
+    torch.manual_seed(11)
+    block = FusedSTGCNBlock(8, 16, A17, stride=2).eval().freeze()
+    x = torch.randn(2, 8, 12, 17)
+    with torch.no_grad():
+        torch._dynamo.reset()
+        y = torch.compile(block, fullgraph=True, backend="aot_eager")(x)
+        torch.testing.assert_close(y, _unfrozen_twin(block)(x), rtol=1e-5, atol=1e-5)
