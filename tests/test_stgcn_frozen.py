@@ -92,6 +92,77 @@ def test_frozen_block_refolds_after_updates_it_can_see(fold_count):
     assert len(fold_count) == 2 * 7  # each frozen fold is one per change; each twin folds once
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_new_tensor_at_a_freed_ones_address_is_not_the_old_one(backend):
+    """functional_call hands the block a temporary weight each call, freed after it: the next one often lands at
+    the same address with the same version (0). The frozen block must still fold the new one."""
+    from torch.func import functional_call
+    torch.manual_seed(12)
+    _, block = reference_and_fused(8, 8, 1, True, A17, 0.0, backend, torch.float32)
+    block.eval().freeze()
+    twin = _unfrozen_twin(block)
+    x = torch.randn(2, 8, 9, 17)
+    weight = block.tcn[2].weight.detach()
+    scales = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
+    with torch.no_grad():  # (one temporary alive at a time: the next one may take its address)
+        got = [functional_call(block, {"tcn.2.weight": weight * scale}, (x,)) for scale in scales]
+        want = [functional_call(twin, {"tcn.2.weight": weight * scale}, (x,)) for scale in scales]
+    for scale, g, w in zip(scales, got, want):
+        assert torch.equal(g, w), scale
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parametrized_and_pruned_weights(backend):
+    """A parametrization (weight_norm) or pruning keeps the weight outside the module's _parameters: the block
+    reads it as an attribute, in training and in eval, frozen (a new tensor on every access: folded every call)
+    or not."""
+    from torch.nn.utils import parametrizations, prune
+    torch.manual_seed(13)
+    ref, block = reference_and_fused(16, 32, 2, True, A17, 0.0, backend, torch.float64)
+    parametrizations.weight_norm(ref.tcn[2])
+    parametrizations.weight_norm(block.tcn[2])
+    block.load_state_dict(ref.state_dict())
+    for m in (ref, block):
+        prune.l1_unstructured(m.gcn.conv, "weight", amount=0.3)
+    x = torch.randn(2, 16, 12, 17, dtype=torch.float64)
+    ref.train(), block.train()
+    torch.testing.assert_close(block(x), ref(x), **TOL[torch.float64])
+    ref.eval(), block.eval().freeze()
+    with torch.no_grad():
+        want = ref(x)
+        torch.testing.assert_close(block(x), want, **TOL[torch.float64])
+        ref.tcn[2].parametrizations.weight.original0.mul_(1.5)
+        block.tcn[2].parametrizations.weight.original0.mul_(1.5)
+        torch.testing.assert_close(block(x), ref(x), **TOL[torch.float64])
+        assert not torch.equal(block(x), want)
+
+
+@needs_cpu
+def test_frozen_cpu_eval_runs_the_packed_kernels(monkeypatch):
+    """The frozen CPU path takes the packed launchers (packing once), the unfrozen one the per-call ones."""
+    from ugcn_fast.backends import cpu_stgcn
+    calls = {name: 0 for name in ("pack_conv_frames", "pack_gcn_relu_phases", "conv_frames_packed",
+                                  "gcn_relu_phases_packed", "conv_frames", "gcn_relu_phases")}
+    for name in calls:
+        def counted(*a, _name=name, _f=getattr(cpu_stgcn, name), **k):
+            calls[_name] += 1
+            return _f(*a, **k)
+        monkeypatch.setattr(cpu_stgcn, name, counted)
+    torch.manual_seed(14)
+    _, block = reference_and_fused(16, 32, 2, True, A17, 0.0, "cpu", torch.float32)
+    block.eval()
+    x = torch.randn(1, 16, 12, 17)
+    with torch.no_grad():
+        block(x)
+        assert calls["conv_frames"] == calls["gcn_relu_phases"] == 1
+        block.freeze()
+        for _ in range(3):
+            block(x)
+    assert calls["pack_conv_frames"] == calls["pack_gcn_relu_phases"] == 1
+    assert calls["conv_frames_packed"] == calls["gcn_relu_phases_packed"] == 3
+    assert calls["conv_frames"] == calls["gcn_relu_phases"] == 1
+
+
 @needs_cpu
 def test_writes_through_data_need_freeze_again():
     """The documented limit: a write through .data bumps no version counter, so the frozen block keeps its operands
@@ -146,6 +217,15 @@ def test_freeze_functions_and_the_frozen_context():
         with frozen(model):
             raise RuntimeError("inside")
     assert [b.is_frozen for b in blocks] == [i == 3 for i in range(14)]
+    x = torch.randn(1, 16, 17, 2)
+    with torch.no_grad():
+        model(x)
+        kept = blocks[3]._eval_cache["entry"]
+        with frozen(model):  # a frozen block keeps its operands, and a nested frozen() changes nothing
+            with frozen(model):
+                model(x)
+            assert all(b.is_frozen for b in blocks)
+        assert blocks[3]._eval_cache["entry"] is kept and blocks[3].is_frozen
     assert ugcn_fast.freeze(model) is model and all(b.is_frozen for b in blocks)
     assert ugcn_fast.unfreeze(model) is model and not any(b.is_frozen for b in blocks)
     # the state dict does not see it (strict round trips either way)
@@ -181,15 +261,17 @@ def test_frozen_module_built_under_inference_mode():
 
 @needs_cpu
 def test_frozen_eval_from_several_threads():
-    """The packed operands are read-only and the scratch buffers per thread: concurrent calls of frozen blocks give
-    the sequential results."""
+    """The packed operands are read-only and the scratch buffers per thread: concurrent calls of frozen blocks,
+    the first ones folding at the same time, give the unfrozen results."""
     from concurrent.futures import ThreadPoolExecutor
     torch.manual_seed(10)
     pairs = [reference_and_fused(c[0], c[1], c[2], c[3], c[5], 0.0, "cpu", torch.float32) for c in CONFIGS]
-    blocks = [fused.eval().freeze() for _, fused in pairs]
+    blocks = [fused.eval() for _, fused in pairs]
     xs = [torch.randn(3, c[0], c[4] + 4, c[5].shape[-1]) for c in CONFIGS]
     with torch.no_grad():
         want = [b(x) for b, x in zip(blocks, xs)]
+    for b in blocks:
+        b.freeze()  # nothing folded yet: the threads fold
 
     def work(_):
         with torch.no_grad():

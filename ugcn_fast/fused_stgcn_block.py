@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from . import backends
 from .backends.torch_stgcn import dropout_multipliers
+from .ops._eager import needs_registrations
 from .ops.stgcn_block import (BlockConfig, EvalWeights, draw_dropout_seed, eval_forward, fold_eval_weights,
                               from_time_major, pack_eval_weights, phase_geometry, to_time_major, training_forward)
 from .reference.stgcn_block import STGCNBlock, check_block_input
@@ -46,7 +47,8 @@ class FusedSTGCNBlock(STGCNBlock):
         """Keep the eval operands (BatchNorm folded into the convolutions, weights in the kernels' layouts) from one
         eval call to the next instead of folding them on every call; the fixed cost this removes is most of a
         small batch's time. The operands are folded again when a parameter or buffer is replaced or updated in
-        place through the tensor itself (an optimizer step, load_state_dict, .to()), or a BatchNorm's eps changes.
+        place through the tensor itself (an optimizer step, load_state_dict, .to()), or a BatchNorm's eps changes;
+        a weight computed on access (a parametrization, functional_call) is folded on every call.
         Writes that no version counter sees are not noticed: through `.data`, or into a module built under
         torch.inference_mode() (inference tensors have no version counter); call freeze() again after one.
         Returns self. Training-mode calls are not affected."""
@@ -96,7 +98,9 @@ class FusedSTGCNBlock(STGCNBlock):
         """named_parameters() as a dict, read from the submodules directly (the generic walk took ~60 µs a call, a
         tenth of a small batch's eval block)."""
         parts = self._submodules() if parts is None else parts
-        return {f"{name}.{kind}": m._parameters[kind] for name, m in parts.items() for kind in ("weight", "bias")}
+        # (getattr where a parametrization, pruning or a DataParallel replica keeps the tensor outside _parameters)
+        return {f"{name}.{kind}": m._parameters[kind] if kind in m._parameters else getattr(m, kind)
+                for name, m in parts.items() for kind in ("weight", "bias")}
 
     def _needs_reference(self, x: Tensor, bns: list[nn.BatchNorm2d]) -> bool:
         if any(not (bn.affine and bn.track_running_stats) for bn in bns):
@@ -139,17 +143,22 @@ class FusedSTGCNBlock(STGCNBlock):
                        "running_var": bn.running_var} for bn in bns]
             return fold_eval_weights(self.A, params, states, cfg, dtype)
 
-        cache = getattr(self, "_eval_cache", None)  # (a block pickled before freeze() existed has none)
-        if cache is None or torch.compiler.is_compiling() or torch.jit.is_tracing():
-            return fold()
         sources = [self.A, *params.values()]
         for bn in bns:
             sources += (bn._buffers["running_mean"], bn._buffers["running_var"])
-        key = (cfg, dtype, [(t.data_ptr(), -1 if t.is_inference() else t._version) for t in sources])
-        entry = cache.get("entry")  # (key, weights): one object, so that a concurrent refold cannot mix them
-        if entry is None or entry[0] != key:
-            entry = cache["entry"] = (key, pack_eval_weights(fold(), cfg))
-        return entry[1]
+        if needs_registrations(sources):  # traced (the folding is part of the graph) or tensor subclasses
+            return fold()
+        cache = getattr(self, "_eval_cache", None)  # (a block pickled before freeze() existed has none)
+        if cache is None:
+            return fold()
+        # The entry holds its sources: a tensor is the same one (not a new one at a freed one's address) with the
+        # same data and version; a parametrized weight, a new tensor on every access, refolds every call.
+        state = [(t.data_ptr(), -1 if t.is_inference() else t._version) for t in sources]
+        entry = cache.get("entry")  # one tuple, so that a concurrent refold cannot mix parts of two
+        if (entry is None or entry[0] != (cfg, dtype) or entry[2] != state
+                or any(a is not b for a, b in zip(entry[1], sources))):
+            entry = cache["entry"] = ((cfg, dtype), sources, state, pack_eval_weights(fold(), cfg))
+        return entry[3]
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -171,16 +180,15 @@ def unfreeze(module: nn.Module) -> nn.Module:
 def frozen(module: nn.Module):
     """Every fused block in `module` frozen for the duration (FusedSTGCNBlock.freeze), as it was afterwards: for a
     run of eval calls that change no weight, e.g. inference over a sequence's windows."""
-    blocks = [m for m in module.modules() if isinstance(m, FusedSTGCNBlock)]
-    was_frozen = [m.is_frozen for m in blocks]
-    for m in blocks:
+    # blocks frozen already keep their operands (and stay frozen: a nested frozen() changes nothing)
+    thawed = [m for m in module.modules() if isinstance(m, FusedSTGCNBlock) and not m.is_frozen]
+    for m in thawed:
         m.freeze()
     try:
         yield module
     finally:
-        for m, keep in zip(blocks, was_frozen):
-            if not keep:
-                m.unfreeze()
+        for m in thawed:
+            m.unfreeze()
 
 
 def dropout_masks(seed: Tensor, p: float, shape: tuple[int, int, int, int], dtype=torch.float32,

@@ -36,6 +36,7 @@
 #include <memory>
 #include <new>
 #include <numeric>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -535,9 +536,10 @@ void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bi
 template <typename T>
 void conv_frames_packed(const ConvFrames& p, const ConvFramesWeights<T>& w, const T* src, const T* add, bool relu,
                         T* u, double* sums, int threads, const T* term_src, int64_t term_frame_step) {
+  if ((w.term_panels != nullptr) != (term_src != nullptr))
+    throw std::invalid_argument("conv_frames_packed: term_src must be given exactly when the weights hold a term");
   const int64_t M = p.T_out * p.R, C_in = p.C_in, C_out = p.C_out;
   const Panels<T>& panels = w.panels;
-  if (!w.term_panels) term_src = nullptr;
   int64_t tap_offset[kMaxConvTaps];
   for (int j = 0; j < p.taps; ++j) tap_offset[j] = p.frame_offsets[j] * p.R * C_in;
   // The work: row tiles, each through every channel block; at least kTilesPerThread tiles for every thread (or
@@ -891,6 +893,7 @@ void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, cons
 template <typename T>
 void gcn_relu_phases_packed(const GcnWeights<T>& w, int64_t groups, const PhaseOutput& o, const T* x, T* h,
                             int threads) {
+  if (!w.eval) throw std::invalid_argument("gcn_relu_phases_packed: the weights were packed without the eval shift");
   const int64_t T_in = groups / o.N, slot_size = o.N * w.V * w.C_out;
   for (int64_t phase = 0; phase < o.stride; ++phase)  // the padding slots (a few frames' worth): zeros
     for (int64_t slot = 0; slot < o.Tq; ++slot) {

@@ -105,14 +105,15 @@ struct GcnWeights;  // V, K, C_in, C_out, eval
 template <typename T>
 std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames(int taps, int64_t C_in, int64_t C_out, const T* weight,
                                                              const T* bias, int64_t term_C_in, const T* term_weight);
-// conv_frames with packed weights (p.taps, p.C_in, p.C_out as packed); term_src: the pointwise term's source, read
-// only when the weights hold a term.
+// conv_frames with packed weights (p.taps, p.C_in, p.C_out as packed); term_src: the pointwise term's source, given
+// exactly when the weights hold a term (std::invalid_argument otherwise).
 template <typename T>
 void conv_frames_packed(const ConvFrames& p, const ConvFramesWeights<T>& w, const T* src, const T* add, bool relu,
                         T* u, double* sums, int threads, const T* term_src, int64_t term_frame_step);
 
 // p's V, K, C_in, C_out and A (p.groups unused); eval_shift (V, C_out): gcn_relu_phases' shift, null for
-// gcn_forward's epilogue (only gcn_relu_phases_packed exists: the eval path is the one that reuses weights).
+// gcn_forward's epilogue (only gcn_relu_phases_packed exists: the eval path is the one that reuses weights; it
+// refuses weights packed without the shift with std::invalid_argument).
 template <typename T>
 std::shared_ptr<const GcnWeights<T>> pack_gcn(const GcnForward& p, const T* weight, const T* bias,
                                               const T* eval_shift, int order);
