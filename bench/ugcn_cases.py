@@ -9,6 +9,8 @@ one after the other (each on its own input): its times are the sum over UGCN's b
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ugcn_fast import FusedSTGCNBlock, Graph, UGCN, UGCNLoss, freeze
@@ -270,11 +272,7 @@ class WindowCase(_ModuleCase):
         B = shape["B"] if device.type == "cpu" else shape["B_gpu"]
         x = torch.randn(B, shape["T"], shape["J"], 2, device=device, dtype=dtype) * 0.3
         self._models = _models(device, dtype, eval_mode=True)
-        self._frozen = {}
-        for name in FUSED_BACKENDS.get(device.type, ()):
-            self._frozen[name] = UGCN(fused=True, backend=name).to(device, dtype).eval()
-            self._frozen[name].load_state_dict(self._models["ref"].state_dict(), strict=True)
-            freeze(self._frozen[name])
+        self._frozen = {name: freeze(copy.deepcopy(m)) for name, m in self._models.items() if name != "ref"}
         return _inputs((x,), [], list(self._models.values()) + list(self._frozen.values()))
 
     def implementations(self, device, dtype, shape, compile_opts):
@@ -282,9 +280,8 @@ class WindowCase(_ModuleCase):
         impls = [Impl("eager", "eager", make=lambda: ref),
                  Impl("compile", "compile", make=lambda: compiled(ref, compile_opts))]
         impls += _fused_impls(device, dtype, lambda model: model, self._models)
-        impls += [Impl(f"{impl.name} frozen", "fused", backend=impl.backend, skip=impl.skip,
-                       make=None if impl.skip else lambda name=impl.backend: self._frozen[name])
-                  for impl in _fused_impls(device, dtype, lambda model: model, self._frozen)]
+        for impl in _fused_impls(device, dtype, lambda model: model, self._frozen):
+            impls.append(Impl(f"{impl.name} frozen", impl.kind, impl.make, impl.backend, impl.skip))
         return impls
 
 

@@ -182,7 +182,7 @@ def gcn_forward_ordered(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, orde
     the bias map), "gemm_first" (the 1x1 convolution, then the aggregation; the contract's order) or "auto"
     (aggregate first when the input has fewer SIMD vectors of channels than the output, e.g. 16 -> 32)."""
     G, V, _ = x.shape
-    K, C_out = _gcn_sizes("gcn_forward", x, A, weight, bias)
+    K, C_out = _gcn_sizes("gcn_forward", x.shape, A, weight, bias)
     if min(G, V, K, C_out) == 0:  # nothing for the native pass to do: the contract's empty results
         return torch_stgcn.gcn_forward(x, A, weight, bias)
     x, weight, bias, A64 = _gcn_native_operands(x, A, weight, bias)
@@ -199,7 +199,7 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
     group's rows stored at their frame's place in the phase buffer; no statistics). `order` as gcn_forward_ordered,
     `scratch` as _result."""
     T, N, V, _ = x.shape
-    K, C_out = _gcn_sizes("gcn_relu_phases", x, A, weight, bias, shift_map)
+    K, C_out = _gcn_sizes("gcn_relu_phases", x.shape, A, weight, bias, shift_map)
     if stride < 1 or pad < 0 or Tq < 1:
         raise ValueError(f"gcn_relu_phases: need stride >= 1, pad >= 0, Tq >= 1, got {stride}, {pad}, {Tq}")
     if min(T, N, V, K, C_out) == 0:  # nothing for the native pass to do: the contract's results
@@ -213,16 +213,16 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
     return h
 
 
-def _gcn_sizes(what: str, x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor | None = None
+def _gcn_sizes(what: str, x_shape: tuple, A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor | None = None
                ) -> tuple[int, int]:
     """(K, C_out) of a graph convolution on x (..., V, C_in); ValueError naming the shapes when they disagree."""
-    V, C_in = x.shape[-2:]
+    V, C_in = x_shape[-2:]
     K, KC = A.shape[0], weight.shape[0]
     C_out = KC // K if K else 0
     if (A.shape != (K, V, V) or KC % max(K, 1) != 0 or weight.shape != (KC, C_in) or bias.shape != (KC,)
             or (shift_map is not None and shift_map.shape != (V, C_out))):
         shift = f", shift_map {tuple(shift_map.shape)}" if shift_map is not None else ""
-        raise ValueError(f"{what}: shapes x {tuple(x.shape)}, A {tuple(A.shape)}, weight {tuple(weight.shape)}, "
+        raise ValueError(f"{what}: shapes x {tuple(x_shape)}, A {tuple(A.shape)}, weight {tuple(weight.shape)}, "
                          f"bias {tuple(bias.shape)}{shift} do not match")
     return K, C_out
 
@@ -278,8 +278,7 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Tensor | None, frame_offsets:
 def pack_gcn_relu_phases(A: Tensor, weight: Tensor, bias: Tensor, shift_map: Tensor, order: str = "auto"):
     """gcn_relu_phases' weights packed once (an opaque _C.PackedWeights that owns copies of everything it needs):
     for gcn_relu_phases_packed."""
-    K, C_out = _gcn_sizes("pack_gcn_relu_phases", weight.new_empty((0, A.shape[-1], weight.shape[-1])), A, weight,
-                          bias, shift_map)
+    K, C_out = _gcn_sizes("pack_gcn_relu_phases", (A.shape[-1], weight.shape[-1]), A, weight, bias, shift_map)
     _same_dtype(weight, bias, shift_map)
     weight, bias, shift_map, A64 = weight.contiguous(), bias.contiguous(), shift_map.contiguous(), _f64(A)
     return _module().stgcn_pack_gcn_relu_phases(_dtype(weight), _ptr(A64), _ptr(weight), _ptr(bias), _ptr(shift_map),
