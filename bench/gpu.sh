@@ -1,18 +1,47 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: build with the CUDA kernels, run the GPU tests, benchmark the GPU backends and
-# store the results as bench/results/<gpu-name>.json.
-#   bash bench/gpu.sh            (from the repository root)
-# Offline GPU machines: the first install builds without isolation, so setuptools and pybind11 must already be
-# installed there (pip install setuptools pybind11 where a package index is reachable).
-set -euo pipefail
+# On a machine with an NVIDIA GPU: build with the CUDA kernels for that GPU, run the GPU tests, benchmark the GPU
+# backends, and store the results in RESULTS_DIR (default bench/results) as <gpu-name>-tests.txt, <gpu-name>.txt
+# and <gpu-name>.json, plus <gpu-name>-phases.txt (how long each phase took).
+#   bash bench/gpu.sh [RESULTS_DIR]           (from anywhere; e.g. RESULTS_DIR=$OUT on a lent machine)
+# GPU time is often short, so each phase has a time limit and the next phase runs even when one fails or stops at
+# its limit; the script's status is the tests' status (124 when they ran out of time).
+#   GPU_TEST_TIMEOUT=300 GPU_BENCH_TIMEOUT=420   seconds for the tests and for the benchmark
+#   GPU_BENCH_ARGS="--case motion_loss --case ugcn_blocks"   benchmark only these cases (default: every case)
+#   GPU_TEST_WORKERS=8                           pytest-xdist workers where pytest-xdist is installed (0: none)
+#   PYTHON=python3                               the interpreter (default: python3, else python)
+# Offline GPU machines: the install builds without isolation first, so setuptools and pybind11 must already be
+# installed there (they are on the lent H200 machines).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-UGCN_FAST_BUILD_CUDA=1 python -m pip install --quiet --no-build-isolation --no-deps . \
-  || UGCN_FAST_BUILD_CUDA=1 python -m pip install --quiet --no-deps .
-name=$(python -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
-mkdir -p bench/results
-# Tests with synchronous launches (a kernel fault surfaces at the launch that caused it, not at a later sync); the
-# benchmark runs even when a test fails (GPU time is scarce), and the script's status is the tests' status.
+py=${PYTHON:-$(command -v python3 || command -v python)}  # the lent H200 machines have python3 only
+results=$(mkdir -p "${1:-bench/results}" && cd "${1:-bench/results}" && pwd)
+arch=$("$py" -c "import torch; print(''.join(map(str, torch.cuda.get_device_capability())))")
+name=$("$py" -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
+phases="$results/${name}-phases.txt"
+: >"$phases"
+
+phase() {  # phase NAME TIMEOUT COMMAND...: run with a time limit, log the seconds and the status
+  local label=$1 limit=$2 start=$SECONDS rc=0
+  shift 2
+  timeout --signal=INT --kill-after=20 "$limit" "$@" || rc=$?
+  echo "$label: $((SECONDS - start)) s, status $rc" | tee -a "$phases"
+  return "$rc"
+}
+
+# only this GPU's architecture: a fraction of the build time of the default list
+export UGCN_FAST_BUILD_CUDA=1 UGCN_FAST_CUDA_ARCHS="$arch"
+phase build 600 bash -c "'$py' -m pip install --quiet --no-build-isolation --no-deps . \
+  || '$py' -m pip install --quiet --no-deps ." || exit $?
+
+workers=()
+if [ "${GPU_TEST_WORKERS:-8}" != 0 ] && "$py" -c "import xdist" 2>/dev/null; then
+  workers=(-n "${GPU_TEST_WORKERS:-8}")
+fi
+# Synchronous launches: a kernel fault surfaces at the launch that caused it, not at a later sync.
 status=0
-CUDA_LAUNCH_BLOCKING=1 pytest -q -m "cuda or triton" 2>&1 | tee "bench/results/${name}-tests.txt" || status=$?
-python bench/speed.py --device cuda --json "bench/results/${name}.json" 2>&1 | tee "bench/results/${name}.txt"
+phase tests "${GPU_TEST_TIMEOUT:-300}" env CUDA_LAUNCH_BLOCKING=1 \
+  bash -c "set -o pipefail; '$py' -m pytest -q -m 'cuda or triton' ${workers[*]} 2>&1 | tee '$results/${name}-tests.txt'" \
+  || status=$?
+phase bench "${GPU_BENCH_TIMEOUT:-420}" bash -c "set -o pipefail; PYTHONUNBUFFERED=1 '$py' bench/speed.py --device cuda \
+  --json '$results/${name}.json' ${GPU_BENCH_ARGS:-} 2>&1 | tee '$results/${name}.txt'" || true
 exit "$status"
