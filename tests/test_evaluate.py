@@ -17,6 +17,7 @@ from ugcn_fast.evaluate import evaluate, format_table, main
 from ugcn_fast.inference import predict_sequence
 
 from _quadratic import Quadratic
+from _checkpoints import tiny_checkpoint_file
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ABLATION = Path(__file__).resolve().parents[1] / "bench" / "ablation.py"
@@ -123,14 +124,7 @@ def test_bad_sequences_are_refused():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from ugcn_fast.checkpoint import make_model_config, model_from_config, save_checkpoint
-
-    torch.manual_seed(0)
-    config = make_model_config(channels=(4, 4, 4, 4, 4))
-    model = model_from_config(config)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model=model, model_config=config, epoch=2)
-    return path
+    return tiny_checkpoint_file(tmp_path_factory.mktemp("ckpt"), epoch=2)
 
 
 def test_command_line_table_and_json(tmp_path, tiny_checkpoint, capsys):

@@ -11,6 +11,7 @@ from ugcn_fast.data import coco_to_h36m
 from ugcn_fast.lift import lift, main, prepare_keypoints
 
 from _quadratic import Quadratic
+from _checkpoints import tiny_checkpoint_file
 
 WIDTH, HEIGHT = 1000, 1002
 
@@ -98,14 +99,7 @@ def test_a_joint_missing_in_every_frame_is_named():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from ugcn_fast.checkpoint import make_model_config, model_from_config, save_checkpoint
-
-    torch.manual_seed(0)
-    config = make_model_config(channels=(4, 4, 4, 4, 4))
-    model = model_from_config(config)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model=model, model_config=config, epoch=1)
-    return path
+    return tiny_checkpoint_file(tmp_path_factory.mktemp("ckpt"), epoch=1)
 
 
 def png_size(path):

@@ -10,6 +10,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
+
 from ._checks import check_float_tensor
 
 OPERATORS = ("sub", "inner", "cross")
@@ -64,16 +66,25 @@ def check_intervals(intervals: Sequence[int], T: int | None = None) -> tuple[int
     return tuple(out)
 
 
+def check_eps(eps) -> float:
+    """eps as a float, a finite number >= 0. Plain comparisons only (NaN fails both): torch.compile(dynamic=True)
+    traces eps as a symbolic float, which math.isnan cannot take; a SymFloat is passed on as it is."""
+    if isinstance(eps, torch.SymFloat):
+        return eps
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not 0 <= eps < math.inf:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    return eps
+
+
 def check_config(intervals, operator, normalize, eps, reduction, T: int | None = None) -> MotionLossOptions:
     """Checks the loss configuration alone (what a module can check at construction time)."""
     if operator not in OPERATORS:
         raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
     normalize = resolve_normalize(normalize)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
-    eps = float(eps)
-    if math.isnan(eps) or eps < 0 or math.isinf(eps):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    eps = check_eps(eps)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return MotionLossOptions(
@@ -87,6 +98,17 @@ def check_config(intervals, operator, normalize, eps, reduction, T: int | None =
 
 def resolve_options(pred, target, intervals, operator, normalize, eps, reduction) -> MotionLossOptions:
     """Checks the inputs and the configuration; returns the normalised configuration."""
+    check_pose_pair(pred, target)
+    B, T, J, D = pred.shape
+    if operator == "cross" and D != 3:
+        raise ValueError(f"operator='cross' needs D = 3 coordinates per joint; pred has D = {D}")
+    if B == 0 or J == 0 or D == 0:
+        raise ValueError(f"pred must not be empty, got shape {tuple(pred.shape)}")
+    return check_config(intervals, operator, normalize, eps, reduction, T)
+
+
+def check_pose_pair(pred, target) -> None:
+    """pred and target: floating (B, T, J, D) tensors of one shape, dtype and device."""
     check_float_tensor("pred", pred, "(B, T, J, D)", ndim=4)
     check_float_tensor("target", target, "(B, T, J, D)", ndim=4)
     if pred.shape != target.shape:
@@ -95,9 +117,3 @@ def resolve_options(pred, target, intervals, operator, normalize, eps, reduction
         raise TypeError(f"pred and target must have the same dtype, got {pred.dtype} and {target.dtype}")
     if pred.device != target.device:
         raise ValueError(f"pred and target must be on the same device, got {pred.device} and {target.device}")
-    B, T, J, D = pred.shape
-    if operator == "cross" and D != 3:
-        raise ValueError(f"operator='cross' needs D = 3 coordinates per joint; pred has D = {D}")
-    if B == 0 or J == 0 or D == 0:
-        raise ValueError(f"pred must not be empty, got shape {tuple(pred.shape)}")
-    return check_config(intervals, operator, normalize, eps, reduction, T)

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import metrics
 from .cpu_memory import keep_freed_memory
-from .inference import add_inference_arguments, predict_sequence
+from .inference import add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve", "pck150", "auc")
 METRIC_TITLES = {"mpjpe": "MPJPE mm", "p_mpjpe": "P-MPJPE mm", "mpjve": "MPJVE mm", "pck150": "PCK@150 %",
@@ -155,7 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()  # the command owns its process (ugcn_fast/cpu_memory.py)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:  # before anything is read: a bad flag is reported as such, not as a bad file
+        check_inference_arguments(args.window, args.step)
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         parser.error(f"--json {args.json}: its folder does not exist")
     try:

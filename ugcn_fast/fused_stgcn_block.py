@@ -13,6 +13,12 @@ between the two with strict=True. Exact in both modes:
   model), which removes most of a small batch's fixed cost.
 Eval-mode calls that need gradients (autograd enabled and x or a parameter requiring grad) run the reference
 block: the folded passes have no backward. Wrap inference in torch.no_grad() or torch.inference_mode().
+The reference computation also runs wherever the modules ask for what the fused passes do not do
+(FusedSTGCNBlock._needs_reference): a BatchNorm or the dropout in another mode than the block (BatchNorms kept in
+eval while fine-tuning), hooks on a submodule (feature extraction, old-style weight_norm), an adjacency that
+requires grad, a dropout probability set outside [0, 1) after construction, an input of another dtype than the
+weights, an empty batch; and `auto` picks it for kernels longer than the fused kernels take (9 taps on cpu and
+triton). Under autocast the fused passes compute in the input's dtype.
 """
 from __future__ import annotations
 
@@ -102,20 +108,41 @@ class FusedSTGCNBlock(STGCNBlock):
         return {f"{name}.{kind}": m._parameters[kind] if kind in m._parameters else getattr(m, kind)
                 for name, m in parts.items() for kind in ("weight", "bias")}
 
-    def _needs_reference(self, x: Tensor, bns: list[nn.BatchNorm2d]) -> bool:
+    def _needs_reference(self, x: Tensor, parts: dict[str, nn.Module], bns: list[nn.BatchNorm2d]) -> bool:
+        """Whether only the reference block computes what the modules ask for: the fused passes assume the
+        configuration the constructor built and run no submodule's hooks."""
         if any(not (bn.affine and bn.track_running_stats) for bn in bns):
-            return True  # a BatchNorm reconfigured after construction: only the reference follows it
+            return True  # a BatchNorm reconfigured after construction
+        dropout = self._modules["tcn"]._modules["4"]
+        if any(m.training != self.training for m in (*bns, dropout)):
+            return True  # a submodule in the other mode, e.g. BatchNorms kept in eval while fine-tuning
+        if not 0.0 <= dropout.p < 1.0:
+            return True  # p set after construction: nn.Dropout says what it means (p = 1: zeros; else an error)
+        if x.numel() == 0 or parts["gcn.conv"].weight.dtype != x.dtype:
+            return True  # an empty batch; an input of another dtype than the weights (the reference's error)
+        if _hooks_on_submodules(self):
+            return True  # forward hooks (feature extraction) and pre-hooks (old-style weight_norm) must run
+        grad = torch.is_grad_enabled()
+        if grad and self.A.requires_grad:
+            return True  # a learned adjacency (edge importance): the fused backward has no gradient for A
         if self.training:
             return False
-        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return grad and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
 
     def forward(self, x: Tensor) -> Tensor:
         check_block_input(x, self.A, self.in_channels)
-        backend = backends.select_block(self.backend, x.device, x.dtype, x.shape[-1])
+        backend = backends.select_block(self.backend, x.device, x.dtype, x.shape[-1], self.kernel_size)
         parts = self._submodules()
         bns = self._batch_norms(parts)
-        if backend == "reference" or self._needs_reference(x, bns):
+        if backend == "reference" or self._needs_reference(x, parts, bns):
             return super().forward(x)
+        if torch.is_autocast_enabled(x.device.type):  # the fused passes compute in x's dtype, whatever autocast says
+            with torch.autocast(x.device.type, enabled=False):
+                return self._fused_forward(x, backend, parts, bns)
+        return self._fused_forward(x, backend, parts, bns)
+
+    def _fused_forward(self, x: Tensor, backend: str, parts: dict[str, nn.Module], bns: list[nn.BatchNorm2d]
+                       ) -> Tensor:
         params = self._parameters_by_name(parts)
         eps = tuple(bn.eps for bn in bns) + (0.0,) * (3 - len(bns))
         cfg = BlockConfig(self.kernel_size, self.stride, self.residual_kind, eps, backend,
@@ -159,6 +186,21 @@ class FusedSTGCNBlock(STGCNBlock):
                 or any(a is not b for a, b in zip(entry[1], sources))):
             entry = cache["entry"] = ((cfg, dtype), sources, state, pack_eval_weights(fold(), cfg))
         return entry[3]
+
+
+def _hooks_on_submodules(block: nn.Module) -> bool:
+    """Whether calling `block`'s submodules would run hooks (theirs, or global module hooks)."""
+    hooks = nn.modules.module
+    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+            or hooks._global_backward_pre_hooks):
+        return True
+    stack = list(block._modules.values())
+    while stack:
+        m = stack.pop()
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return True
+        stack.extend(m._modules.values())
+    return False
 
 
 def freeze(module: nn.Module) -> nn.Module:

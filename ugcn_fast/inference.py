@@ -24,11 +24,17 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     `batch_size`; each frame's prediction is the mean over the windows that cover it. A sequence shorter than a
     window is edge-padded to one window and cropped back. With `flip`, the flipped input is predicted too and its
     flipped-back prediction averaged in. The model runs in eval mode, its fused blocks frozen
-    (ugcn_fast.frozen: BatchNorm folded into the weights once for all the windows); both are restored afterwards.
+    (ugcn_fast.frozen: BatchNorm folded into the weights once for all the windows); both are restored afterwards,
+    the train/eval flag of every submodule as it was (a model in train mode may hold submodules in eval mode).
+    `step` must not exceed `window` (frames between two windows would be covered by none). `left` / `right` are
+    the joints the flip swaps (Human3.6M's by default); another skeleton needs its own, or flip=False.
     """
     for name, value in (("window", window), ("step", step), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if step > window:
+        raise ValueError(f"step must be <= window, got step = {step} > window = {window}: the frames between two "
+                         "windows would be predicted by none")
     x = torch.as_tensor(inputs)
     if x.dim() != 3:
         raise ValueError(f"inputs must have shape (T, J, C), got {tuple(x.shape)}")
@@ -36,6 +42,8 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
         raise ValueError("inputs must hold at least one frame")
     if not torch.isfinite(x).all():
         raise ValueError("inputs hold NaN or Inf: fill missing keypoints (e.g. by temporal interpolation) first")
+    if flip:
+        _check_flip_joints(x.shape[1], left, right)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else x.device
     dtype = parameter.dtype if parameter is not None else torch.float32
@@ -43,7 +51,8 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     T = x.shape[0]
     x, before = edge_pad(x, window)  # a short sequence is padded to one window, then cropped back
     starts = window_starts(x.shape[0], window, step)
-    was_training = model.training
+    # model.train(flag) would force every submodule to that flag; each module's own flag is put back instead
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with frozen(model):  # no weight changes during the call: each block folds (and packs) them once
@@ -61,9 +70,58 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
                         total[s:s + window] += o
                         count[s:s + window] += 1
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     prediction = total / count.view(-1, *([1] * (total.dim() - 1)))
     return prediction[before:before + T]
+
+
+def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int]) -> None:
+    """Flip test-time augmentation swaps the `left` and `right` joints; the Human3.6M defaults index up to joint
+    16, so a model of another skeleton would otherwise fail with a bare IndexError deep in flip_pose."""
+    for name, joints in (("left", left), ("right", right)):
+        bad = [j for j in joints if isinstance(j, bool) or not isinstance(j, (int, np.integer))
+               or not 0 <= j < num_joints]
+        if bad:
+            raise ValueError(f"flip: {name} joint indices {bad} are out of range for {num_joints} joints (the "
+                             "defaults are Human3.6M's 17); for another skeleton pass left= and right= (its mirrored "
+                             "joint pairs) or flip=False")
+    if len(left) != len(right):
+        raise ValueError(f"flip: left and right must list the same number of joints, got {len(left)} and "
+                         f"{len(right)}")
+
+
+def check_inference_arguments(window: int, step: int) -> None:
+    """The sliding-window flags, checked before a command loads anything (SPEC §4: step <= window)."""
+    for name, value in (("window", window), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name} must be an int >= 1, got {value!r}")
+    if step > window:
+        raise ValueError(f"--step must be <= --window, got --step {step} > --window {window}: the frames between "
+                         "two windows would be predicted by none")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The --device of `evaluate` / `lift` (default: cuda when available), checked before the checkpoint is
+    loaded onto it: otherwise torch.load's failure reads as a corrupt checkpoint."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device: unknown device {name!r} (expected cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device: device {name!r} is not available (CUDA is not available on this machine)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device: device {name!r} is not available (this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s))")
+    elif device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, ValueError, TypeError, AssertionError) as err:
+            raise ValueError(f"--device: device {name!r} is not available: {err}") from None
+    return device
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:

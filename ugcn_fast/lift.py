@@ -28,7 +28,7 @@ from ._files import write_atomically
 from .cpu_memory import keep_freed_memory
 from .data import coco_to_h36m, fill_missing, normalize_screen
 from .graph import H36M_PARENTS
-from .inference import add_inference_arguments, predict_sequence
+from .inference import add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device
 
 LAYOUTS = ("h36m", "coco")
 NUM_JOINTS = 17
@@ -188,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--render must name a .png or .gif file, got {args.render}")
     if args.render_stride < 1:
         parser.error(f"--render-stride must be >= 1, got {args.render_stride}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:  # before anything is read: a bad flag is reported as such, not as a bad file
+        check_inference_arguments(args.window, args.step)
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         data = read_keypoints_file(args.keypoints)
         width = args.width if args.width is not None else data["width"]

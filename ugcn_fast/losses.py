@@ -1,12 +1,14 @@
 """nn.Module wrappers: FusedMotionLoss (drop-in motion loss) and UGCNLoss (the paper's training objective)."""
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ._options import check_config
+from . import backends
+from ._options import REDUCTIONS, check_config, check_pose_pair
 from .ops.motion_loss import motion_loss
 
 
@@ -18,6 +20,7 @@ class FusedMotionLoss(nn.Module):
                  backend: str = "auto"):
         super().__init__()
         opts = check_config(intervals, operator, normalize, eps, reduction)  # fail at construction, not in step 1
+        check_backend_name(backend)
         self.intervals, self.operator, self.normalize = opts.intervals, operator, opts.normalize
         self.eps, self.reduction, self.backend = opts.eps, reduction, backend
 
@@ -30,9 +33,25 @@ class FusedMotionLoss(nn.Module):
                 f"eps={self.eps}, reduction={self.reduction!r}, backend={self.backend!r}")
 
 
+def check_backend_name(backend) -> None:
+    """A module fails at construction on a misspelt backend; whether the backend is available for the tensors it
+    will see (device, dtype) can only be checked per call."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend not in backends.BACKENDS:
+        raise ValueError(f"backend must be one of {backends.BACKENDS}, got {backend!r}")
+
+
+POSITIONS = ("l2sq", "mpjpe")
+
+
 def position_loss(pred: Tensor, target: Tensor, position: str = "l2sq", reduction: str = "mean") -> Tensor:
     """L_p: squared Euclidean joint error ("l2sq", paper eq. 5 up to a constant) or its root ("mpjpe"),
     averaged over (b, t, j) ("mean"), summed ("sum"), or averaged per sample ("none")."""
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     diff = pred - target
     per_joint = diff.pow(2).sum(dim=-1) if position == "l2sq" else torch.linalg.vector_norm(diff, dim=-1)
     if reduction == "mean":
@@ -47,14 +66,17 @@ class UGCNLoss(nn.Module):
 
     def __init__(self, lambda_motion: float = 1.0, position: str = "l2sq", **motion_loss_kwargs):
         super().__init__()
-        if position not in ("l2sq", "mpjpe"):
-            raise ValueError(f"position must be 'l2sq' or 'mpjpe', got {position!r}")
-        if isinstance(lambda_motion, bool) or not isinstance(lambda_motion, (int, float)) or lambda_motion != lambda_motion:
+        if position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+        real = isinstance(lambda_motion, numbers.Real) and not isinstance(lambda_motion, bool)  # numpy scalars too
+        if not real or lambda_motion != lambda_motion:
             raise ValueError(f"lambda_motion must be a real number, got {lambda_motion!r}")
         self.lambda_motion, self.position = float(lambda_motion), position
         self.motion = FusedMotionLoss(**motion_loss_kwargs)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        if self.lambda_motion == 0:  # the motion loss checks the inputs otherwise (and its intervals against T)
+            check_pose_pair(pred, target)
         loss = position_loss(pred, target, self.position, self.motion.reduction)
         if self.lambda_motion != 0:
             loss = loss + self.lambda_motion * self.motion(pred, target)

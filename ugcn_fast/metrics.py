@@ -46,14 +46,33 @@ def mpjpe(pred: Tensor, target: Tensor, root: int = 0) -> Tensor:
 
 def procrustes_align(pred: Tensor, target: Tensor) -> Tensor:
     """pred aligned to target per pose by the similarity transform (scale, rotation, translation; no
-    reflection) that minimises the squared error, over the joints of each (..., J, 3) pose."""
+    reflection) that minimises the squared error, over the joints of each (..., J, 3) pose.
+
+    Degenerate poses are defined, not errors: where either pose has all its joints in one point, the best scale is
+    0 and the aligned pose is the target's centroid in every joint (so a collapsed target is matched exactly, and
+    a collapsed prediction scores the target's spread about its centroid). A pose holding NaN or Inf aligns to
+    NaN, as mpjpe would report it. Those poses are masked out of the one batched SVD of the other poses, which
+    never sees a NaN or a zero norm.
+    """
     _check_pair(pred, target)
     mu_p, mu_t = pred.mean(dim=-2, keepdim=True), target.mean(dim=-2, keepdim=True)
     p0, t0 = pred - mu_p, target - mu_t
-    norm_p = torch.linalg.vector_norm(p0, dim=(-2, -1), keepdim=True)
-    norm_t = torch.linalg.vector_norm(t0, dim=(-2, -1), keepdim=True)
-    p0, t0 = p0 / norm_p, t0 / norm_t
-    U, S, Vh = torch.linalg.svd(t0.transpose(-1, -2) @ p0)  # H = T0^T P0
+    finite = torch.isfinite(p0).all(dim=(-2, -1)) & torch.isfinite(t0).all(dim=(-2, -1)) \
+        & torch.isfinite(mu_t).all(dim=(-2, -1))
+    # the largest |coordinate| first, then the norm of the pose divided by it (in [1, sqrt(3 J)]): a norm
+    # that neither underflows for tiny poses nor overflows for huge ones; 0 exactly where a pose is collapsed
+    amax_p = torch.where(finite[..., None, None], p0.abs().amax(dim=(-2, -1), keepdim=True), 0)
+    amax_t = torch.where(finite[..., None, None], t0.abs().amax(dim=(-2, -1), keepdim=True), 0)
+    valid = (amax_p > 0) & (amax_t > 0)  # (..., 1, 1): finite and neither pose collapsed
+    one = torch.ones_like(amax_p)
+    p_hat = torch.where(valid, p0, 0) / torch.where(valid, amax_p, one)
+    t_hat = torch.where(valid, t0, 0) / torch.where(valid, amax_t, one)
+    norm_p = torch.where(valid, torch.linalg.vector_norm(p_hat, dim=(-2, -1), keepdim=True), one)
+    norm_t = torch.where(valid, torch.linalg.vector_norm(t_hat, dim=(-2, -1), keepdim=True), one)
+    p_hat, t_hat = p_hat / norm_p, t_hat / norm_t  # unit Frobenius norm
+    eye = torch.eye(3, dtype=p_hat.dtype, device=p_hat.device)
+    H = torch.where(valid, t_hat.transpose(-1, -2) @ p_hat, eye)  # H = T0^T P0; the masked poses get I
+    U, S, Vh = torch.linalg.svd(H)
     V = Vh.transpose(-1, -2)
     # no reflection: flip the weakest direction where the optimal orthogonal map would mirror
     sign = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
@@ -61,8 +80,11 @@ def procrustes_align(pred: Tensor, target: Tensor) -> Tensor:
     V = torch.cat([V[..., :, :2], V[..., :, 2:] * sign[..., None, None]], dim=-1)
     S = torch.cat([S[..., :2], S[..., 2:] * sign[..., None]], dim=-1)
     R = V @ U.transpose(-1, -2)  # rotation applied as p @ R
-    scale = S.sum(dim=-1)[..., None, None] * norm_t / norm_p
-    return scale * (pred - mu_p) @ R + mu_t
+    # scale * (pred - mu_p) = trace * |t0| * p_hat: |t0| / |p0| is never formed
+    scale = S.sum(dim=-1)[..., None, None] * (amax_t * norm_t)
+    aligned = scale * (p_hat @ R) + mu_t
+    collapsed = torch.where(finite[..., None, None], mu_t, torch.nan).expand_as(aligned)
+    return torch.where(valid, aligned, collapsed)
 
 
 def p_mpjpe(pred: Tensor, target: Tensor, root: int = 0) -> Tensor:

@@ -203,6 +203,9 @@ def check_config(config: TrainConfig | Mapping) -> TrainConfig:
         raise ValueError(f"--dropout must be in [0, 1), got {config.dropout}")
     if config.window % 16:
         raise ValueError(f"--window must be a multiple of 16 (UGCN's four stride-2 stages), got {config.window}")
+    if config.eval_step > config.window:  # refused now, not after the first epoch (predict_sequence refuses it)
+        raise ValueError(f"--eval-step must be <= --window, got --eval-step {config.eval_step} > --window "
+                         f"{config.window}: the frames between two windows would be predicted by none")
     if config.kernel_size % 2 == 0:
         raise ValueError(f"--kernel-size must be odd, got {config.kernel_size}")
     config.milestones, config.intervals, config.channels = (

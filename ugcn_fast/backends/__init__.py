@@ -36,6 +36,7 @@ from typing import Callable
 import torch
 
 from .. import _native
+from .torch_stgcn import CONV_FRAMES_MAX_TAPS
 
 BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
 
@@ -143,11 +144,15 @@ BLOCK_BACKENDS = ("auto", "reference", "torch", "cpu", "triton", "cuda")
 BLOCK_AUTO_PREFERENCE = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}
 
 
-def block_unsupported_reason(name: str, device: torch.device, dtype: torch.dtype, V: int = 1) -> str | None:
-    """Why backend `name` cannot run the fused ST-GCN block's passes on these tensors (V joints), or None if it
-    can."""
+def block_unsupported_reason(name: str, device: torch.device, dtype: torch.dtype, V: int = 1,
+                             kernel_size: int = 1) -> str | None:
+    """Why backend `name` cannot run the fused ST-GCN block's passes on these tensors (V joints) with a temporal
+    kernel of `kernel_size` taps, or None if it can."""
     if name in ("reference", "torch"):
         return None
+    if kernel_size > CONV_FRAMES_MAX_TAPS and name in _fused_gemm_backends():
+        return (f"backend={name!r} runs the temporal convolution in kernels of 1 to {CONV_FRAMES_MAX_TAPS} taps, "
+                f"got kernel_size = {kernel_size}")
     devices = _devices(name)
     if not devices:
         return f"backend={name!r} is not available in this install (available: {available_backends()})"
@@ -161,18 +166,23 @@ def block_unsupported_reason(name: str, device: torch.device, dtype: torch.dtype
     return None
 
 
-def select_block(backend: str, device: torch.device, dtype: torch.dtype, V: int = 1) -> str:
-    """Resolves the fused block's `backend` for x on `device` with `dtype`; an explicit request that cannot be
-    served raises. `auto` falls back to the reference block."""
+def _fused_gemm_backends():
+    from ..ops.stgcn_pieces import FUSED_GEMMS  # (imported here: the ops import this module)
+    return FUSED_GEMMS
+
+
+def select_block(backend: str, device: torch.device, dtype: torch.dtype, V: int = 1, kernel_size: int = 1) -> str:
+    """Resolves the fused block's `backend` for x on `device` with `dtype` (V joints, `kernel_size` taps); an
+    explicit request that cannot be served raises. `auto` falls back to the reference block."""
     if backend not in BLOCK_BACKENDS:
         raise ValueError(f"backend must be one of {BLOCK_BACKENDS}, got {backend!r}")
     if backend != "auto":
-        reason = block_unsupported_reason(backend, device, dtype, V)
+        reason = block_unsupported_reason(backend, device, dtype, V, kernel_size)
         if reason is not None:
             raise RuntimeError(reason)
         return backend
     for name in BLOCK_AUTO_PREFERENCE.get(device.type, ()):
-        if block_unsupported_reason(name, device, dtype, V) is None:
+        if block_unsupported_reason(name, device, dtype, V, kernel_size) is None:
             return name
     if device.type == "cpu" and dtype in _FLOAT and _native.cpu_module is None:
         _native.warn_missing_cpu_module()

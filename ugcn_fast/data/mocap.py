@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
 from .camera import Camera, normalize_screen
 
 METADATA_KEYS = ("joint_names", "parents", "fps", "units", "up_axis")
+# What numpy lets escape from a damaged archive: the zip directory (BadZipFile, OSError), a member's compressed
+# stream (zlib.error, EOFError: np.load reads members lazily, so these come from data[name]) or its .npy header
+# (ValueError).
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def load_mocap(path: str | os.PathLike, num_joints: int = 17) -> dict[str, np.ndarray]:
-    """{sequence name: (T, J, 3) float32 millimetres}; metadata keys are skipped. A missing, corrupt or
-    mis-shaped file raises a ValueError that names the file and the sequence."""
+    """{sequence name: (T, J, 3) float32 millimetres, T >= 1}; metadata keys are skipped. A missing file raises
+    FileNotFoundError; a corrupt file, one that is not an .npz archive of sequences (a plain .npy array), or a
+    mis-shaped or empty sequence raises a ValueError that names the file and the sequence."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"motion-capture file not found: {path}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+    except _READ_ERRORS as err:
         raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        # a .npy file loads as one bare array: there are no sequence names to key the motions by
+        raise ValueError(f"{path} is not an .npz archive of sequences (it holds a single array of shape "
+                         f"{getattr(data, 'shape', None)}); save the motions with np.savez(path, name=(T, "
+                         f"{num_joints}, 3) array, ...)")
     sequences = {}
     with data:
         for name in data.files:
@@ -29,12 +40,15 @@ def load_mocap(path: str | os.PathLike, num_joints: int = 17) -> dict[str, np.nd
                 continue
             try:
                 seq = data[name]
-            except (OSError, ValueError, zipfile.BadZipFile) as err:
-                raise ValueError(f"{path}: sequence {name!r} cannot be read: {err}") from err
+            except _READ_ERRORS as err:
+                raise ValueError(f"{path}: sequence {name!r} cannot be read (damaged archive): {err}") from err
             if seq.ndim != 3 or seq.shape[1:] != (num_joints, 3):
                 raise ValueError(f"{path}: sequence {name!r} has shape {seq.shape}, expected (T, {num_joints}, 3)")
             if not np.issubdtype(seq.dtype, np.floating):
                 raise ValueError(f"{path}: sequence {name!r} has dtype {seq.dtype}, expected floating point")
+            if seq.shape[0] == 0:
+                # refused here: training would fail much later on an empty reduction
+                raise ValueError(f"{path}: sequence {name!r} has no frame (shape {seq.shape}); expected T >= 1")
             sequences[name] = seq.astype(np.float32)
     if not sequences:
         raise ValueError(f"{path} holds no motion sequence")

@@ -11,5 +11,21 @@ def needs_registrations(tensors) -> bool:
     functional tensors): they need the op's schema and fake kernel. Non-tensors in `tensors` are ignored."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._are_functorch_transforms_active():
         return True
-    return any(isinstance(t, Tensor) and type(t) is not Tensor and type(t) is not torch.nn.Parameter
-               for t in tensors)
+    return any(is_subclass_tensor(t) for t in tensors)
+
+
+def is_subclass_tensor(t) -> bool:
+    """A Tensor subclass other than Parameter: fake or functional tensors while AOTAutograd traces, say."""
+    return isinstance(t, Tensor) and type(t) is not Tensor and type(t) is not torch.nn.Parameter
+
+
+def under_functorch(tensors) -> bool:
+    """True in eager code under a torch.func transform (grad, vjp, jvp, vmap, jacrev, ...) or given a tensor one of
+    them wrapped. An op whose autograd formula reuses forward-time results cannot serve those transforms (forward
+    mode has no formula at all), so callers fall back to plain torch ops. torch.compile traces transforms itself and
+    keeps the op: False while compiling."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._are_functorch_transforms_active():
+        return True
+    return any(isinstance(t, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)

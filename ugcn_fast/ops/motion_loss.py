@@ -3,8 +3,10 @@
 The op computes the loss and, when autograd will need them, the gradients in the same pass over the data
 (SPEC §1: one pass for the target's statistics, one for loss and gradient). Backward only scales the saved
 unit gradients by grad_output: the loss of sample b depends on sample b alone, so for reduction="none" the
-per-sample scale is exact too. The Python wrapper decides which gradients to compute from requires_grad, which
-torch.compile guards on, so compiled graphs carry no wasted work.
+per-sample scale is exact too. A backward with create_graph=True (second-order gradients) recomputes the gradients
+differentiably from the reference instead, and torch.func transforms run the reference outright. The Python
+wrapper decides which gradients to compute from requires_grad, which torch.compile guards on, so compiled graphs
+carry no wasted work.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from torch import Tensor
 
 from .. import backends
 from .._options import MotionLossOptions, resolve_options
-from ._eager import needs_registrations
+from ._eager import is_subclass_tensor, needs_registrations, under_functorch
 from ..reference.motion_loss import motion_loss as reference_motion_loss
 
 
@@ -92,41 +94,95 @@ def _motion_loss_fake(pred, target, intervals, operator, normalize, eps, reducti
 
 def _setup_context(ctx, inputs, output):
     _, grad_pred, grad_target = output
-    ctx.save_for_backward(grad_pred, grad_target)
-    ctx.reduction = inputs[6]
-    ctx.input_dtype = inputs[0].dtype
-    ctx.need_grad = (inputs[8], inputs[9])
+    pred, target, intervals, operator, normalize, eps, reduction = inputs[:7]
+    _save(ctx, pred, target, grad_pred, grad_target, MotionLossOptions(tuple(intervals), operator, normalize, eps,
+                                                                      reduction), (inputs[8], inputs[9]))
     ctx.mark_non_differentiable(grad_pred, grad_target)
     ctx.set_materialize_grads(False)  # the unit-gradient outputs never receive gradients: no zeros to build
 
 
+def _save(ctx, pred, target, grad_pred, grad_target, opts: MotionLossOptions, need_grad) -> None:
+    """What both backwards need. pred and target are saved (inputs: no copy) for a double backward only, which
+    recomputes the gradients differentiably from the reference."""
+    ctx.save_for_backward(pred, target, grad_pred, grad_target)
+    ctx.opts, ctx.input_dtype, ctx.need_grad = opts, pred.dtype, need_grad
+    ctx.handed_out = False  # whether a backward of this node already returned a saved unit gradient itself
+
+
 def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
-    """(dL/dpred, dL/dtarget): the saved unit gradients scaled by grad_output, None where not needed."""
-    grad_pred, grad_target = ctx.saved_tensors
+    """(dL/dpred, dL/dtarget): the saved unit gradients scaled by grad_output, None where not needed. With
+    create_graph=True the result must itself be differentiable, which scaled constants are not: the reference
+    recomputes it then."""
+    pred, target, grad_pred, grad_target = ctx.saved_tensors
     if grad_loss is None:
         return None, None
-    scale = grad_loss.view(-1, 1, 1, 1) if ctx.reduction == "none" else grad_loss
-    need_pred, need_target = ctx.need_grad
+    need_pred = ctx.need_grad[0] and ctx.needs_input_grad[0]
+    need_target = ctx.need_grad[1] and ctx.needs_input_grad[1]
+    if _differentiable_backward(pred, target, grad_loss):
+        return _reference_input_grads(pred, target, ctx.opts, grad_loss, need_pred, need_target)
+    scale = grad_loss.view(-1, 1, 1, 1) if ctx.opts.reduction == "none" else grad_loss
+    may_alias, ctx.handed_out = not ctx.handed_out, True
     return (
-        _scaled(grad_pred, scale, ctx.input_dtype) if need_pred and ctx.needs_input_grad[0] else None,
-        _scaled(grad_target, scale, ctx.input_dtype) if need_target and ctx.needs_input_grad[1] else None,
+        _scaled(grad_pred, scale, ctx.input_dtype, may_alias) if need_pred else None,
+        _scaled(grad_target, scale, ctx.input_dtype, may_alias) if need_target else None,
     )
+
+
+def _differentiable_backward(pred, target, grad_loss) -> bool:
+    """True for an eager backward with create_graph=True (grad mode is on inside it then). Traced backwards
+    (AOTAutograd's joint graph: functional or fake tensors) keep the fused gradients: compiled graphs do not
+    support double backward anyway."""
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return not any(is_subclass_tensor(t) for t in (pred, target, grad_loss))
+
+
+def _reference_input_grads(pred, target, opts: MotionLossOptions, grad_loss, need_pred, need_target):
+    """The vector-Jacobian product of the reference loss at the saved inputs, with its own graph (so second-order
+    gradients, Hessians and gradient penalties are right)."""
+    wrt = [t for t, need in ((pred, need_pred), (target, need_target)) if need]
+    if not wrt:
+        return None, None
+    with torch.enable_grad():
+        loss = reference_motion_loss(pred, target, opts.intervals, opts.operator, opts.normalize, opts.eps,
+                                     opts.reduction)
+        grads = iter(torch.autograd.grad(loss, wrt, grad_outputs=grad_loss, create_graph=True))
+    return next(grads) if need_pred else None, next(grads) if need_target else None
 
 
 def _backward(ctx, grad_loss, _grad_of_grad_pred, _grad_of_grad_target):
     return (*_input_grads(ctx, grad_loss), None, None, None, None, None, None, None, None)
 
 
-def _scaled(unit_grad: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
-    """unit_grad * scale in the input's dtype. `loss.backward()` on a CPU scalar loss passes scale = 1: the saved gradient is then
-    handed on as it is, as autograd does for an addition, instead of paying for a fresh (B, T, J, D) tensor (on
-    the CPU, mostly page faults). With retain_graph the saved tensor stays referenced and autograd copies it
-    before accumulating, so it is never modified. Compiled graphs and GPU tensors (where reading the value would
-    synchronise) always multiply; so does anything traced (fake or functional tensors are Tensor subclasses)."""
-    eager = type(scale) is Tensor and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-    if eager and unit_grad.dtype == dtype and scale.device.type == "cpu" and scale.numel() == 1 and scale.item() == 1:
+def _scaled(unit_grad: Tensor, scale: Tensor, dtype: torch.dtype, may_alias: bool) -> Tensor:
+    """unit_grad * scale in the input's dtype. `loss.backward()` on a CPU scalar loss passes scale = 1: the saved
+    gradient is then handed on as it is, as autograd does for an addition, instead of paying for a fresh (B, T, J, D)
+    tensor (on the CPU, mostly page faults). Only the node's first backward may do so (may_alias): a later one
+    (retain_graph) returns a fresh tensor, so no two results share memory. A caller who modifies the first result
+    in place and runs backward again gets autograd's "modified by an inplace operation" error, not wrong numbers.
+    Compiled graphs, GPU tensors (where reading the value would synchronise) and functorch-batched grad_outputs
+    (is_grads_batched, vectorized jacobians: no .item()) always multiply; so does anything traced (fake or
+    functional tensors are Tensor subclasses)."""
+    if may_alias and unit_grad.dtype == dtype and _is_plain_cpu_one(scale):
         return unit_grad
     return (unit_grad * scale).to(dtype)
+
+
+def _is_plain_cpu_one(scale: Tensor) -> bool:
+    """scale is an eager, unbatched CPU tensor holding exactly one 1 (reading it costs no synchronisation)."""
+    if type(scale) is not Tensor or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if torch._C._are_functorch_transforms_active() or _is_batched(scale):
+        return False
+    return scale.device.type == "cpu" and scale.numel() == 1 and scale.item() == 1
+
+
+def _is_batched(t: Tensor) -> bool:
+    """t is wrapped by a torch.func transform or is a legacy batched tensor (autograd.grad(is_grads_batched=True)
+    and the vectorized autograd.functional Jacobians still batch grad_outputs that way, with no transform active)."""
+    functorch = torch._C._functorch
+    legacy = getattr(functorch, "is_legacy_batchedtensor", None)
+    return functorch.is_functorch_wrapped_tensor(t) or (legacy is not None and legacy(t))
 
 
 motion_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -136,14 +192,12 @@ class _EagerMotionLoss(torch.autograd.Function):
     """The op's forward and backward as a plain autograd.Function, for eager calls: the same kernels and the same
     backward, without the custom op's dispatch (its Python autograd wrapper, redispatch, a second argument check
     and the placeholder outputs cost ~0.15 ms a call, ~9 % of the fused loss at the default shape). Traced code
-    (torch.compile, fake tensors, functorch transforms) takes the op."""
+    (torch.compile, fake tensors) takes the op; torch.func transforms take the reference."""
 
     @staticmethod
     def forward(ctx, pred, target, opts, backend, need_grad_pred, need_grad_target):
         loss, grad_pred, grad_target = _launch(pred, target, opts, backend, need_grad_pred, need_grad_target)
-        ctx.save_for_backward(grad_pred, grad_target)
-        ctx.reduction, ctx.input_dtype = opts.reduction, pred.dtype
-        ctx.need_grad = (need_grad_pred, need_grad_target)
+        _save(ctx, pred, target, grad_pred, grad_target, opts, (need_grad_pred, need_grad_target))
         return loss
 
     @staticmethod
@@ -170,7 +224,7 @@ def motion_loss(
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     chosen = backends.select(backend, pred.device, pred.dtype, pred.shape[-1], len(opts.intervals))
-    if chosen == "reference":
+    if chosen == "reference" or under_functorch((pred, target)):  # torch.func transforms need plain torch ops
         return reference_motion_loss(pred, target, opts.intervals, opts.operator, opts.normalize, opts.eps,
                                      opts.reduction)
     grad_enabled = torch.is_grad_enabled()

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ..backends.torch_stgcn import dropout_multipliers
 from . import stgcn_pieces as pieces
@@ -252,6 +253,7 @@ class _TrainingBlock(torch.autograd.Function):
         return (out.view(T_out, N, V, C_out), *stats)
 
     @staticmethod
+    @once_differentiable  # a second backward (create_graph=True, then differentiating the gradient) says so
     def backward(ctx, dout, *_stat_grads):
         (x, A, w_gcn, w1, w_t, w2, w_r, w3, mask, dropout_seed, xa, z, h, u, out, xs, r0,
          mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map) = ctx.saved_tensors

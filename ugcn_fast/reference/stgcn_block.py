@@ -35,6 +35,8 @@ def check_block_config(in_channels, out_channels, A, kernel_size, stride, dropou
         raise ValueError(f"kernel_size must be odd (symmetric zero padding), got {kernel_size}")
     if not isinstance(A, Tensor) or A.dim() != 3 or A.shape[1] != A.shape[2]:
         raise ValueError(f"A must be a (K, V, V) tensor, got {getattr(A, 'shape', type(A).__name__)}")
+    if A.shape[0] < 1 or A.shape[1] < 1:
+        raise ValueError(f"A must hold at least one subset of at least one joint, got shape {tuple(A.shape)}")
     if not A.dtype.is_floating_point:
         raise TypeError(f"A must be floating point, got {A.dtype}")
     if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):

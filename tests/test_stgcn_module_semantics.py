@@ -1,0 +1,196 @@
+"""FusedSTGCNBlock follows what its modules say, as the reference block does: submodules in another train/eval mode
+than the block, hooks on submodules, a learned adjacency, a dropout probability set after construction, inputs of
+another dtype than the weights, empty batches, kernels longer than the fused kernels take, autocast. Where the fused
+passes cannot honour it, the block runs the reference computation; either way the result is the reference's."""
+import pytest
+import torch
+
+import ugcn_fast
+from ugcn_fast import FusedSTGCNBlock, Graph
+from ugcn_fast.reference import STGCNBlock
+
+from _stgcn import A17, TOL, reference_and_fused
+
+BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
+DT = torch.float64
+
+
+def _pair(backend, stride=2, c_in=4, c_out=6, dropout=0.0, kernel_size=5):
+    torch.manual_seed(0)
+    return reference_and_fused(c_in, c_out, stride, True, A17, dropout, backend, DT, kernel_size)
+
+
+def _x(N=2, C=4, T=9):
+    return torch.randn(N, C, T, 17, dtype=DT)
+
+
+def _assert_same_step(ref, fused, x):
+    """One forward (+ backward in training) of each; outputs, gradients and running statistics agree."""
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yr, yf = ref(xr), fused(xf)
+    torch.testing.assert_close(yf, yr, **TOL[DT])
+    if ref.training or torch.is_grad_enabled():
+        w = torch.randn_like(yr)
+        (yr * w).sum().backward()
+        (yf * w).sum().backward()
+        torch.testing.assert_close(xf.grad, xr.grad, **TOL[DT])
+        for (name, pr), pf in zip(ref.named_parameters(), fused.parameters()):
+            if pr.grad is not None or pf.grad is not None:
+                torch.testing.assert_close(pf.grad, pr.grad, **TOL[DT], msg=name)
+    for (name, br), bf in zip(ref.named_buffers(), fused.buffers()):
+        torch.testing.assert_close(bf, br, **TOL[DT], msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["bn_eval_in_training", "bn1_training_in_eval", "dropout_eval_in_training"])
+def test_submodule_modes_are_followed(backend, case):
+    ref, fused = _pair(backend, dropout=0.5)
+    for m in (ref, fused):
+        if case == "bn_eval_in_training":  # the usual "freeze BatchNorm" fine-tuning
+            m.train()
+            for bn in m.modules():
+                if isinstance(bn, torch.nn.BatchNorm2d):
+                    bn.eval()
+            m.tcn[4].eval()  # (dropout off too: the reference's bernoulli draws are not the fused masks)
+        elif case == "bn1_training_in_eval":
+            m.eval()
+            m.tcn[0].train()
+        else:
+            m.train()
+            m.tcn[4].eval()
+    x = _x()
+    with torch.no_grad():  # (an eval block with gradients to compute runs the reference anyway)
+        torch.testing.assert_close(fused(x), ref(x), **TOL[DT])
+    _assert_same_step(ref, fused, x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_old_style_weight_norm_pre_hook_runs(backend):
+    ref, fused = _pair(backend)
+    for m in (ref, fused):
+        torch.nn.utils.weight_norm(m.tcn[2])
+        m.eval()
+    with torch.no_grad():
+        for m in (ref, fused):
+            m.tcn[2].weight_g.mul_(0.3)
+        x = _x()
+        torch.testing.assert_close(fused(x), ref(x), **TOL[DT])
+    for m in (ref, fused):
+        m.train()
+    _assert_same_step(ref, fused, _x())
+    _assert_same_step(ref, fused, _x())  # a second training step: the recomputed weight is a fresh one
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_hooks_on_submodules_fire(backend):
+    _, fused = _pair(backend)
+    seen = []
+    fused.gcn.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    for mode in (True, False):
+        fused.train(mode)
+        with torch.no_grad():
+            fused(_x())
+    assert seen == [torch.Size([2, 6, 9, 17])] * 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_learned_adjacency_gets_its_gradient(backend):
+    ref, fused = _pair(backend)
+    for m in (ref, fused):
+        m.A = torch.nn.Parameter(m.A.clone().to(DT))
+    for mode in (True, False):
+        for m in (ref, fused):
+            m.train(mode)
+            m.A.grad = None
+        _assert_same_step(ref, fused, _x())
+        assert fused.A.grad is not None
+        torch.testing.assert_close(fused.A.grad, ref.A.grad, **TOL[DT])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("p", [-0.2, 1.0, 1.5])
+def test_dropout_probability_set_after_construction(backend, p):
+    ref, fused = _pair(backend, dropout=0.5)
+    for m in (ref, fused):
+        m.train()
+        m.tcn[4].p = p
+    x = _x()
+    if p == 1.0:  # nn.Dropout(1.0) zeroes everything: the residual alone, through the final ReLU
+        torch.testing.assert_close(fused(x), ref(x), **TOL[DT])
+    else:
+        with pytest.raises(ValueError, match="dropout probability"):
+            ref(x)
+        with pytest.raises(ValueError, match="dropout probability"):
+            fused(x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("training", [True, False])
+def test_input_dtype_other_than_the_weights_is_refused_as_the_reference_does(backend, training):
+    ref = STGCNBlock(4, 6, A17, 5, 2).train(training)
+    fused = FusedSTGCNBlock(4, 6, A17, 5, 2, backend=backend).train(training)
+    x = _x()  # float64 into float32 weights
+    with torch.no_grad():
+        with pytest.raises(RuntimeError) as expected:
+            ref(x)
+        with pytest.raises(type(expected.value)):
+            fused(x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch_in_eval_gives_an_empty_result(backend):
+    ref, fused = _pair(backend)
+    for frozen in (False, True):
+        if frozen:
+            fused.freeze()
+        with torch.no_grad():
+            y = fused.eval()(_x(N=0))
+        assert y.shape == ref.eval()(_x(N=0)).shape == (0, 6, 5, 17)
+
+
+def test_kernel_longer_than_the_fused_kernels_take():
+    ref, fused = _pair("auto", kernel_size=11)
+    x = _x(T=12)
+    _assert_same_step(ref.train(), fused.train(), x)
+    ref.eval(), fused.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), ref(x), **TOL[DT])
+    if "cpu" in BACKENDS:
+        explicit = FusedSTGCNBlock(4, 6, A17, 11, 2, backend="cpu").double()
+        with pytest.raises(RuntimeError, match="kernel_size = 11"):
+            explicit(x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_autocast_leaves_the_fused_block_in_its_input_dtype(backend):
+    ref = STGCNBlock(4, 6, A17, 5, 2)
+    fused = FusedSTGCNBlock(4, 6, A17, 5, 2, backend=backend)
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 9, 17)
+    for mode in (True, False):
+        ref.train(mode), fused.train(mode)
+        with torch.no_grad():
+            expected = ref(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = fused(x)
+        assert y.dtype == torch.float32
+        torch.testing.assert_close(y, expected, **TOL[torch.float32])
+
+
+def test_adjacency_without_subsets_is_refused():
+    A = Graph(layout="h36m").A
+    for cls in (STGCNBlock, FusedSTGCNBlock):
+        with pytest.raises(ValueError, match="at least one subset"):
+            cls(4, 6, A[:0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_says_it_is_not_supported(backend):
+    ref, fused = _pair(backend)
+    x = _x().requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    g, = torch.autograd.grad(fused.train()(x).square().sum(), x, create_graph=True)  # first order: fine
+    gr, = torch.autograd.grad(ref.train()(xr).square().sum(), xr, create_graph=True)
+    torch.testing.assert_close(g, gr, **TOL[DT])
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        g.square().sum().backward()
