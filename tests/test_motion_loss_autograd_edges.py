@@ -220,3 +220,11 @@ def test_module_checks_backend_name_at_construction():
         UGCNLoss(backend="gpu")
     for name in ("auto", "reference", "cpu", "triton", "cuda"):  # availability stays a per-call check
         FusedMotionLoss(backend=name)
+
+
+def test_sparse_inputs_are_refused_by_name():
+    pred, target = _inputs()
+    with pytest.raises(TypeError, match="pred must be a dense"):
+        ugcn_fast.motion_loss(pred.to_sparse(), target)
+    with pytest.raises(TypeError, match="target must be a dense"):
+        ugcn_fast.motion_loss(pred, target.to_sparse())

@@ -1,6 +1,7 @@
 """Argument checks shared by the public entry points: one wording for one mistake."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -9,6 +10,8 @@ def check_float_tensor(name: str, x, layout: str | None = None, ndim: int | None
     in the error, e.g. "(B, T, J, D)")."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:  # sparse or nested: the kernels read dense strided memory
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
     if not x.dtype.is_floating_point:
         raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
     if ndim is not None and x.dim() != ndim:
