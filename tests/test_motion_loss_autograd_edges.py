@@ -97,11 +97,17 @@ def test_func_grad_vjp_jacrev_and_vmap():
 
 
 # ---- repeated backwards: results never share memory ---------------------------------------------------------------
-@pytest.mark.parametrize("loss_fn", [_fused, _op], ids=["eager", "op"])
-def test_repeated_grad_results_do_not_alias(loss_fn):
+def _inputs_with_reference_grad():
+    """(pred requiring grad, target, the reference loss's gradient with respect to pred)."""
     pred, target = _inputs()
     pred.requires_grad_(True)
     (expected,) = torch.autograd.grad(_ref(pred, target), pred)
+    return pred, target, expected
+
+
+@pytest.mark.parametrize("loss_fn", [_fused, _op], ids=["eager", "op"])
+def test_repeated_grad_results_do_not_alias(loss_fn):
+    pred, target, expected = _inputs_with_reference_grad()
     loss = loss_fn(pred, target)
     (g1,) = torch.autograd.grad(loss, pred, retain_graph=True)
     (g2,) = torch.autograd.grad(loss, pred, retain_graph=True)
@@ -125,9 +131,7 @@ def test_modifying_the_first_result_then_backward_again_raises():
 
 @pytest.mark.parametrize("loss_fn", [_fused, _op], ids=["eager", "op"])
 def test_backward_twice_accumulates(loss_fn):
-    pred, target = _inputs()
-    pred.requires_grad_(True)
-    (expected,) = torch.autograd.grad(_ref(pred, target), pred)
+    pred, target, expected = _inputs_with_reference_grad()
     loss = loss_fn(pred, target)
     loss.backward(retain_graph=True)
     loss.backward()

@@ -29,12 +29,8 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     `step` must not exceed `window` (frames between two windows would be covered by none). `left` / `right` are
     the joints the flip swaps (Human3.6M's by default); another skeleton needs its own, or flip=False.
     """
-    for name, value in (("window", window), ("step", step), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if step > window:
-        raise ValueError(f"step must be <= window, got step = {step} > window = {window}: the frames between two "
-                         "windows would be predicted by none")
+    _check_positive_ints(("batch_size", batch_size))
+    check_inference_arguments(window, step, prefix="")
     x = torch.as_tensor(inputs)
     if x.dim() != 3:
         raise ValueError(f"inputs must have shape (T, J, C), got {tuple(x.shape)}")
@@ -91,14 +87,19 @@ def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int
                          f"{len(right)}")
 
 
-def check_inference_arguments(window: int, step: int) -> None:
-    """The sliding-window flags, checked before a command loads anything (SPEC §4: step <= window)."""
-    for name, value in (("window", window), ("step", step)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name} must be an int >= 1, got {value!r}")
+def check_inference_arguments(window: int, step: int, prefix: str = "--") -> None:
+    """The sliding windows' sizes (SPEC §4: step <= window, else frames between two windows are predicted by none);
+    the commands check their flags (prefix "--") before they load anything."""
+    _check_positive_ints((prefix + "window", window), (prefix + "step", step))
     if step > window:
-        raise ValueError(f"--step must be <= --window, got --step {step} > --window {window}: the frames between "
-                         "two windows would be predicted by none")
+        raise ValueError(f"{prefix}step must be <= {prefix}window, got {prefix}step = {step} > {prefix}window = "
+                         f"{window}: the frames between two windows would be predicted by none")
+
+
+def _check_positive_ints(*named_values) -> None:
+    for name, value in named_values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def resolve_device(name: str | None) -> torch.device:
