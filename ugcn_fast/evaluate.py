@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (argument and data errors exit with status 2 and a message)."""
     from .checkpoint import load_model
-    from .data.sources import load_sequences
+    from .data.sources import check_source_layout, load_sequences
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -164,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--json {args.json}: its folder does not exist")
     try:
         model, checkpoint = load_model(args.checkpoint, map_location=device, fused=args.fused)
+        check_source_layout(checkpoint["model_config"]["layout"], f"the model layout of {args.checkpoint}")
         sequences = load_sequences(args.data, args.split, h36m_2d=args.h36m_2d, seed=args.seed,
                                    num_sequences=args.num_sequences, frames=args.frames)
         model.check_length(args.window)

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-# Joint orders and bones (child, parent) of the layouts the package knows.
+# Joint orders and bones (child, parent) of the layouts the package knows; "left" / "right" list the mirrored
+# joints (the i-th left joint is the mirror of the i-th right one), which horizontal flips swap.
 H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
 H36M_LEFT = (4, 5, 6, 11, 12, 13)
 H36M_RIGHT = (1, 2, 3, 14, 15, 16)
@@ -20,22 +21,27 @@ H36M_RIGHT = (1, 2, 3, 14, 15, 16)
 LAYOUTS: dict[str, dict] = {
     # Human3.6M, VideoPose3D order (SPEC §2); centre: the hip.
     "h36m": {"num_nodes": 17, "center": 0,
-             "edges": [(j, p) for j, p in enumerate(H36M_PARENTS) if p >= 0]},
+             "edges": [(j, p) for j, p in enumerate(H36M_PARENTS) if p >= 0],
+             "left": H36M_LEFT, "right": H36M_RIGHT},
     # COCO-17 keypoints (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles); centre: the nose,
     # the only joint every body part reaches through the head-shoulder bones.
     "coco": {"num_nodes": 17, "center": 0,
              "edges": [(1, 0), (2, 0), (3, 1), (4, 2), (5, 0), (6, 0), (7, 5), (9, 7), (8, 6), (10, 8),
-                       (11, 5), (12, 6), (12, 11), (13, 11), (15, 13), (14, 12), (16, 14)]},
-    # MPI-INF-3DHP 17-joint test layout (head top, neck, shoulders..., pelvis 14, spine 15, head 16); centre: pelvis.
+                       (11, 5), (12, 6), (12, 11), (13, 11), (15, 13), (14, 12), (16, 14)],
+             "left": (1, 3, 5, 7, 9, 11, 13, 15), "right": (2, 4, 6, 8, 10, 12, 14, 16)},
+    # MPI-INF-3DHP 17-joint test layout (head top, neck, right arm, left arm, right leg, left leg, pelvis 14,
+    # spine 15, head 16); centre: pelvis.
     "mpi_inf_3dhp": {"num_nodes": 17, "center": 14,
                      "edges": [(0, 16), (16, 1), (1, 15), (15, 14), (2, 1), (3, 2), (4, 3), (5, 1), (6, 5),
-                               (7, 6), (8, 14), (9, 8), (10, 9), (11, 14), (12, 11), (13, 12)]},
+                               (7, 6), (8, 14), (9, 8), (10, 9), (11, 14), (12, 11), (13, 12)],
+                     "left": (5, 6, 7, 11, 12, 13), "right": (2, 3, 4, 8, 9, 10)},
     # NTU RGB+D 25 joints (ST-GCN's "ntu-rgb+d" layout, 0-based); centre: the spine joint 20.
     "ntu": {"num_nodes": 25, "center": 20,
             "edges": [(a - 1, b - 1) for a, b in [(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6),
                                                    (8, 7), (9, 21), (10, 9), (11, 10), (12, 11), (13, 1),
                                                    (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-                                                   (20, 19), (22, 23), (23, 8), (24, 25), (25, 12)]]},
+                                                   (20, 19), (22, 23), (23, 8), (24, 25), (25, 12)]],
+            "left": (4, 5, 6, 7, 12, 13, 14, 15, 21, 22), "right": (8, 9, 10, 11, 16, 17, 18, 19, 23, 24)},
 }
 
 STRATEGIES = ("uniform", "distance", "spatial")
@@ -66,7 +72,8 @@ class Graph:
     Either a known `layout` ("h36m", "coco", "mpi_inf_3dhp", "ntu") or your own `num_nodes` and `edges`
     (pairs of joint indices; self-loops are added). `strategy`: "spatial" (root / centripetal / centrifugal,
     K = 3 with max_hop = 1), "distance" (one subset per hop) or "uniform" (K = 1). `center`: the centre joint of
-    the spatial strategy (default: the layout's).
+    the spatial strategy (default: the layout's). `left` / `right`: the mirrored joints of a known layout (None
+    for a custom graph).
     """
 
     def __init__(self, layout: str | None = "h36m", strategy: str = "spatial", center: int | None = None,
@@ -95,6 +102,8 @@ class Graph:
         if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < V:
             raise ValueError(f"center must be a joint index in [0, {V}), got {center!r}")
         self.layout, self.strategy, self.center, self.max_hop, self.dilation = layout, strategy, center, max_hop, dilation
+        # the joints a horizontal flip swaps; unknown for a custom graph
+        self.left, self.right = (spec["left"], spec["right"]) if layout is not None else (None, None)
         self.num_nodes = V
         self.edges = [(int(i), int(i)) for i in range(V)] + [(int(a), int(b)) for a, b in spec["edges"]]
         self.hop_dis = hop_distance(V, self.edges, max_hop)

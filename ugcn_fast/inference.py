@@ -16,8 +16,8 @@ from .graph import H36M_LEFT, H36M_RIGHT
 
 @torch.no_grad()
 def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int = 96, step: int = 5,
-                     flip: bool = True, batch_size: int = 64, left: Sequence[int] = H36M_LEFT,
-                     right: Sequence[int] = H36M_RIGHT) -> Tensor:
+                     flip: bool = True, batch_size: int = 64, left: Sequence[int] | None = None,
+                     right: Sequence[int] | None = None) -> Tensor:
     """(T, J, C_in) inputs of any length T >= 1 -> (T, J, C_out) predictions.
 
     Windows of `window` frames every `step` frames (the last one flush with the end) run in batches of
@@ -27,7 +27,8 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     (ugcn_fast.frozen: BatchNorm folded into the weights once for all the windows); both are restored afterwards,
     the train/eval flag of every submodule as it was (a model in train mode may hold submodules in eval mode).
     `step` must not exceed `window` (frames between two windows would be covered by none). `left` / `right` are
-    the joints the flip swaps (Human3.6M's by default); another skeleton needs its own, or flip=False.
+    the joints the flip swaps: by default the model's (`UGCN.flip_joints`, from its graph's layout), else
+    Human3.6M's; a model on a custom graph needs them given, or flip=False.
     """
     _check_positive_ints(("batch_size", batch_size))
     check_inference_arguments(window, step, prefix="")
@@ -39,6 +40,7 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     if not torch.isfinite(x).all():
         raise ValueError("inputs hold NaN or Inf: fill missing keypoints (e.g. by temporal interpolation) first")
     if flip:
+        left, right = _flip_joints(model, left, right)
         _check_flip_joints(x.shape[1], left, right)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else x.device
@@ -70,6 +72,15 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
             module.training = training
     prediction = total / count.view(-1, *([1] * (total.dim() - 1)))
     return prediction[before:before + T]
+
+
+def _flip_joints(model: nn.Module, left: Sequence[int] | None, right: Sequence[int] | None):
+    if (left is None) != (right is None):
+        raise ValueError("flip: give both left and right, or neither (the model's own mirrored joints)")
+    if left is not None:
+        return left, right
+    model = getattr(model, "module", model)  # under DistributedDataParallel
+    return getattr(model, "flip_joints", None) or (H36M_LEFT, H36M_RIGHT)
 
 
 def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int]) -> None:

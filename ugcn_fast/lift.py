@@ -105,6 +105,10 @@ def lift(keypoints, model: nn.Module, width: float, height: float, layout: str =
     num_joints = getattr(model, "num_joints", NUM_JOINTS)
     if num_joints != NUM_JOINTS:
         raise ValueError(f"the model takes {num_joints} joints; lifting needs a {NUM_JOINTS}-joint Human3.6M model")
+    model_layout = getattr(model, "layout", None)
+    if model_layout not in (None, "h36m"):
+        raise ValueError(f"the model is built on the {model_layout!r} graph, but lifting gives it joints in "
+                         "Human3.6M order (COCO keypoints are converted); it needs an 'h36m' model")
     _, inputs = prepare_keypoints(keypoints, width, height, layout, scores, score_threshold)
     poses = predict_sequence(model, inputs, window=window, step=step, flip=flip, batch_size=batch_size)
     poses = poses.detach().to("cpu", torch.float32).numpy()

@@ -41,6 +41,10 @@ class UGCN(nn.Module):
             raise ValueError(f"graph has {graph.num_nodes} joints but num_joints = {num_joints}")
         A = graph.A
         self.num_joints, self.in_channels, self.out_channels = num_joints, in_channels, out_channels
+        # the joint order the model expects and the joints flip augmentation swaps
+        # (ugcn_fast.inference.predict_sequence); None for a custom graph
+        self.layout = graph.layout
+        self.flip_joints = (tuple(graph.left), tuple(graph.right)) if graph.left is not None else None
 
         self.fused = fused
 

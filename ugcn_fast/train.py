@@ -45,7 +45,7 @@ from .checkpoint import (load_checkpoint, make_model_config, model_config_diff, 
                          unwrap_model)
 from .cpu_memory import keep_freed_memory
 from .data.loader import make_loader
-from .data.sources import LiftingSequence, load_sequences
+from .data.sources import LiftingSequence, check_source_layout, load_sequences
 from .data.windows import WindowDataset
 from .graph import LAYOUTS
 from .inference import predict_sequence
@@ -452,6 +452,8 @@ def evaluate(model: nn.Module, sequences: Sequence[LiftingSequence], *, window: 
 # ------------------------------------------------------------------------------------------ training
 
 def _load_data(config: TrainConfig, train_sequences, val_sequences, evaluate_at_all: bool):
+    if train_sequences is None or (val_sequences is None and evaluate_at_all):
+        check_source_layout(config.layout, "--layout")
     if train_sequences is None:
         train_sequences = load_sequences(config.data, "train", h36m_2d=config.h36m_2d, seed=config.seed,
                                          num_sequences=config.num_sequences, frames=config.frames)
@@ -644,7 +646,8 @@ def _train(config: TrainConfig, processes: Processes, train_sequences, val_seque
     validating = config.eval_every > 0
     train_sequences, val_sequences = _load_data(config, train_sequences, val_sequences, validating)
     dataset = WindowDataset([s.pair for s in train_sequences], window=config.window, flip=config.flip,
-                            seed=config.seed)
+                            seed=config.seed, left=LAYOUTS[config.layout]["left"],
+                            right=LAYOUTS[config.layout]["right"])
 
     seed_everything(config.seed)
     model = model_from_config(model_config, fused=config.fused).to(processes.device)

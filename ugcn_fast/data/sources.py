@@ -20,6 +20,8 @@ from .mocap import lifting_pair, load_mocap
 from .procedural import procedural_motion
 
 SPLITS = ("train", "test", "all")
+# Every source gives its joints in this layout's order (ugcn_fast.graph.LAYOUTS).
+SOURCE_LAYOUT = "h36m"
 
 # Small defaults: a few minutes of training on 2 CPU cores. Each motion is filmed by CAMERAS_PER_MOTION cameras.
 PROCEDURAL_DEFAULT_SEQUENCES = {"train": 16, "test": 4}
@@ -69,6 +71,15 @@ class LiftingSequence:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+
+def check_source_layout(layout: str, what: str) -> None:
+    """A model's graph must follow its data's joint order: one built on another layout than the sources' would
+    aggregate (and flip) the wrong joints without a sign. `what` names the setting in the error."""
+    if layout != SOURCE_LAYOUT:
+        raise ValueError(f"{what} is {layout!r}, but the data sources give joints in {SOURCE_LAYOUT!r} order "
+                         f"(ugcn_fast.data.sources); a {layout!r} graph needs sequences in its own joint order, "
+                         "given from Python")
 
 
 def load_sequences(source: str | os.PathLike = "procedural", split: str = "train", *, h36m_2d: str | None = None,
