@@ -23,3 +23,49 @@ def test_speed_quick_run_writes_json(tmp_path):
     assert "eager" in impls, impls
     if "cpu" in result["machine"]["available_backends"]:
         assert "fused:cpu [auto]" in impls or any(impl.startswith("fused:cpu") for impl in impls), impls
+
+
+GPU_SH = SPEED.parent / "gpu.sh"
+_FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for python3 on a GPU machine: logs each call (cwd, arguments, build environment), answers gpu.sh's
+# questions about the GPU, and does nothing else.
+printf '%s\t%s\t%s\t%s\t%s\n' "$(pwd -P)" "$*" "${UGCN_FAST_CUDA_ARCHS:-}" "${UGCN_FAST_BUILD_CUDA:-}" \
+  "${PYTHONPATH:-}" >>"$FAKE_PYTHON_LOG"
+case "$*" in
+  *get_device_capability*) echo 90 ;;
+  *get_device_name*) echo "NVIDIA H200" ;;
+  "-c import xdist") exit 1 ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.skipif(not GPU_SH.exists() or os.name != "posix", reason="bench/gpu.sh not beside the tests")
+def test_gpu_sh_builds_for_the_gpu_where_its_tests_import_the_package(tmp_path):
+    """bench/gpu.sh runs its tests as `python -m pytest` from the checkout, which imports ugcn_fast from the
+    checkout (the current directory comes first on sys.path), so the CUDA module must be built there, for the
+    present GPU's architecture; a `pip install .` leaves the checkout without it and every CUDA test fails."""
+    import shutil
+
+    if shutil.which("bash") is None or shutil.which("timeout") is None:
+        pytest.skip("needs bash and timeout")
+    fake = tmp_path / "python3"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.tsv"
+    env = dict(os.environ, PYTHON=str(fake), FAKE_PYTHON_LOG=str(log), GPU_TEST_TIMEOUT="60", GPU_BENCH_TIMEOUT="60")
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(["bash", str(GPU_SH), str(tmp_path / "results")], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    root = str(GPU_SH.resolve().parents[1])
+    calls = [line.split("\t") for line in log.read_text().splitlines()]
+    builds = [c for c in calls if "setup.py" in c[1] or "pip install" in c[1]]
+    assert builds, calls
+    for cwd, args, archs, want_cuda, _ in builds:
+        assert (cwd, args.split()) == (root, ["setup.py", "build_ext", "--inplace"]), (cwd, args)
+        assert (archs, want_cuda) == ("90", "1"), "the CUDA module must be built, for sm_90 alone"
+    tests = [c for c in calls if "-m pytest" in c[1]]
+    assert tests and all(c[0] == root for c in tests), calls
+    bench = [c for c in calls if "bench/speed.py" in c[1]]
+    assert bench and all(c[4].split(os.pathsep)[0] == root for c in bench), "the benchmark imports the checkout"
