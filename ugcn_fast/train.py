@@ -53,9 +53,12 @@ from .losses import UGCNLoss, position_loss
 
 CSV_COLUMNS = ("epoch", "lr", "loss", "position_loss", "motion_loss", "val_mpjpe_mm", "val_mpjve_mm",
                "samples_per_s", "seconds")
-# Settings that may change between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = ("epochs", "resume", "out", "workers", "threads", "device", "eval_every", "eval_step",
-                     "val_sequences", "fused")
+# Settings that may change between a run and its resumption without changing what is computed. (--eval-step and
+# --val-sequences change the validation errors that best.pt is chosen by, so a change of them is noted.)
+RESUMABLE_CHANGES = ("epochs", "resume", "out", "workers", "threads", "device", "eval_every", "fused")
+# Settings that the checkpoint's optimiser and scheduler state hold (Adam's learning rate and weight decay,
+# MultiStepLR's milestones and gamma): a resumed run could not apply other values, so they are refused.
+OPTIMIZER_SETTINGS = ("lr", "weight_decay", "milestones", "gamma")
 
 
 @dataclass
@@ -472,6 +475,8 @@ def _load_data(config: TrainConfig, train_sequences, val_sequences, evaluate_at_
 
 def _resume_state(config: TrainConfig, path: Path, model_config: dict, log) -> dict | None:
     """The checkpoint to continue from, checked against this run's settings, or None to start afresh."""
+    if path.parent.exists() and not path.parent.is_dir():  # refused now, not by mkdir after the data is loaded
+        raise ValueError(f"--out {config.out} is an existing file, not a folder; choose another --out")
     if not config.resume:
         if path.exists():
             raise ValueError(f"--out {config.out} already holds a checkpoint ({path}); pass --resume to continue "
@@ -488,11 +493,16 @@ def _resume_state(config: TrainConfig, path: Path, model_config: dict, log) -> d
         raise ValueError(f"cannot resume {path}: it was trained with another model configuration ({listed}); "
                          "use the same model flags or another --out")
     saved = checkpoint["extra"].get("config", {})
-    changed = [f"{_flag(k)} {saved[k]!r} -> {v!r}" for k, v in asdict(config).items()
-               if k in saved and k not in RESUMABLE_CHANGES and _normal(saved[k]) != _normal(v)]
+    changed = {k: v for k, v in asdict(config).items()
+               if k in saved and k not in RESUMABLE_CHANGES and _normal(saved[k]) != _normal(v)}
+    fixed = [f"{_flag(k)} {saved[k]!r} -> {v!r}" for k, v in changed.items() if k in OPTIMIZER_SETTINGS]
+    if fixed:
+        # the restored optimiser and scheduler would keep the checkpoint's values while last.pt recorded these
+        raise ValueError(f"cannot resume {path} with other optimiser settings ({', '.join(fixed)}): its optimiser "
+                         "and scheduler state hold the checkpoint's values; use them or another --out")
     if changed:
-        log("note: resuming with changed settings (optimiser and scheduler state come from the checkpoint): "
-            + ", ".join(changed))
+        log("note: resuming with changed settings: "
+            + ", ".join(f"{_flag(k)} {saved[k]!r} -> {v!r}" for k, v in changed.items()))
     return checkpoint
 
 
@@ -615,11 +625,14 @@ def _save_epoch(out: Path, state: RunState, model, model_config: dict, optimizer
         return
     extra = {"config": asdict(config), "global_step": state.global_step, "history": state.history,
              "best_val_mpjpe": state.best_val_mpjpe, "rng": states, "world_size": processes.world_size}
-    save_checkpoint(out / "last.pt", model=model, model_config=model_config, epoch=state.epoch,
-                    optimizer=optimizer, scheduler=scheduler, extra=extra)
+    # best.pt before last.pt: a run stopped between the two writes then repeats this epoch (last.pt still holds
+    # the previous one) and writes best.pt again, where the other order would leave last.pt recording an
+    # improvement that best.pt never received
     if improved:
         save_checkpoint(out / "best.pt", model=model, model_config=model_config, epoch=state.epoch,
                         extra={**extra, "val": val})
+    save_checkpoint(out / "last.pt", model=model, model_config=model_config, epoch=state.epoch,
+                    optimizer=optimizer, scheduler=scheduler, extra=extra)
     write_log_csv(out / "log.csv", state.history)
     try:
         write_curves(out, state.history)
