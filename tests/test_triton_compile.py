@@ -1,6 +1,7 @@
 """The Triton kernels through Triton's real GPU compiler (no GPU needed): the interpreter tests check their
 arithmetic, this checks that every kernel compiles for an NVIDIA target (sm_90) in every dtype the GPU backends
-serve. See _triton_compile_check.py, which runs in a fresh process (the test session runs Triton interpreted)."""
+serve, in every constexpr specialisation the launchers use there, each within sm_90's shared memory. See
+_triton_compile_check.py, which runs in a fresh process (the test session runs Triton interpreted)."""
 import importlib.util
 import json
 import os
@@ -41,3 +42,5 @@ def test_every_triton_kernel_compiles_for_sm90():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not result["errors"], "\n\n".join(result["errors"])
     assert KERNELS <= set(result["kernels"]), f"never compiled: {sorted(KERNELS - set(result['kernels']))}"
+    # a block needing more shared memory than an SM has compiles and fails only at launch (OutOfResources)
+    assert 0 < result["max_shared"] <= 227 * 1024, result["max_shared"]
