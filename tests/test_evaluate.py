@@ -145,6 +145,34 @@ def test_command_line_table_and_json(tmp_path, tiny_checkpoint, capsys):
     assert results["num_frames"] == expected["num_frames"] == 40 * expected["num_sequences"]
 
 
+def test_command_line_defaults_to_the_runs_validation_settings(tmp_path):
+    """Without --window / --step / --seed, evaluate uses those the training run validated with (its log.csv's
+    numbers are reproduced); flags still win."""
+    from ugcn_fast.checkpoint import load_model, make_model_config, model_from_config, save_checkpoint
+    from ugcn_fast.data.sources import load_sequences
+
+    torch.manual_seed(0)
+    config = make_model_config(channels=(4, 4, 4, 4, 4))
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, model=model_from_config(config), model_config=config, epoch=3,
+                    extra={"config": {"window": 32, "eval_step": 8, "seed": 3}})
+    out = tmp_path / "eval.json"
+    common = ["--checkpoint", str(path), "--num-sequences", "1", "--frames", "40", "--json", str(out)]
+    assert main(common) == 0
+    results = json.loads(out.read_text())
+    assert results["settings"] == {"window": 32, "step": 8, "flip": True} and results["seed"] == 3
+    model, _ = load_model(path)
+    expected = evaluate(model, load_sequences("procedural", "test", seed=3, num_sequences=1, frames=40), window=32,
+                        step=8)
+    assert results["average"]["mpjpe"] == pytest.approx(expected["average"]["mpjpe"], rel=1e-6)
+    assert main(common + ["--window", "16", "--step", "4", "--seed", "0"]) == 0
+    results = json.loads(out.read_text())
+    assert results["settings"] == {"window": 16, "step": 4, "flip": True} and results["seed"] == 0
+    # a checkpoint without the run's settings falls back to SPEC's 96 / 5 and seed 0 (checked by the step)
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tiny_checkpoint_file(tmp_path)), "--step", "97"])
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--checkpoint", "missing.pt"], "missing.pt"),
     (["--window", "40"], "multiple of 16"),

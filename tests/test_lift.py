@@ -102,6 +102,25 @@ def tiny_checkpoint(tmp_path_factory):
     return tiny_checkpoint_file(tmp_path_factory.mktemp("ckpt"), epoch=1)
 
 
+def test_command_line_windows_default_to_the_checkpoints_run(tmp_path):
+    from ugcn_fast.checkpoint import load_model, make_model_config, model_from_config, save_checkpoint
+
+    torch.manual_seed(0)
+    config = make_model_config(channels=(4, 4, 4, 4, 4))
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, model=model_from_config(config), model_config=config, epoch=1,
+                    extra={"config": {"window": 16, "eval_step": 3}})
+    pixels = pixel_track(40, seed=4)
+    source, out = tmp_path / "video.npz", tmp_path / "poses.npz"
+    np.savez(source, keypoints=pixels, width=WIDTH, height=HEIGHT)
+    assert main([str(source), "--checkpoint", str(path), "--out", str(out)]) == 0
+    model, _ = load_model(path)
+    with np.load(out) as result:
+        np.testing.assert_allclose(result["poses_3d"], lift(pixels, model, WIDTH, HEIGHT, window=16, step=3),
+                                   rtol=1e-5, atol=1e-6)
+        assert not np.allclose(result["poses_3d"], lift(pixels, model, WIDTH, HEIGHT), atol=1e-4)
+
+
 def png_size(path):
     data = open(path, "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"

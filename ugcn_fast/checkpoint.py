@@ -110,6 +110,14 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: 
     write_atomically(path, lambda handle: torch.save(checkpoint, handle), fsync=True)
 
 
+def training_config(checkpoint: Mapping) -> dict:
+    """The settings of the training run that wrote `checkpoint` (ugcn_fast.train's TrainConfig as a dict), or {}
+    for a checkpoint written otherwise."""
+    extra = checkpoint.get("extra")
+    config = extra.get("config") if isinstance(extra, Mapping) else None
+    return dict(config) if isinstance(config, Mapping) else {}
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """The checkpoint dict of `path`, checked for the ugcn_fast format. A missing file raises
     FileNotFoundError; a corrupt, truncated or foreign file raises ValueError naming the path."""

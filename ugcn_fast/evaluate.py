@@ -24,7 +24,8 @@ from torch import nn
 
 from . import metrics
 from .cpu_memory import keep_freed_memory
-from .inference import add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device
+from .inference import (add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device,
+                        trained_inference_arguments)
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve", "pck150", "auc")
 METRIC_TITLES = {"mpjpe": "MPJPE mm", "p_mpjpe": "P-MPJPE mm", "mpjve": "MPJVE mm", "pck150": "PCK@150 %",
@@ -139,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with a data_3d_h36m.npz: the matching data_2d_h36m_*.npz (default: project the 3D "
                              "ground truth with the published cameras)")
     parser.add_argument("--split", default="test", choices=("train", "test", "all"))
-    parser.add_argument("--seed", type=int, default=0, help="data seed (procedural motion, virtual cameras)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="data seed: procedural motion, virtual cameras (default: the checkpoint's training "
+                             "seed, else 0)")
     parser.add_argument("--num-sequences", type=int, default=None, help="motions to take (default: the source's)")
     parser.add_argument("--frames", type=int, default=None, help="crop every motion to its first FRAMES frames")
     add_inference_arguments(parser)
@@ -149,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (argument and data errors exit with status 2 and a message)."""
-    from .checkpoint import load_model
+    from .checkpoint import load_model, training_config
     from .data.sources import check_source_layout, load_sequences
 
     parser = build_parser()
@@ -165,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model, checkpoint = load_model(args.checkpoint, map_location=device, fused=args.fused)
         check_source_layout(checkpoint["model_config"]["layout"], f"the model layout of {args.checkpoint}")
+        # by default, the windows and data seed the run validated with: its log.csv's numbers are reproduced
+        trained = training_config(checkpoint)
+        args.window, args.step = trained_inference_arguments(args.window, args.step, trained)
+        if args.seed is None:
+            args.seed = trained.get("seed", 0)
         sequences = load_sequences(args.data, args.split, h36m_2d=args.h36m_2d, seed=args.seed,
                                    num_sequences=args.num_sequences, frames=args.frames)
         model.check_length(args.window)
@@ -174,8 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     results = {"checkpoint": os.fspath(args.checkpoint), "epoch": checkpoint.get("epoch"),
                "model_config": checkpoint.get("model_config"), "data": os.fspath(args.data), "split": args.split,
-               "device": str(device), **results}
-    print(f"{args.checkpoint} (epoch {results['epoch']}) on {args.data} [{args.split}]: {results['num_sequences']} "
+               "seed": args.seed, "device": str(device), **results}
+    print(f"{args.checkpoint} (epoch {results['epoch']}) on {args.data} [{args.split}, seed {args.seed}]: "
+          f"{results['num_sequences']} "
           f"sequences, {results['num_frames']} frames, window {args.window} step {args.step}"
           f"{' + flip' if args.flip else ''}")
     print(format_table(results))

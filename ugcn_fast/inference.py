@@ -3,7 +3,7 @@ windows that cover it, and horizontal-flip test-time augmentation."""
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,10 @@ from torch import Tensor, nn
 from .data.windows import edge_pad, flip_pose, window_starts
 from .fused_stgcn_block import frozen
 from .graph import H36M_LEFT, H36M_RIGHT
+
+
+# The commands' sliding windows when neither the flags nor the checkpoint say (SPEC §4: 96 frames, step 5).
+DEFAULT_WINDOW, DEFAULT_STEP = 96, 5
 
 
 @torch.no_grad()
@@ -98,13 +102,24 @@ def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int
                          f"{len(right)}")
 
 
-def check_inference_arguments(window: int, step: int, prefix: str = "--") -> None:
+def check_inference_arguments(window: int | None, step: int | None, prefix: str = "--") -> None:
     """The sliding windows' sizes (SPEC §4: step <= window, else frames between two windows are predicted by none);
-    the commands check their flags (prefix "--") before they load anything."""
-    _check_positive_ints((prefix + "window", window), (prefix + "step", step))
-    if step > window:
+    the commands check their flags (prefix "--") before they load anything, where None (not given) passes."""
+    _check_positive_ints(*[(prefix + name, value) for name, value in (("window", window), ("step", step))
+                           if value is not None])
+    if window is not None and step is not None and step > window:
         raise ValueError(f"{prefix}step must be <= {prefix}window, got {prefix}step = {step} > {prefix}window = "
                          f"{window}: the frames between two windows would be predicted by none")
+
+
+def trained_inference_arguments(window: int | None, step: int | None, trained: Mapping) -> tuple[int, int]:
+    """The commands' --window and --step: where not given, those the training run validated with (`trained`: its
+    settings, ugcn_fast.checkpoint.training_config; train's --window and --eval-step, so that `evaluate`
+    reproduces the run's validation by default), else 96 and 5."""
+    window = window if window is not None else trained.get("window", DEFAULT_WINDOW)
+    step = step if step is not None else trained.get("eval_step", DEFAULT_STEP)
+    check_inference_arguments(window, step)
+    return window, step
 
 
 def _check_positive_ints(*named_values) -> None:
@@ -138,8 +153,11 @@ def resolve_device(name: str | None) -> torch.device:
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of predict_sequence and of the model it runs, shared by `evaluate` and `lift`."""
-    parser.add_argument("--window", type=int, default=96, help="sliding-window length (a multiple of 16)")
-    parser.add_argument("--step", type=int, default=5, help="sliding-window step")
+    parser.add_argument("--window", type=int, default=None,
+                        help=f"sliding-window length, a multiple of 16 (default: the checkpoint's training window, "
+                             f"else {DEFAULT_WINDOW})")
+    parser.add_argument("--step", type=int, default=None,
+                        help=f"sliding-window step (default: the checkpoint's --eval-step, else {DEFAULT_STEP})")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")

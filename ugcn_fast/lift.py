@@ -28,7 +28,8 @@ from ._files import write_atomically
 from .cpu_memory import keep_freed_memory
 from .data import coco_to_h36m, fill_missing, normalize_screen
 from .graph import H36M_PARENTS
-from .inference import add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device
+from .inference import (add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device,
+                        trained_inference_arguments)
 
 LAYOUTS = ("h36m", "coco")
 NUM_JOINTS = 17
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (bad input exits with status 2 and a message)."""
-    from .checkpoint import load_model
+    from .checkpoint import load_model, training_config
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -203,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         height = args.height if args.height is not None else data["height"]
         pixels, inputs = prepare_keypoints(data["keypoints"], width, height, args.layout, data["scores"],
                                            args.score_threshold)
-        model, _ = load_model(args.checkpoint, map_location=device, fused=args.fused)
+        model, checkpoint = load_model(args.checkpoint, map_location=device, fused=args.fused)
+        args.window, args.step = trained_inference_arguments(args.window, args.step, training_config(checkpoint))
         model.check_length(args.window)
         poses = lift(pixels, model, width, height, "h36m", window=args.window, step=args.step, flip=args.flip,
                      batch_size=args.batch_size)
