@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from ._files import write_atomically
 from .cpu_memory import keep_freed_memory
 from .inference import (add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device,
                         trained_inference_arguments)
@@ -189,9 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{' + flip' if args.flip else ''}")
     print(format_table(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        text = json.dumps(results, indent=2) + "\n"
+        write_atomically(args.json, lambda handle: handle.write(text.encode()))
     return 0
 
 
