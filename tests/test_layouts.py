@@ -54,6 +54,17 @@ def test_ugcn_carries_its_layout_and_flip_joints():
     assert custom.layout is None and custom.flip_joints is None
 
 
+def test_a_custom_graph_needs_its_flip_joints_given():
+    """A 20-joint custom skeleton would pass the index check of Human3.6M's pairs and be flipped wrongly."""
+    model = UGCN(num_joints=20, channels=(4,) * 5, graph=Graph(num_nodes=20, edges=[(i, i + 1) for i in range(19)]))
+    x = torch.randn(16, 20, 2)
+    with pytest.raises(ValueError, match="left= and right="):
+        predict_sequence(model, x, window=16)
+    assert predict_sequence(model, x, window=16, flip=False).shape == (16, 20, 3)
+    mirrored = predict_sequence(model, x, window=16, left=(0, 1), right=(19, 18))
+    assert mirrored.shape == (16, 20, 3)
+
+
 class PerJointBias(nn.Module):
     """x -> (x, 0) + a bias per joint: not flip-equivariant, so the flip's joint pairs show in the result."""
 

@@ -31,8 +31,9 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     (ugcn_fast.frozen: BatchNorm folded into the weights once for all the windows); both are restored afterwards,
     the train/eval flag of every submodule as it was (a model in train mode may hold submodules in eval mode).
     `step` must not exceed `window` (frames between two windows would be covered by none). `left` / `right` are
-    the joints the flip swaps: by default the model's (`UGCN.flip_joints`, from its graph's layout), else
-    Human3.6M's; a model on a custom graph needs them given, or flip=False.
+    the joints the flip swaps: by default the model's (`UGCN.flip_joints`, from its graph's layout), or
+    Human3.6M's for a model without that attribute; a UGCN on a custom graph (flip_joints None) needs them given,
+    or flip=False.
     """
     _check_positive_ints(("batch_size", batch_size))
     check_inference_arguments(window, step, prefix="")
@@ -84,7 +85,12 @@ def _flip_joints(model: nn.Module, left: Sequence[int] | None, right: Sequence[i
     if left is not None:
         return left, right
     model = getattr(model, "module", model)  # under DistributedDataParallel
-    return getattr(model, "flip_joints", None) or (H36M_LEFT, H36M_RIGHT)
+    if not hasattr(model, "flip_joints"):  # a model that does not say: Human3.6M's, the package's data order
+        return H36M_LEFT, H36M_RIGHT
+    if model.flip_joints is None:
+        raise ValueError("flip: the model's graph has no known layout, so its mirrored joints are unknown; pass "
+                         "left= and right= (its mirrored joint pairs) or flip=False")
+    return model.flip_joints
 
 
 def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int]) -> None:
