@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from ._cli import show_defaults
 from ._files import write_atomically
 from .cpu_memory import keep_freed_memory
 from .inference import (add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device,
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=None, help="crop every motion to its first FRAMES frames")
     add_inference_arguments(parser)
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write every number as JSON")
-    return parser
+    return show_defaults(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

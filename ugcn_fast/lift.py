@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._cli import show_defaults
 from ._files import write_atomically
 from .cpu_memory import keep_freed_memory
 from .data import coco_to_h36m, fill_missing, normalize_screen
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--render-stride", type=int, default=1, help="GIF: draw every N-th frame (default 1)")
     parser.add_argument("--fps", type=float, default=None, help="GIF frame rate (default: the file's fps, else 25)")
     add_inference_arguments(parser)
-    return parser
+    return show_defaults(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import metrics
+from ._cli import show_defaults
 from ._files import write_atomically
 from .checkpoint import (load_checkpoint, make_model_config, model_config_diff, model_from_config, save_checkpoint,
                          unwrap_model)
@@ -108,7 +109,7 @@ class TrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m ugcn_fast.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--lr", type=float, default=d.lr)
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N epochs (0: never)")
     g.add_argument("--eval-step", type=int, default=d.eval_step, help="sliding-window step at validation")
-    return p
+    return show_defaults(p)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
