@@ -2,7 +2,7 @@
 """Speed benchmark of ugcn_fast: one runner for every op, one table per device and mode.
 
     python bench/speed.py                       # CPU, plus CUDA when there is a GPU (all backends available)
-    python bench/speed.py --quick               # smaller shape (B = 64), shorter measurements: well under a minute
+    python bench/speed.py --quick               # smaller shape (B = 64), shorter measurements: a few minutes with compile (~4 on 2 cores)
     python bench/speed.py --device cuda         # the GPU alone
     python bench/speed.py --sweep-b             # also sweep fwd+bwd over B = 16 .. 512 (linear scaling)
     python bench/speed.py --json out.json       # every number, plus the machine, as JSON (the only file written)

@@ -15,7 +15,7 @@ def test_speed_quick_run_writes_json(tmp_path):
     out = tmp_path / "speed.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the benchmark never interprets
     run = subprocess.run([sys.executable, str(SPEED), "--quick", "--no-compile", "--min-run-time", "0.02",
-                          "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                          "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=900,
                          env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(out.read_text())

@@ -35,6 +35,10 @@ def test_projection_and_screen_normalisation_by_hand():
 def test_virtual_cameras_cover_every_combination():
     cams = virtual_cameras([0, 0, 900], azimuths=(0, 120, 240), heights=(0, 500), distances=(3000, 5000))
     assert len(cams) == 12
+    with pytest.raises(ValueError, match=r"target must be one finite 3D point.*\(10, 17, 3\)"):
+        virtual_cameras(np.zeros((10, 17, 3)))  # a motion, not its centre
+    with pytest.raises(ValueError, match="up must be a non-zero"):
+        look_at([0, 0, 0], 0, 0.0, 1000.0, up=(0, 0, 0))
 
 
 def test_load_mocap_rejects_bad_files(tmp_path):
@@ -49,6 +53,10 @@ def test_load_mocap_rejects_bad_files(tmp_path):
     corrupt.write_bytes(good.read_bytes()[:100])
     with pytest.raises(ValueError, match="corrupt.npz"):
         load_mocap(corrupt)
+    text = tmp_path / "notes.npz"
+    text.write_text("not an archive\n")
+    with pytest.raises(ValueError, match=r"notes\.npz is not a readable \.npz file \(not a numpy file\)"):
+        load_mocap(text)
     with pytest.raises(FileNotFoundError):
         load_mocap(tmp_path / "missing.npz")
     empty = tmp_path / "empty.npz"

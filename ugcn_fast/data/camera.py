@@ -42,6 +42,11 @@ def look_at(target: Sequence[float], azimuth_deg: float, height: float, distance
     if not distance > 0:
         raise ValueError(f"distance must be > 0, got {distance}")
     target, up = np.asarray(target, dtype=np.float64), np.asarray(up, dtype=np.float64)
+    for name, point in (("target", target), ("up", up)):
+        if point.shape != (3,) or not np.isfinite(point).all():
+            raise ValueError(f"{name} must be one finite 3D point (shape (3,)), got shape {point.shape}")
+    if not np.linalg.norm(up) > 0:
+        raise ValueError("up must be a non-zero direction")
     up = up / np.linalg.norm(up)
     # two horizontal axes orthogonal to up
     helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])

@@ -27,7 +27,9 @@ def load_mocap(path: str | os.PathLike, num_joints: int = 17) -> dict[str, np.nd
     try:
         data = np.load(path, allow_pickle=False)
     except _READ_ERRORS as err:
-        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+        # numpy reads a file that is no numpy format as a pickle, which allow_pickle=False refuses
+        why = "not a numpy file" if "pickle" in str(err) else f"{type(err).__name__}: {err}"
+        raise ValueError(f"{path} is not a readable .npz file ({why})") from err
     if not isinstance(data, np.lib.npyio.NpzFile):
         # a .npy file loads as one bare array: there are no sequence names to key the motions by
         raise ValueError(f"{path} is not an .npz archive of sequences (it holds a single array of shape "
