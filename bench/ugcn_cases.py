@@ -3,7 +3,8 @@ their sum, the full training step and sliding-window inference.
 
 Block cases time one block on its own input, N = 64, T = 96 on the CPU (N = 256 on a GPU; --quick: N = 8):
 "fwd (no_grad)" is the eval forward (BatchNorm folded in the fused block), "fwd (grad)" the training forward,
-"fwd+bwd" training forward + backward. The reference rows are ugcn_fast.reference.STGCNBlock eager and
+"bwd only" the training backward alone (on a prebuilt graph, retain_graph=True), "fwd+bwd" training forward +
+backward. The reference rows are ugcn_fast.reference.STGCNBlock eager and
 torch.compile'd; the fused rows are FusedSTGCNBlock with the same weights. "ugcn_blocks" runs all 14 blocks
 one after the other (each on its own input): its times are the sum over UGCN's blocks.
 """
@@ -45,7 +46,7 @@ def block_forward_flops(blocks, N: int, V: int = 17, K: int = 3, kernel_size: in
 
 
 # a training step's backward does two GEMMs (input and weight gradients) per forward GEMM
-_FLOPS_PER_MODE = {"forward": 1, "forward_grad": 1, "forward_backward": 3}
+_FLOPS_PER_MODE = {"forward": 1, "forward_grad": 1, "backward": 2, "forward_backward": 3}
 _FLOPS_DOC = ("compute floor: FLOPs of the blocks' dense convolutions (1x1 graph, 5-tap temporal, 1x1 residual), "
               "x3 with backward")
 
@@ -93,6 +94,7 @@ class _ModuleCase:
 
 class BlocksCase(_ModuleCase):
     """One or several ST-GCN blocks, each on its own input; the call returns the sum of their outputs' sums."""
+    modes = ("forward", "forward_grad", "backward", "forward_backward")
 
     def __init__(self, name: str, blocks: list):
         self.name = name

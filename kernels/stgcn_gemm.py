@@ -66,13 +66,16 @@ def _dot_block(n: int, largest: int) -> int:
 # ---- the graph convolution's forward in one kernel -----------------------------------------------------------------
 @triton.jit
 def _gcn_forward_kernel(X, A, W, B, Z, PART, SHIFT, G, V, C_in, C_out, groups_per_program, N, stride, pad, Tq,
-                        K: tl.constexpr, PHASES: tl.constexpr, IEEE: tl.constexpr, ACC: tl.constexpr,
-                        VP: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr):
+                        K: tl.constexpr, PHASES: tl.constexpr, AGG_FIRST: tl.constexpr, IEEE: tl.constexpr,
+                        ACC: tl.constexpr, VP: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr):
     """Grid (P, output channel blocks). For each group of the program's chunk, in registers:
     Y_k = X[g] @ W_k^T + b_k ([VP, BLOCK_C], tl.dot over C_in in BLOCK_I chunks), Z[g] = sum_k Mt_k @ Y_k
     (tl.dot, Mt_k[w, v] = A[k, v, w]); Z stored once, and PART[p] = the chunk's (sum, sum of squares) of the
     stored Z per channel (about the chunk's first group, per joint), the BatchNorm statistics epilogue.
     Y_k is rounded to the input dtype before the aggregation, as the unfused convolution's output is.
+    AGG_FIRST: the narrow side is the input (its padded width below BLOCK_C): Z[g] = sum_k (Mt_k @ X[g]) @ W_k^T
+    + sum_k colsum(A_k) b_k, the aggregated input (rounded to the input dtype, as the unfused graph-first path
+    stores it) never leaving registers; the same products in another order.
     PHASES (eval): Z is the phase buffer (stride, Tq, N*V, C_out) instead; group g = t * N + n stores
     relu(Z[g] + SHIFT[v, c]) (Z[g] rounded first, as stored without PHASES) at group
     ((t + pad) % stride * Tq + (t + pad) // stride) * N + n, nothing when that slot is >= Tq; no statistics, PART
@@ -100,17 +103,29 @@ def _gcn_forward_kernel(X, A, W, B, Z, PART, SHIFT, G, V, C_in, C_out, groups_pe
         g = start + i
         acc = tl.zeros([VP, BLOCK_C], dtype=ACC)
         for k in tl.static_range(K):
-            y = tl.zeros([VP, BLOCK_C], dtype=ACC)
-            for i0 in range(0, C_in, BLOCK_I):
-                cin = i0 + ci
-                x = tl.load(X + g * V * C_in + v[:, None] * C_in + cin[None, :],
-                            mask=vm[:, None] & (cin < C_in)[None, :], other=0.0)
-                wt = tl.load(W + (k * C_out + c[None, :]) * C_in + cin[:, None],
-                             mask=(cin < C_in)[:, None] & cm[None, :], other=0.0).to(DT)
-                y = _dot(x, wt, y, IEEE, ACC)
-            y += tl.load(B + k * C_out + c, mask=cm, other=0.0).to(ACC)[None, :]
             mt = tl.load(A + k * V * V + m_off, mask=m_mask, other=0.0).to(DT)
-            acc = _dot(mt, y.to(DT), acc, IEEE, ACC)
+            b = tl.load(B + k * C_out + c, mask=cm, other=0.0).to(ACC)
+            if AGG_FIRST:  # aggregate the input chunk, then mix its channels: acc += (Mt_k @ X_chunk) @ W_k_chunk^T
+                for i0 in range(0, C_in, BLOCK_I):
+                    cin = i0 + ci
+                    x = tl.load(X + g * V * C_in + v[:, None] * C_in + cin[None, :],
+                                mask=vm[:, None] & (cin < C_in)[None, :], other=0.0)
+                    wt = tl.load(W + (k * C_out + c[None, :]) * C_in + cin[:, None],
+                                 mask=(cin < C_in)[:, None] & cm[None, :], other=0.0).to(DT)
+                    xa = _dot(mt, x, tl.zeros([VP, BLOCK_I], dtype=ACC), IEEE, ACC)
+                    acc = _dot(xa.to(DT), wt, acc, IEEE, ACC)
+                acc += tl.sum(mt.to(ACC), axis=1)[:, None] * b[None, :]  # the bias, aggregated: colsum(A_k) b_k
+            else:  # mix the channels, then aggregate: acc += Mt_k @ (X @ W_k^T + b_k)
+                y = tl.zeros([VP, BLOCK_C], dtype=ACC)
+                for i0 in range(0, C_in, BLOCK_I):
+                    cin = i0 + ci
+                    x = tl.load(X + g * V * C_in + v[:, None] * C_in + cin[None, :],
+                                mask=vm[:, None] & (cin < C_in)[None, :], other=0.0)
+                    wt = tl.load(W + (k * C_out + c[None, :]) * C_in + cin[:, None],
+                                 mask=(cin < C_in)[:, None] & cm[None, :], other=0.0).to(DT)
+                    y = _dot(x, wt, y, IEEE, ACC)
+                y += b[None, :]
+                acc = _dot(mt, y.to(DT), acc, IEEE, ACC)
         z = acc.to(Z.dtype.element_ty)
         if PHASES:
             t = g // N
@@ -134,6 +149,13 @@ def _gcn_forward_kernel(X, A, W, B, Z, PART, SHIFT, G, V, C_in, C_out, groups_pe
         _store_partials(PART, p, c, cm, C_out, 2, 1, tl.sum(total_sq, axis=0))
 
 
+def _aggregate_first(C_in: int, block_i: int, block_c: int) -> bool:
+    """Whether a gcn_forward program aggregates its input rather than its output: the narrow side of its tile. It
+    aggregates triton.cdiv(C_in, block_i) * block_i input channels (every program, for its own output block) or its
+    block_c output channels; the channel-mixing products are the same either way."""
+    return triton.cdiv(C_in, block_i) * block_i < block_c
+
+
 def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """See torch_stgcn.gcn_forward: the graph convolution of SPEC §3 on time-major groups with its BatchNorm
     statistics, in one kernel: x (G, V, C_in), A (K, V, V), weight (K*C_out, C_in), bias (K*C_out,) ->
@@ -154,7 +176,8 @@ def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Ten
     with _device_of(x):
         _gcn_forward_kernel[(P, triton.cdiv(C_out, block_c))](
             x, A, weight, bias, z, part, bias, G, V, C_in, C_out, groups, 1, 1, 0, 1, K=K, PHASES=False,
-            IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype), VP=max(16, triton.next_power_of_2(V)),
+            AGG_FIRST=_aggregate_first(C_in, block_i, block_c), IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype),
+            VP=max(16, triton.next_power_of_2(V)),
             BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
         s, ss = _sum_partials(part, C_out, [(C_out,), (C_out,)])
     return z, s, ss
@@ -188,7 +211,8 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
     with _device_of(x):
         _gcn_forward_kernel[(P, triton.cdiv(C_out, block_c))](
             x, A, weight, bias, h, h, shift_map, G, V, C_in, C_out, groups, N, stride, pad, Tq, K=K, PHASES=True,
-            IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype), VP=max(16, triton.next_power_of_2(V)),
+            AGG_FIRST=_aggregate_first(C_in, block_i, block_c), IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype),
+            VP=max(16, triton.next_power_of_2(V)),
             BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
     return h
 

@@ -132,11 +132,17 @@ def test_eval_folds_batchnorm_exactly(backend, dtype, config):
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
 
 
-@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[1], CONFIGS[3], CONFIGS[4]], ids=_config_id)
+# (C_in, C_out, stride, residual): both sides of the graph convolution (aggregate the input first when C_in < C_out,
+# the output otherwise) and every residual, small enough for full Jacobians
+GRADCHECK_CONFIGS = [(2, 4, 1, False), (3, 4, 2, True), (4, 4, 1, True), (4, 3, 1, True), (4, 2, 2, True),
+                     (3, 2, 1, False)]
+
+
+@pytest.mark.parametrize("config", GRADCHECK_CONFIGS, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}-res{int(c[3])}")
 def test_gradcheck_float64(backend, config):
-    c_in, c_out, stride, residual, _, A = config
+    c_in, c_out, stride, residual = config
     torch.manual_seed(2)
-    _, fused = _pair(min(c_in, 3), min(c_out, 4), stride, residual, A5, 0.0, backend, torch.float64)
+    _, fused = _pair(c_in, c_out, stride, residual, A5, 0.0, backend, torch.float64)
     fused.train()
     params = list(fused.parameters())
     names = [n for n, _ in fused.named_parameters()]
@@ -260,6 +266,22 @@ def test_bad_input_gets_clear_errors():
             torch.cuda.is_available() or ugcn_fast._native.cuda_emulated) else pytest.skip("backend='cuda' runs here")
     with pytest.raises(ValueError, match="more than 1 value"):
         FusedSTGCNBlock(4, 8, Graph(num_nodes=1, edges=[]).A, residual=False)(torch.randn(1, 4, 1, 1))
+    elsewhere = FusedSTGCNBlock(4, 8, A17)
+    elsewhere.A = elsewhere.A.to("meta")  # A left on another device than x
+    with pytest.raises(ValueError, match="A is on meta"):
+        elsewhere(torch.randn(2, 4, 10, 17))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_batch_of_one(backend, dropout):
+    """N = 1: BatchNorm's statistics over T * V rows of one sequence, training (with dropout) and eval."""
+    torch.manual_seed(4)
+    ref, fused = _pair(4, 6, 2, True, A17, dropout, backend, torch.float64)
+    x = torch.randn(1, 4, 11, 17, dtype=torch.float64)
+    _assert_blocks_agree(ref, fused, x, torch.float64)
+    ref.eval(), fused.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), ref(x), **TOL[torch.float64])
 
 
 def test_compile_traces_the_block_without_graph_breaks():

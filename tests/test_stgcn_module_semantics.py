@@ -9,7 +9,7 @@ import ugcn_fast
 from ugcn_fast import FusedSTGCNBlock, Graph
 from ugcn_fast.reference import STGCNBlock
 
-from _stgcn import A17, TOL, reference_and_fused
+from _stgcn import A17, TOL, give_reference_the_fused_mask, output_shape, reference_and_fused
 
 BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
 DT = torch.float64
@@ -185,12 +185,51 @@ def test_adjacency_without_subsets_is_refused():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_double_backward_says_it_is_not_supported(backend):
-    ref, fused = _pair(backend)
+@pytest.mark.parametrize("residual, c_in, stride, dropout", [(True, 4, 2, 0.0), (True, 6, 1, 0.3), (False, 6, 1, 0.0)],
+                         ids=["conv-residual", "identity-residual-dropout", "no-residual"])
+def test_second_order_gradients_match_the_reference(backend, residual, c_in, stride, dropout):
+    """A gradient penalty through the block in training: first-order gradients with create_graph=True, then the
+    gradient of a function of them, for the input and every parameter. A loss linear in the output is the case
+    whose second derivative comes only from the block's own curvature (BatchNorm statistics, ReLU masks)."""
+    torch.manual_seed(0)
+    ref, fused = reference_and_fused(c_in, 6, stride, residual, A17, dropout, backend, DT)
+    ref.train(), fused.train()
+    x = _x(C=c_in)
+    give_reference_the_fused_mask(ref, fused, x, seed=7)
+    w = torch.randn(output_shape(fused, x), dtype=DT)
+    results = []
+    for block, seed in ((ref, None), (fused, 7)):
+        xi = x.clone().requires_grad_()
+        if seed is not None:
+            torch.manual_seed(seed)
+        params = list(block.parameters())
+        first = torch.autograd.grad((block(xi) * w).sum(), [xi] + params, create_graph=True)
+        penalty = sum(g.square().sum() for g in first)
+        second = torch.autograd.grad(penalty, [xi] + params, allow_unused=True)
+        results.append((first, second))
+    (first_r, second_r), (first_f, second_f) = results
+    names = ["x"] + [name for name, _ in ref.named_parameters()]
+    for name, gf, gr in zip(names, first_f, first_r):
+        torch.testing.assert_close(gf, gr, **TOL[DT], msg=f"first order, {name}")
+    for name, gf, gr in zip(names, second_f, second_r):
+        gr = torch.zeros_like(gf) if gr is None else gr  # (a bias the penalty does not depend on)
+        gf = torch.zeros_like(gr) if gf is None else gf
+        torch.testing.assert_close(gf, gr, **TOL[DT], msg=f"second order, {name}")
+    assert second_f[0].abs().max() > 0  # the block's curvature reaches x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_first_order_gradients_with_create_graph_are_the_fused_ones(backend):
+    """create_graph=True recomputes the gradients differentiably; they must be the values a plain backward gives
+    (same dropout multipliers, same batch statistics)."""
+    _, fused = _pair(backend, dropout=0.4)
+    fused.train()
     x = _x().requires_grad_()
-    xr = x.detach().clone().requires_grad_()
-    g, = torch.autograd.grad(fused.train()(x).square().sum(), x, create_graph=True)  # first order: fine
-    gr, = torch.autograd.grad(ref.train()(xr).square().sum(), xr, create_graph=True)
-    torch.testing.assert_close(g, gr, **TOL[DT])
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        g.square().sum().backward()
+    w = torch.randn(output_shape(fused, x), dtype=DT)
+    grads = []
+    for create_graph in (False, True):
+        torch.manual_seed(3)
+        grads.append(torch.autograd.grad((fused(x) * w).sum(), [x] + list(fused.parameters()),
+                                         create_graph=create_graph))
+    for gf, gd in zip(*grads):
+        torch.testing.assert_close(gd, gf, **TOL[DT])

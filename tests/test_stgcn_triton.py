@@ -270,6 +270,7 @@ BLOCKS = [
     (2, 3, 3, 6, 5, 1, True, 0.3),     # identity residual, GEMM-first, dropout
     (1, 4, 2, 5, 17, 1, True, 0.0),    # conv residual (channels), GEMM-first, V = 17
     (2, 2, 3, 6, 5, 2, False, 0.5),    # no residual, dropout, stride 2
+    (2, 3, 20, 6, 5, 1, True, 0.0),    # gcn_forward aggregates its input (16 input lanes, a 32-wide output block)
 ]
 
 
@@ -288,10 +289,15 @@ def no_tf32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+# the whole block in every dtype the backend serves here (interpreter: float64, float32; GPU: float32 and the
+# 16-bit types, the reference block computing in the same dtype)
+BLOCK_DTYPES = [torch.float64, torch.float32] if INTERPRET else [torch.float32, torch.float16, torch.bfloat16]
+
+
 @pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize("dtype", BLOCK_DTYPES, ids=str)
 @pytest.mark.parametrize("N,C_in,C_out,T,V,stride,residual,dropout", BLOCKS)
-def test_block_matches_reference(N, C_in, C_out, T, V, stride, residual, dropout):
-    dtype = torch.float64 if INTERPRET else torch.float32
+def test_block_matches_reference(N, C_in, C_out, T, V, stride, residual, dropout, dtype):
     reference, fused = _pair(C_in, C_out, V, stride, residual, dropout, dtype)
     rtol, atol = TOL[dtype]
     for step in range(2):

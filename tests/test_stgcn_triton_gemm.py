@@ -49,6 +49,21 @@ def _gcn_inputs(G, V, C_in, C_out, K, dtype, bias_offset=0.0):
     return x, A, weight, bias
 
 
+def _aggregates_first(C_in, C_out) -> bool:
+    """The side gcn_forward's launchers pick for these widths (input: True)."""
+    return kgemm._aggregate_first(C_in, kgemm._dot_block(C_in, kst._MAX_BLOCK_C), max(16, kst._block_c(C_out)))
+
+
+def test_gcn_shapes_take_both_sides_of_the_aggregation():
+    """The narrow side: the input for 3 -> 20 and 20 -> 65 (16 and 32 input lanes under a 32- and a 64-wide output
+    block), the output for 70 -> 1 and 16 -> 3; UGCN's widest graph-first block (128 -> 256: each 64-channel
+    output block would aggregate all 128 input channels) aggregates its output."""
+    sides = {(c_in, c_out): _aggregates_first(c_in, c_out) for _, _, c_in, c_out, _ in GCN}
+    assert sides == {(3, 20): True, (70, 1): False, (16, 3): False, (20, 65): True}
+    assert _aggregates_first(16, 32) and _aggregates_first(32, 64) and not _aggregates_first(128, 256)
+    assert {_aggregates_first(c_in, c_out) for _, _, _, c_in, c_out, *_ in GCN_PHASES} == {True, False}
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("G,V,C_in,C_out,K", GCN)
 def test_gcn_forward(G, V, C_in, C_out, K, dtype):

@@ -14,6 +14,16 @@ def needs_registrations(tensors) -> bool:
     return any(is_subclass_tensor(t) for t in tensors)
 
 
+def differentiable_backward(tensors) -> bool:
+    """True for an eager backward with create_graph=True (grad mode is on inside it then): its results must carry
+    their own graph, so an op whose backward reuses forward-time results recomputes them differentiably. Traced
+    backwards (AOTAutograd's joint graph: functional or fake tensors) keep the fused gradients: compiled graphs do
+    not support double backward anyway."""
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return not any(is_subclass_tensor(t) for t in tensors)
+
+
 def is_subclass_tensor(t) -> bool:
     """A Tensor subclass other than Parameter: fake or functional tensors while AOTAutograd traces, say."""
     return isinstance(t, Tensor) and type(t) is not Tensor and type(t) is not torch.nn.Parameter

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import backends
 from .._options import MotionLossOptions, resolve_options
-from ._eager import is_subclass_tensor, needs_registrations, under_functorch
+from ._eager import differentiable_backward, needs_registrations, under_functorch
 from ..reference.motion_loss import motion_loss as reference_motion_loss
 
 
@@ -118,7 +118,7 @@ def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
         return None, None
     need_pred = ctx.need_grad[0] and ctx.needs_input_grad[0]
     need_target = ctx.need_grad[1] and ctx.needs_input_grad[1]
-    if _differentiable_backward(pred, target, grad_loss):
+    if differentiable_backward((pred, target, grad_loss)):
         return _reference_input_grads(pred, target, ctx.opts, grad_loss, need_pred, need_target)
     scale = grad_loss.view(-1, 1, 1, 1) if ctx.opts.reduction == "none" else grad_loss
     may_alias, ctx.handed_out = not ctx.handed_out, True
@@ -126,15 +126,6 @@ def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
         _scaled(grad_pred, scale, ctx.input_dtype, may_alias) if need_pred else None,
         _scaled(grad_target, scale, ctx.input_dtype, may_alias) if need_target else None,
     )
-
-
-def _differentiable_backward(pred, target, grad_loss) -> bool:
-    """True for an eager backward with create_graph=True (grad mode is on inside it then). Traced backwards
-    (AOTAutograd's joint graph: functional or fake tensors) keep the fused gradients: compiled graphs do not
-    support double backward anyway."""
-    if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    return not any(is_subclass_tensor(t) for t in (pred, target, grad_loss))
 
 
 def _reference_input_grads(pred, target, opts: MotionLossOptions, grad_loss, need_pred, need_target):

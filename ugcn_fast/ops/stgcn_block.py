@@ -38,11 +38,10 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..backends.torch_stgcn import dropout_multipliers
 from . import stgcn_pieces as pieces
-from ._eager import needs_registrations
+from ._eager import differentiable_backward, needs_registrations
 from .stgcn_pieces import phase_geometry
 
 
@@ -246,72 +245,127 @@ class _TrainingBlock(torch.autograd.Function):
 
         ctx.cfg, ctx.graph_first, ctx.shape = cfg, graph_first, (T, N, V, C_in, C_out, T_out, pad)
         ctx.save_for_backward(x, A, w_gcn, w1, w_t, w2, w_r, w3, mask_rows, dropout_seed, xa, z, h, u, out, xs, r0,
-                              mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map)
+                              mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map,
+                              b_gcn, b1, b_t, b2, b_r, b3)  # the biases: for a double backward only
         stats = [mean1, var1, mean2, var2]
         stats += [mean3, var3] if mean3 is not None else [mean1.new_empty(0), var1.new_empty(0)]
         ctx.mark_non_differentiable(*stats)
         return (out.view(T_out, N, V, C_out), *stats)
 
     @staticmethod
-    @once_differentiable  # a second backward (create_graph=True, then differentiating the gradient) says so
     def backward(ctx, dout, *_stat_grads):
-        (x, A, w_gcn, w1, w_t, w2, w_r, w3, mask, dropout_seed, xa, z, h, u, out, xs, r0,
-         mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map) = ctx.saved_tensors
-        cfg, be = ctx.cfg, ctx.cfg.backend
-        T, N, V, C_in, C_out, T_out, pad = ctx.shape
-        K = A.shape[0]
-        kt, stride = cfg.kernel_size, cfg.stride
-        dout = dout.reshape(-1, C_out).contiguous()
-        dropout = (dropout_seed, cfg.dropout) if dropout_seed is not None and mask is None else mask
-        du, dres, dw2, db2, dw3, db3, db_t, db_r = pieces.block_output_backward(
-            be, dout, out, u, dropout, mean2, invstd2, w2, cfg.residual, r0, mean3, invstd3, w3)
+        if differentiable_backward((dout,)):  # create_graph=True: the gradients must be differentiable themselves
+            return _differentiable_grads(ctx, dout)
+        with torch.no_grad():
+            return _fused_grads(ctx, dout)
 
-        # temporal convolution: one GEMM per tap for the weight, one per tap accumulating into the phase buffer
-        # (MKL accumulates in place; a transposed conv_frames over zero-padded du measured slower), each over the
-        # output frames where the tap reads a real frame: its other rows of h are the padding's zeros (no weight
-        # gradient) and their rows of dh are never read back
-        taps = _tcn_taps(h, kt, stride, T_out)
-        live = _live_frames(T, kt, stride)
-        rows = _frame_rows(live, N * V)
-        dw_t = torch.stack([(taps[j][rows[j]].t() @ du[rows[j]]).t() for j in range(kt)], dim=2).unsqueeze(-1)
-        dh = _tcn_input_grad(du, w_t, h, T, live, stride, pad, T_out)
-        dz, dw1, db1, joint_sums = pieces.bn_relu_phases_backward(be, dh, h, z, mean1, invstd1, w1, V, stride, pad)
 
-        # graph convolution
-        rows = x.view(-1, C_in)
-        dz_rows = dz.view(-1, C_out)
-        colsum = A.sum(1).double()  # (K, W)
-        db_gcn = (colsum @ joint_sums).reshape(-1).to(w_gcn.dtype)
-        if ctx.graph_first:  # aggregate the narrow side (C_in < C_out): x, and the gradient of xa
-            if xa is None:  # the fused forward aggregated in registers: once more here (K * C_in wide)
-                xa = pieces.graph_aggregate(be, x.view(T * N, V, C_in), A, False, False, None)
-            w_cat = _gcn_weight_by_subset(w_gcn, K)
-            dw_cat = xa.view(-1, K * C_in).t() @ dz_rows  # (K*C_in, C_out)
-            dw_gcn = dw_cat.view(K, C_in, C_out).permute(0, 2, 1).reshape(K * C_out, C_in, 1, 1)
-            dxa = dz_rows @ w_cat.t()
-            dx = pieces.graph_aggregate(be, dxa.view(T * N, V, K * C_in), A, True, True, None).view(-1, C_in)
-        else:
-            w_mat = w_gcn.view(K * C_out, C_in)
-            dy = pieces.graph_aggregate(be, dz.view(T * N, V, C_out), A, False, True, None).view(-1, K * C_out)
-            dw_gcn = (dy.t() @ rows).view(K * C_out, C_in, 1, 1)
-            # the identity residual's gradient enters as the GEMM's accumulator: no extra pass
-            dx = torch.addmm(dres, dy, w_mat) if cfg.residual == "identity" else dy @ w_mat
+def _fused_grads(ctx, dout: Tensor) -> tuple:
+    """The block's backward from the forward's saved intermediates (first order: no graph)."""
+    (x, A, w_gcn, w1, w_t, w2, w_r, w3, mask, dropout_seed, xa, z, h, u, out, xs, r0,
+     mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map) = ctx.saved_tensors[:25]
+    cfg, be = ctx.cfg, ctx.cfg.backend
+    T, N, V, C_in, C_out, T_out, pad = ctx.shape
+    K = A.shape[0]
+    kt, stride = cfg.kernel_size, cfg.stride
+    dout = dout.reshape(-1, C_out).contiguous()
+    dropout = (dropout_seed, cfg.dropout) if dropout_seed is not None and mask is None else mask
+    du, dres, dw2, db2, dw3, db3, db_t, db_r = pieces.block_output_backward(
+        be, dout, out, u, dropout, mean2, invstd2, w2, cfg.residual, r0, mean3, invstd3, w3)
 
-        dw_r = db_r_out = None
-        if cfg.residual == "conv":
-            if xs is None:
-                xs = _residual_input(x, stride).view(-1, C_in)
-            dw_r = (dres.t() @ xs).view(C_out, C_in, 1, 1)
-            db_r_out = db_r.to(w_r.dtype)
-            # accumulate dres @ Wr into the frames the strided residual read, in place
-            dx_read = dx.view(T, N * V, C_in)[::stride]
-            dx_read.baddbmm_(dres.view(T_out, N * V, C_out), w_r.view(C_out, C_in).expand(T_out, C_out, C_in))
-        p_dtype = w1.dtype
-        grads = (dx.view(T, N, V, C_in), None, dw_gcn, db_gcn, dw1.to(p_dtype), db1.to(p_dtype), dw_t,
-                 db_t.to(w_t.dtype), dw2.to(p_dtype), db2.to(p_dtype), dw_r, db_r_out,
-                 dw3.to(p_dtype) if dw3 is not None else None, db3.to(p_dtype) if db3 is not None else None,
-                 None, None)
-        return grads
+    # temporal convolution: one GEMM per tap for the weight, one per tap accumulating into the phase buffer
+    # (MKL accumulates in place; a transposed conv_frames over zero-padded du measured slower), each over the
+    # output frames where the tap reads a real frame: its other rows of h are the padding's zeros (no weight
+    # gradient) and their rows of dh are never read back
+    taps = _tcn_taps(h, kt, stride, T_out)
+    live = _live_frames(T, kt, stride)
+    rows = _frame_rows(live, N * V)
+    dw_t = torch.stack([(taps[j][rows[j]].t() @ du[rows[j]]).t() for j in range(kt)], dim=2).unsqueeze(-1)
+    dh = _tcn_input_grad(du, w_t, h, T, live, stride, pad, T_out)
+    dz, dw1, db1, joint_sums = pieces.bn_relu_phases_backward(be, dh, h, z, mean1, invstd1, w1, V, stride, pad)
+
+    # graph convolution
+    rows = x.view(-1, C_in)
+    dz_rows = dz.view(-1, C_out)
+    colsum = A.sum(1).double()  # (K, W)
+    db_gcn = (colsum @ joint_sums).reshape(-1).to(w_gcn.dtype)
+    if ctx.graph_first:  # aggregate the narrow side (C_in < C_out): x, and the gradient of xa
+        if xa is None:  # the fused forward aggregated in registers: once more here (K * C_in wide)
+            xa = pieces.graph_aggregate(be, x.view(T * N, V, C_in), A, False, False, None)
+        w_cat = _gcn_weight_by_subset(w_gcn, K)
+        dw_cat = xa.view(-1, K * C_in).t() @ dz_rows  # (K*C_in, C_out)
+        dw_gcn = dw_cat.view(K, C_in, C_out).permute(0, 2, 1).reshape(K * C_out, C_in, 1, 1)
+        dxa = dz_rows @ w_cat.t()
+        dx = pieces.graph_aggregate(be, dxa.view(T * N, V, K * C_in), A, True, True, None).view(-1, C_in)
+    else:
+        w_mat = w_gcn.view(K * C_out, C_in)
+        dy = pieces.graph_aggregate(be, dz.view(T * N, V, C_out), A, False, True, None).view(-1, K * C_out)
+        dw_gcn = (dy.t() @ rows).view(K * C_out, C_in, 1, 1)
+        # the identity residual's gradient enters as the GEMM's accumulator: no extra pass
+        dx = torch.addmm(dres, dy, w_mat) if cfg.residual == "identity" else dy @ w_mat
+
+    dw_r = db_r_out = None
+    if cfg.residual == "conv":
+        if xs is None:
+            xs = _residual_input(x, stride).view(-1, C_in)
+        dw_r = (dres.t() @ xs).view(C_out, C_in, 1, 1)
+        db_r_out = db_r.to(w_r.dtype)
+        # accumulate dres @ Wr into the frames the strided residual read, in place
+        dx_read = dx.view(T, N * V, C_in)[::stride]
+        dx_read.baddbmm_(dres.view(T_out, N * V, C_out), w_r.view(C_out, C_in).expand(T_out, C_out, C_in))
+    p_dtype = w1.dtype
+    grads = (dx.view(T, N, V, C_in), None, dw_gcn, db_gcn, dw1.to(p_dtype), db1.to(p_dtype), dw_t,
+             db_t.to(w_t.dtype), dw2.to(p_dtype), db2.to(p_dtype), dw_r, db_r_out,
+             dw3.to(p_dtype) if dw3 is not None else None, db3.to(p_dtype) if db3 is not None else None,
+             None, None)
+    return grads
+
+
+def _differentiable_grads(ctx, dout: Tensor) -> tuple:
+    """The block's vector-Jacobian product recomputed in plain PyTorch at the saved inputs, with its own graph, so
+    that second-order gradients (gradient penalties, Hessian-vector products) are right: SPEC §3 in training mode
+    (batch statistics; the forward's dropout multipliers). Runs only for a backward with create_graph=True."""
+    saved = ctx.saved_tensors
+    x, A, w_gcn, w1, w_t, w2, w_r, w3, mask, dropout_seed = saved[:10]
+    b_gcn, b1, b_t, b2, b_r, b3 = saved[25:]
+    cfg = ctx.cfg
+    T, N, V, C_in, C_out, T_out, pad = ctx.shape
+    inputs = (x, A, w_gcn, b_gcn, w1, b1, w_t, b_t, w2, b2, w_r, b_r, w3, b3)
+    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
+    grads: list = [None] * 16
+    if not wanted:
+        return tuple(grads)
+    if mask is None and dropout_seed is not None:
+        mask = dropout_multipliers(dropout_seed, cfg.dropout, T_out * N * V, C_out, x.dtype, x.device)
+    with torch.enable_grad():
+        out = _block_in_plain_torch(x, A, w_gcn, b_gcn, w1, b1, w_t, b_t, w2, b2, w_r, b_r, w3, b3, mask, cfg, pad)
+        found = torch.autograd.grad(out, [inputs[i] for i in wanted], dout.reshape(out.shape), create_graph=True,
+                                    allow_unused=True)
+    for i, g in zip(wanted, found):
+        grads[i] = g
+    return tuple(grads)
+
+
+def _block_in_plain_torch(x_tm, A, w_gcn, b_gcn, w1, b1, w_t, b_t, w2, b2, w_r, b_r, w3, b3, mask, cfg: BlockConfig,
+                          pad: int) -> Tensor:
+    """The training-mode block of SPEC §3 on time-major x (T, N, V, C_in) -> (T_out, N, V, C_out), in differentiable
+    torch ops; dropout multiplies by `mask` (time-major (rows, C_out) multipliers) or not at all (None)."""
+    F = torch.nn.functional
+    T, N, V, _ = x_tm.shape
+    K = A.shape[0]
+    x = x_tm.permute(1, 3, 0, 2)  # (N, C_in, T, V)
+    y = F.conv2d(x, w_gcn, b_gcn)
+    z = torch.einsum("nkctv,kvw->nctw", y.view(N, K, -1, T, V), A)
+    h = F.relu(F.batch_norm(z, None, None, w1, b1, True, 0.0, cfg.eps[0]))
+    u = F.batch_norm(F.conv2d(h, w_t, b_t, (cfg.stride, 1), (pad, 0)), None, None, w2, b2, True, 0.0, cfg.eps[1])
+    if mask is not None:
+        u = u * mask.view(u.shape[2], N, V, -1).permute(1, 3, 0, 2)
+    if cfg.residual == "identity":
+        u = u + x
+    elif cfg.residual == "conv":
+        r = F.conv2d(x, w_r, b_r, (cfg.stride, 1))
+        u = u + F.batch_norm(r, None, None, w3, b3, True, 0.0, cfg.eps[2])
+    return F.relu(u).permute(2, 0, 3, 1)
 
 
 def training_forward(x_tm: Tensor, A: Tensor, params: dict, dropout_seed: Tensor | None, cfg: BlockConfig):
