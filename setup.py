@@ -10,6 +10,8 @@ Environment:
     UGCN_FAST_CPU_ARCH     value of -march for the CPU module (default "native"; empty: no -march flag, a
                            portable build).
     UGCN_FAST_NO_NATIVE    "1" builds no native module at all (a pure-Python install; the reference runs).
+    UGCN_FAST_BUILD_JOBS   parallel compiler jobs (default: one a CPU): the two modules build side by side, the
+                           C++ sources of each in parallel, and nvcc compiles the SM versions in parallel.
 
 Triton kernels live in the top-level kernels/ folder and are installed as the subpackage ugcn_fast.kernels.
 """
@@ -53,8 +55,29 @@ def _cuda_lib_dir(home):
     return os.path.join(home, "lib64")
 
 
+def _build_jobs() -> int:
+    jobs = os.environ.get("UGCN_FAST_BUILD_JOBS", "")
+    return int(jobs) if jobs.strip().isdigit() and int(jobs) > 0 else (os.cpu_count() or 1)
+
+
+def _nvcc_threads(nvcc) -> list:
+    """nvcc's parallel compilation of the SM versions (--threads, CUDA 11.2 and later), where nvcc has it."""
+    try:
+        help_text = subprocess.run([nvcc, "--help"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [f"--threads={_build_jobs()}"] if "--threads" in help_text else []
+
+
 class BuildExtWithNvcc(build_ext):
-    """build_ext that compiles .cu sources with nvcc into objects linked into the extension."""
+    """build_ext that compiles .cu sources with nvcc into objects linked into the extension; the extensions build
+    in parallel (build_ext's own option, on by default here), and their C++ sources too (pybind11's
+    ParallelCompile, installed below)."""
+
+    def finalize_options(self):
+        if self.parallel is None:
+            self.parallel = _build_jobs()
+        super().finalize_options()
 
     def build_extension(self, ext):
         import pybind11
@@ -70,8 +93,8 @@ class BuildExtWithNvcc(build_ext):
                 obj = os.path.join(self.build_temp, os.path.basename(source) + ".o")
                 # --fmad=false: no FMA contraction, so x × x is exactly 0 (see the CPU flags)
                 cmd = [nvcc, "-O3", "-std=c++17", "--fmad=false", "-Xcompiler", "-fPIC", "-Xcompiler",
-                       "-fvisibility=hidden", "-I", "csrc",
-                       "-I", pybind11.get_include(), *gencode, "-c", source, "-o", obj]
+                       "-fvisibility=hidden", "-I", "csrc", "-I", pybind11.get_include(), *gencode,
+                       *_nvcc_threads(nvcc), "-c", source, "-o", obj]
                 print(" ".join(cmd), flush=True)
                 subprocess.check_call(cmd)
                 ext.extra_objects.append(obj)
@@ -83,6 +106,9 @@ def _extensions():
     if os.environ.get("UGCN_FAST_NO_NATIVE") == "1":
         return []
     import pybind11
+    from pybind11.setup_helpers import ParallelCompile
+
+    ParallelCompile(default=_build_jobs()).install()  # each extension's C++ sources compile in parallel
 
     march = os.environ.get("UGCN_FAST_CPU_ARCH", "native")
     # -fno-math-errno lets sqrt vectorise (we never read errno); -ffp-contract=off keeps x × x exactly 0 (an FMA

@@ -10,8 +10,9 @@ LLVM, PTX, ptxas) for every dtype the GPU backends serve and every constexpr spe
 produce (flags, block sizes, and int arguments equal to 1, which Triton compiles as constants), and each kernel's
 shared memory is checked against the target's. Nothing runs: outputs are never read.
 
-Prints one JSON line: {"compiled": n, "kernels": [...], "max_shared": bytes, "errors": [...]}; exits with 77 when
-this Triton lacks the internals the stand-in needs (the test then skips and says why).
+Usage: python _triton_compile_check.py [DTYPE ...] (default: float32 float16 bfloat16 float64). Prints one JSON
+line: {"compiled": n, "kernels": [...], "max_shared": bytes, "errors": [...]}; exits with 77 when this Triton
+lacks the internals the stand-in needs (the test then skips and says why).
 """
 from __future__ import annotations
 
@@ -173,7 +174,11 @@ def block_variants(dtype):
                                          _r(C_out, dtype=dtype) if conv else None)
 
 
-for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+# the dtypes to compile: the arguments (names such as float16), all four by default; the test splits them over two
+# processes, one a core
+DTYPES = [getattr(torch, name) for name in sys.argv[1:]] or [torch.float32, torch.float16, torch.bfloat16,
+                                                              torch.float64]
+for dtype in DTYPES:
     for variants in (motion_loss_variants, block_variants):
         try:
             variants(dtype)
