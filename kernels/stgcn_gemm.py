@@ -65,6 +65,16 @@ def _dot_block(n: int, largest: int) -> int:
 
 # ---- the graph convolution's forward in one kernel -----------------------------------------------------------------
 @triton.jit
+def _input_chunk(X, W, g, k, cin, v, vm, c, cm, V, C_in, C_out):
+    """Group g's input channels cin ([VP, BLOCK_I], the pad joints and channels 0) and subset k's weights for them
+    ([BLOCK_I, BLOCK_C], W_k^T's rows cin, columns c), in the input's dtype."""
+    cim = cin < C_in
+    x = tl.load(X + g * V * C_in + v[:, None] * C_in + cin[None, :], mask=vm[:, None] & cim[None, :], other=0.0)
+    wt = tl.load(W + (k * C_out + c[None, :]) * C_in + cin[:, None], mask=cim[:, None] & cm[None, :], other=0.0)
+    return x, wt.to(X.dtype.element_ty)
+
+
+@triton.jit
 def _gcn_forward_kernel(X, A, W, B, Z, PART, SHIFT, G, V, C_in, C_out, groups_per_program, N, stride, pad, Tq,
                         K: tl.constexpr, PHASES: tl.constexpr, AGG_FIRST: tl.constexpr, IEEE: tl.constexpr,
                         ACC: tl.constexpr, VP: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -107,22 +117,14 @@ def _gcn_forward_kernel(X, A, W, B, Z, PART, SHIFT, G, V, C_in, C_out, groups_pe
             b = tl.load(B + k * C_out + c, mask=cm, other=0.0).to(ACC)
             if AGG_FIRST:  # aggregate the input chunk, then mix its channels: acc += (Mt_k @ X_chunk) @ W_k_chunk^T
                 for i0 in range(0, C_in, BLOCK_I):
-                    cin = i0 + ci
-                    x = tl.load(X + g * V * C_in + v[:, None] * C_in + cin[None, :],
-                                mask=vm[:, None] & (cin < C_in)[None, :], other=0.0)
-                    wt = tl.load(W + (k * C_out + c[None, :]) * C_in + cin[:, None],
-                                 mask=(cin < C_in)[:, None] & cm[None, :], other=0.0).to(DT)
+                    x, wt = _input_chunk(X, W, g, k, i0 + ci, v, vm, c, cm, V, C_in, C_out)
                     xa = _dot(mt, x, tl.zeros([VP, BLOCK_I], dtype=ACC), IEEE, ACC)
                     acc = _dot(xa.to(DT), wt, acc, IEEE, ACC)
                 acc += tl.sum(mt.to(ACC), axis=1)[:, None] * b[None, :]  # the bias, aggregated: colsum(A_k) b_k
             else:  # mix the channels, then aggregate: acc += Mt_k @ (X @ W_k^T + b_k)
                 y = tl.zeros([VP, BLOCK_C], dtype=ACC)
                 for i0 in range(0, C_in, BLOCK_I):
-                    cin = i0 + ci
-                    x = tl.load(X + g * V * C_in + v[:, None] * C_in + cin[None, :],
-                                mask=vm[:, None] & (cin < C_in)[None, :], other=0.0)
-                    wt = tl.load(W + (k * C_out + c[None, :]) * C_in + cin[:, None],
-                                 mask=(cin < C_in)[:, None] & cm[None, :], other=0.0).to(DT)
+                    x, wt = _input_chunk(X, W, g, k, i0 + ci, v, vm, c, cm, V, C_in, C_out)
                     y = _dot(x, wt, y, IEEE, ACC)
                 y += b[None, :]
                 acc = _dot(mt, y.to(DT), acc, IEEE, ACC)
