@@ -23,6 +23,10 @@ def test_speed_quick_run_writes_json(tmp_path):
     assert "eager" in impls, impls
     if "cpu" in result["machine"]["available_backends"]:
         assert "fused:cpu [auto]" in impls or any(impl.startswith("fused:cpu") for impl in impls), impls
+        # the sum over UGCN's blocks in every mode the issue asks for, the training backward alone included
+        block_modes = {row["mode"] for row in result["rows"] if row["case"] == "ugcn_blocks" and row["status"] == "ok"
+                       and row["impl"].startswith("fused:cpu")}
+        assert block_modes == {"forward", "forward_grad", "backward", "forward_backward"}, block_modes
 
 
 GPU_SH = SPEED.parent / "gpu.sh"
