@@ -89,12 +89,13 @@ class BuildExtWithNvcc(build_ext):
             archs = [a.strip() for a in os.environ.get("UGCN_FAST_CUDA_ARCHS", "75;80;90").split(";") if a.strip()]
             gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
             gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
+            threads = _nvcc_threads(nvcc)
             for source in cu_sources:
                 obj = os.path.join(self.build_temp, os.path.basename(source) + ".o")
                 # --fmad=false: no FMA contraction, so x × x is exactly 0 (see the CPU flags)
                 cmd = [nvcc, "-O3", "-std=c++17", "--fmad=false", "-Xcompiler", "-fPIC", "-Xcompiler",
                        "-fvisibility=hidden", "-I", "csrc", "-I", pybind11.get_include(), *gencode,
-                       *_nvcc_threads(nvcc), "-c", source, "-o", obj]
+                       *threads, "-c", source, "-o", obj]
                 print(" ".join(cmd), flush=True)
                 subprocess.check_call(cmd)
                 ext.extra_objects.append(obj)

@@ -167,6 +167,10 @@ def _residual_input(x_tm: Tensor, stride: int) -> Tensor:
     return x_tm if stride == 1 else x_tm[::stride].contiguous()
 
 
+# _TrainingBlock saves the tensors its fused backward reads first, then (for a double backward only) the biases
+_FUSED_SAVED = 25
+
+
 class _TrainingBlock(torch.autograd.Function):
     """Training-mode block on time-major x; returns (out, batch mean and biased var of B1, B2, B3)."""
 
@@ -263,7 +267,7 @@ class _TrainingBlock(torch.autograd.Function):
 def _fused_grads(ctx, dout: Tensor) -> tuple:
     """The block's backward from the forward's saved intermediates (first order: no graph)."""
     (x, A, w_gcn, w1, w_t, w2, w_r, w3, mask, dropout_seed, xa, z, h, u, out, xs, r0,
-     mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map) = ctx.saved_tensors[:25]
+     mean1, invstd1, mean2, invstd2, mean3, invstd3, scale1, shift_map) = ctx.saved_tensors[:_FUSED_SAVED]
     cfg, be = ctx.cfg, ctx.cfg.backend
     T, N, V, C_in, C_out, T_out, pad = ctx.shape
     K = A.shape[0]
@@ -327,7 +331,7 @@ def _differentiable_grads(ctx, dout: Tensor) -> tuple:
     (batch statistics; the forward's dropout multipliers). Runs only for a backward with create_graph=True."""
     saved = ctx.saved_tensors
     x, A, w_gcn, w1, w_t, w2, w_r, w3, mask, dropout_seed = saved[:10]
-    b_gcn, b1, b_t, b2, b_r, b3 = saved[25:]
+    b_gcn, b1, b_t, b2, b_r, b3 = saved[_FUSED_SAVED:]
     cfg = ctx.cfg
     T, N, V, C_in, C_out, T_out, pad = ctx.shape
     inputs = (x, A, w_gcn, b_gcn, w1, b1, w_t, b_t, w2, b2, w_r, b_r, w3, b3)
