@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: build with the CUDA kernels for that GPU, run the GPU tests, benchmark the GPU
-# backends, and store the results in RESULTS_DIR (default bench/results) as <gpu-name>-tests.txt, <gpu-name>.txt
-# and <gpu-name>.json, plus <gpu-name>-phases.txt (how long each phase took) and <gpu-name>-build.txt (the build).
+# backends, and store the results in RESULTS_DIR (default bench/results) as <gpu-name>-tests.txt,
+# <gpu-name>-<case>.{txt,json} per benchmark case, <gpu-name>-phases.txt (versions, and how long each phase took)
+# and <gpu-name>-build.txt (the build).
 #   bash bench/gpu.sh [RESULTS_DIR]           (from anywhere; e.g. RESULTS_DIR=$OUT on a lent machine)
-# GPU time is often short, so each phase has a time limit and the next phase runs even when one fails or stops at
-# its limit; the script's status is the tests' status (124 when they ran out of time).
-#   GPU_TEST_TIMEOUT=300 GPU_BENCH_TIMEOUT=420   seconds for the tests and for the benchmark
-#   GPU_BENCH_ARGS="--case motion_loss --case ugcn_blocks"   benchmark only these cases (default: every case)
-#   GPU_TEST_WORKERS=8                           pytest-xdist workers where pytest-xdist is installed (0: none)
+# GPU time is often short (a 15-minute loan: ~1.5 min start, ~1 min build, ~3 min tests, ~1.5 + ~3 min for the two
+# default cases), so each phase has a time limit, each case is its own phase with its own files, and the next phase
+# runs even when one fails or stops at its limit; the script's status is the tests' status (124: out of time).
+#   GPU_TEST_TIMEOUT=240 GPU_BENCH_TIMEOUT=240   seconds for the tests, and for each benchmark case
+#   GPU_BENCH_CASES="motion_loss ugcn_blocks"    the cases, in order (default: the issues' two; "all": every case)
+#   GPU_BENCH_ARGS="--min-run-time 0.5"          more bench/speed.py arguments (default: 0.5 s per measurement,
+#                                                plenty for GPU kernels and a quarter of the CPU default)
+#   GPU_TEST_WORKERS=16                          pytest-xdist workers where pytest-xdist is installed (0: none;
+#                                                default: the cores, at most 16)
 #   PYTHON=python3                               the interpreter (default: python3, else python)
 # Offline GPU machines: the build runs setup.py directly, so setuptools and pybind11 must already be installed
 # there (they are on the lent H200 machines).
@@ -36,15 +41,27 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 phase build 600 bash -c "'$py' setup.py build_ext --inplace >'$results/${name}-build.txt' 2>&1 \
   || { tail -n 40 '$results/${name}-build.txt'; exit 1; }" || exit $?
 
+{ nvidia-smi -L 2>&1; "$py" -c "import torch, triton; print('torch', torch.__version__, '| triton', \
+  triton.__version__, '| capability', torch.cuda.get_device_capability())" 2>&1; } | tee -a "$phases"
+
 workers=()
-if [ "${GPU_TEST_WORKERS:-8}" != 0 ] && "$py" -c "import xdist" 2>/dev/null; then
-  workers=(-n "${GPU_TEST_WORKERS:-8}")
+default_workers=$(( $(nproc) < 16 ? $(nproc) : 16 ))
+if [ "${GPU_TEST_WORKERS:-$default_workers}" != 0 ] && "$py" -c "import xdist" 2>/dev/null; then
+  workers=(-n "${GPU_TEST_WORKERS:-$default_workers}")
 fi
 # Synchronous launches: a kernel fault surfaces at the launch that caused it, not at a later sync.
 status=0
-phase tests "${GPU_TEST_TIMEOUT:-300}" env CUDA_LAUNCH_BLOCKING=1 \
-  bash -c "set -o pipefail; '$py' -m pytest -q -m 'cuda or triton' ${workers[*]} 2>&1 | tee '$results/${name}-tests.txt'" \
+phase tests "${GPU_TEST_TIMEOUT:-240}" env CUDA_LAUNCH_BLOCKING=1 \
+  bash -c "set -o pipefail; '$py' -m pytest -q -rfE -m 'cuda or triton' ${workers[*]} 2>&1 | tee '$results/${name}-tests.txt'" \
   || status=$?
-phase bench "${GPU_BENCH_TIMEOUT:-420}" bash -c "set -o pipefail; PYTHONUNBUFFERED=1 '$py' bench/speed.py --device cuda \
-  --json '$results/${name}.json' ${GPU_BENCH_ARGS:-} 2>&1 | tee '$results/${name}.txt'" || true
+
+cases=${GPU_BENCH_CASES:-motion_loss ugcn_blocks}
+if [ "$cases" = all ]; then
+  cases=$("$py" -c "import sys; sys.path.insert(0, 'bench'); import speed; print(' '.join(speed.CASES))")
+fi
+for case in $cases; do
+  out="$results/${name}-${case//:/-}"  # file names of letters, digits, '.', '_' and '-'
+  phase "bench $case" "${GPU_BENCH_TIMEOUT:-240}" bash -c "set -o pipefail; PYTHONUNBUFFERED=1 '$py' bench/speed.py \
+    --device cuda --case '$case' ${GPU_BENCH_ARGS:---min-run-time 0.5} --json '$out.json' 2>&1 | tee '$out.txt'" || true
+done
 exit "$status"

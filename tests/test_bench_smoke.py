@@ -37,7 +37,7 @@ printf '%s\t%s\t%s\t%s\t%s\n' "$(pwd -P)" "$*" "${UGCN_FAST_CUDA_ARCHS:-}" "${UG
   "${PYTHONPATH:-}" >>"$FAKE_PYTHON_LOG"
 case "$*" in
   *get_device_capability*) echo 90 ;;
-  *get_device_name*) echo "NVIDIA H200" ;;
+  *get_device_name*) echo "NVIDIA-H200" ;;  # as gpu.sh asks for it: spaces replaced
   "-c import xdist") exit 1 ;;
 esac
 exit 0
@@ -73,3 +73,8 @@ def test_gpu_sh_builds_for_the_gpu_where_its_tests_import_the_package(tmp_path):
     assert tests and all(c[0] == root for c in tests), calls
     bench = [c for c in calls if "bench/speed.py" in c[1]]
     assert bench and all(c[4].split(os.pathsep)[0] == root for c in bench), "the benchmark imports the checkout"
+    # one run per default case, each with its own results file: a case stopped at its time limit loses only itself
+    cases = [c[1].split("--case ")[1].split()[0] for c in bench]
+    jsons = [c[1].split("--json ")[1].split()[0] for c in bench]
+    assert cases == ["motion_loss", "ugcn_blocks"], cases
+    assert jsons == [str(tmp_path / "results" / f"NVIDIA-H200-{case}.json") for case in cases], jsons
