@@ -59,6 +59,17 @@ _GEMM_MAX_BLOCK_K = 32
 _MAX_TAPS = 9
 
 
+def _gemm_launch(dtype: torch.dtype) -> Tuple[int, dict]:
+    """(largest inner-dimension chunk, launch options) of the channel-mixing kernels in this dtype. float32 dots
+    ("ieee") run on the FMA units with both operand tiles and the accumulator in registers: at 4 warps, conv_frames'
+    64 x 32 @ 32 x 64 tile needs more than the 255 registers a thread has and spills (368 bytes a thread for sm_90,
+    as tests/_triton_compile_check.py reports from the cubin); 8 warps and 16-deep chunks hold it in registers.
+    16-bit dots run on tensor cores (a warp group of 4 warps), float64 ones only in the tests."""
+    if dtype == torch.float32:
+        return 16, dict(_LAUNCH, num_warps=8)
+    return _GEMM_MAX_BLOCK_K, _LAUNCH
+
+
 def _dot_block(n: int, largest: int) -> int:
     return max(16, min(triton.next_power_of_2(max(n, 1)), largest))
 
@@ -180,7 +191,7 @@ def gcn_forward(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor) -> Tuple[Ten
             x, A, weight, bias, z, part, bias, G, V, C_in, C_out, groups, 1, 1, 0, 1, K=K, PHASES=False,
             AGG_FIRST=_aggregate_first(C_in, block_i, block_c), IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype),
             VP=max(16, triton.next_power_of_2(V)),
-            BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
+            BLOCK_I=block_i, BLOCK_C=block_c, **_gemm_launch(x.dtype)[1])
         s, ss = _sum_partials(part, C_out, [(C_out,), (C_out,)])
     return z, s, ss
 
@@ -215,7 +226,7 @@ def gcn_relu_phases(x: Tensor, A: Tensor, weight: Tensor, bias: Tensor, shift_ma
             x, A, weight, bias, h, h, shift_map, G, V, C_in, C_out, groups, N, stride, pad, Tq, K=K, PHASES=True,
             AGG_FIRST=_aggregate_first(C_in, block_i, block_c), IEEE=x.dtype == torch.float32, ACC=_acc(x.dtype),
             VP=max(16, triton.next_power_of_2(V)),
-            BLOCK_I=block_i, BLOCK_C=block_c, **_LAUNCH)
+            BLOCK_I=block_i, BLOCK_C=block_c, **_gemm_launch(x.dtype)[1])
     return h
 
 
@@ -358,7 +369,8 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offse
     if weight.stride(1) != 1 and weight.stride(2) != 1:  # neither dimension of a tile load coalesces: copy once
         weight = weight.contiguous()
     block_n = _dot_block(C_out, _GEMM_MAX_BLOCK_N)
-    block_k = _dot_block(C_in, _GEMM_MAX_BLOCK_K)
+    max_block_k, launch = _gemm_launch(src.dtype)
+    block_k = _dot_block(C_in, max_block_k)
     P, rows_per_program = _split(M, _GEMM_BLOCK_M)
     part = torch.empty((P, 2, C_out) if stats else (1, 2, 1), dtype=torch.float64, device=src.device)
     dummy = u  # stands for absent tensors; never dereferenced (constexpr flags)
@@ -369,7 +381,7 @@ def conv_frames(src: Tensor, weight: Tensor, bias: Optional[Tensor], frame_offse
             *(offsets + [0] * (_MAX_TAPS - kt)),
             KT=kt, HAS_BIAS=bias is not None, HAS_ADD=add is not None, RELU=bool(relu), STATS=bool(stats),
             IEEE=src.dtype == torch.float32, ACC=_acc(src.dtype), BLOCK_M=_GEMM_BLOCK_M, BLOCK_N=block_n,
-            BLOCK_K=block_k, **_LAUNCH)
+            BLOCK_K=block_k, **launch)
         if not stats:
             empty = torch.empty(0, dtype=torch.float64, device=src.device)
             return u, empty, empty.clone()

@@ -11,7 +11,8 @@ produce (flags, block sizes, and int arguments equal to 1, which Triton compiles
 shared memory is checked against the target's. Nothing runs: outputs are never read.
 
 Usage: python _triton_compile_check.py [DTYPE ...] (default: float32 float16 bfloat16 float64). Prints one JSON
-line: {"compiled": n, "kernels": [...], "max_shared": bytes, "errors": [...]}; exits with 77 when this Triton
+line: {"compiled": n, "kernels": [...], "max_shared": bytes, "stack": {"kernel dtypes": bytes} (null without a
+cuobjdump), "errors": [...]}; exits with 77 when this Triton
 lacks the internals the stand-in needs (the test then skips and says why).
 """
 from __future__ import annotations
@@ -82,7 +83,44 @@ def _compile_only(self, *args, grid, warmup, **kwargs):
     max_shared = max(max_shared, shared)
     if shared > MAX_SHARED:
         errors.append(f"{self.fn.__name__} {dtypes}: {shared} bytes of shared memory > {MAX_SHARED} (sm_{ARCH})")
+    stack = _stack_bytes(kernel)
+    if stack is not None:
+        key = f"{self.fn.__name__} {str(COMPILING).replace('torch.', '')}"
+        stacks[key] = max(stacks.get(key, 0), stack)
     return kernel
+
+
+def _cuobjdump() -> str | None:
+    import shutil
+
+    import triton.backends.nvidia as nvidia
+
+    bundled = os.path.join(os.path.dirname(nvidia.__file__), "bin", "cuobjdump")  # shipped with Triton's ptxas
+    return bundled if os.access(bundled, os.X_OK) else shutil.which("cuobjdump")
+
+
+CUOBJDUMP = _cuobjdump()
+# Per kernel and dtypes: the largest stack frame (bytes per thread) of its variants, as cuobjdump -res-usage reads
+# it from the cubin; register spills live there (and local arrays): the interpreter has no registers, so a tile too
+# large for the register file shows up only here or as a slow kernel on the GPU.
+stacks: dict[str, int] = {}
+COMPILING = None  # the dtype whose variants are being compiled
+
+
+def _stack_bytes(kernel) -> int | None:
+    import re
+    import subprocess
+    import tempfile
+
+    cubin = kernel.asm.get("cubin") if CUOBJDUMP else None
+    if not cubin:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
+    found = [int(n) for n in re.findall(r"STACK:(\d+)", usage)]
+    return max(found) if found else None
 
 
 jit.JITFunction.run = _compile_only
@@ -179,6 +217,7 @@ def block_variants(dtype):
 DTYPES = [getattr(torch, name) for name in sys.argv[1:]] or [torch.float32, torch.float16, torch.bfloat16,
                                                               torch.float64]
 for dtype in DTYPES:
+    COMPILING = dtype
     for variants in (motion_loss_variants, block_variants):
         try:
             variants(dtype)
@@ -186,4 +225,4 @@ for dtype in DTYPES:
             errors.append(f"{variants.__name__} {dtype}: {type(e).__name__}: {str(e)[:1500]}")
 
 print(json.dumps({"compiled": len(compiled), "kernels": sorted(set(compiled)), "max_shared": max_shared,
-                  "errors": errors}))
+                  "stack": stacks if CUOBJDUMP else None, "errors": errors}))
