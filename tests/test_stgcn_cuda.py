@@ -22,6 +22,7 @@ from ugcn_fast.backends.torch_stgcn import phase_geometry
 
 from _cuda_env import (CUDA_DEVICE, EMULATED, HAS_GPU, built_cuda_module, cuda_kernel_test, gpu_test,
                        nan_filled_cpu_allocations)  # noqa: F401 (an autouse fixture)
+from _piece_bad_args import BAD_PIECE_ARGUMENTS
 from _stgcn import give_reference_the_fused_mask
 from _tolerances import RTOL, SCALED_ATOL, assert_close_scaled
 
@@ -605,39 +606,7 @@ def test_contract_functions_all_present_with_the_same_signatures():
 @pytest.mark.parametrize("call, error, match", [
     (lambda: cuda_stgcn.graph_aggregate(torch.zeros(2, 65, 3), torch.zeros(3, 65, 65), False, False, None),
      ValueError, "V = 65"),
-    (lambda: cuda_stgcn.graph_aggregate(torch.zeros(2, 5, 7), torch.zeros(3, 5, 5), True, False, None),
-     ValueError, "K \\* C"),
-    (lambda: cuda_stgcn.graph_aggregate(torch.zeros(2, 4, 6), torch.zeros(3, 5, 5), True, False, None),
-     ValueError, "V = 4"),
-    (lambda: cuda_stgcn.graph_aggregate(torch.zeros(2, 5, 6), torch.zeros(3, 5, 4), True, False, None),
-     ValueError, "A must be"),
-    (lambda: cuda_stgcn.graph_aggregate(torch.zeros(2, 5, 6), torch.zeros(3, 5, 5), True, False, torch.zeros(5, 3)),
-     ValueError, "bias_map"),
-    (lambda: cuda_stgcn.bias_map_stats(torch.zeros(2, 5, 4), torch.zeros(4, 4)), ValueError, "bias_map"),
-    (lambda: cuda_stgcn.bn_relu_phases(torch.zeros(4, 12, 3), torch.zeros(3), torch.zeros(5, 3), 5, 1, 2, 4),
-     ValueError, "multiple of V"),
-    (lambda: cuda_stgcn.bn_relu_phases(torch.zeros(4, 10, 3), torch.zeros(3), torch.zeros(5, 3), 5, 0, 2, 4),
-     ValueError, "stride"),
-    (lambda: cuda_stgcn.bn_relu_phases(torch.zeros(4, 10, 3), torch.zeros(2), torch.zeros(5, 3), 5, 1, 2, 4),
-     ValueError, "scale"),
-    (lambda: cuda_stgcn.block_output(torch.zeros(4, 3), torch.zeros(3), torch.zeros(3), None, None, torch.zeros(3),
-                                     torch.zeros(3)), ValueError, "scale3"),
-    (lambda: cuda_stgcn.block_output(torch.zeros(4, 3), torch.zeros(3), torch.zeros(3), torch.zeros(4, 2), None,
-                                     None, None), ValueError, "mask"),
-    (lambda: cuda_stgcn.block_output_backward(*[torch.zeros(4, 3)] * 4, *[torch.zeros(3)] * 3, "bottleneck", None,
-                                              None, None, None), ValueError, "res_kind"),
-    (lambda: cuda_stgcn.block_output_backward(*[torch.zeros(4, 3)] * 4, *[torch.zeros(3)] * 3, "conv", None, None,
-                                              None, None), ValueError, "r0"),
-    (lambda: cuda_stgcn.bn_relu_phases_backward(torch.zeros(2, 4, 10, 3), torch.zeros(2, 5, 10, 3),
-                                                torch.zeros(6, 10, 3), *[torch.zeros(3)] * 3, 5, 2, 2),
-     ValueError, "dh_ph"),
-    (lambda: cuda_stgcn.bn_relu_phases_backward(torch.zeros(1, 4, 10, 3), torch.zeros(1, 4, 10, 3),
-                                                torch.zeros(6, 10, 3), *[torch.zeros(3)] * 3, 5, 2, 2),
-     ValueError, "h_ph"),
-    (lambda: cuda_stgcn.block_output_hashed(torch.zeros(4, 3), torch.zeros(3), torch.zeros(3), 1, 1.0, None, None,
-                                            None), ValueError, "p must be"),
-    (lambda: cuda_stgcn.block_output_backward_hashed(*[torch.zeros(4, 3)] * 3, 1 << 63, 0.5, *[torch.zeros(3)] * 3,
-                                                     "none", None, None, None, None), ValueError, "seed"),
+    *[(lambda case=case: case(cuda_stgcn), error, match) for case, error, match in BAD_PIECE_ARGUMENTS],
     *[pytest.param(*case, marks=pytest.mark.skipif(EMULATED, reason="the emulator serves CPU tensors")) for case in [
         (lambda: cuda_stgcn.channel_stats(torch.zeros(4, 3)), ValueError, "CUDA tensors"),
         (lambda: cuda_stgcn.graph_aggregate(torch.zeros(2, 5, 6), torch.zeros(3, 5, 5), True, False, None),

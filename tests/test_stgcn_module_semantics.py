@@ -233,3 +233,105 @@ def test_first_order_gradients_with_create_graph_are_the_fused_ones(backend):
                                          create_graph=create_graph))
     for gf, gd in zip(*grads):
         torch.testing.assert_close(gd, gf, **TOL[DT])
+
+
+class _FakeQuantConv(torch.nn.Conv2d):
+    """A convolution subclass with a forward of its own (fake quantisation, a low-rank adapter...)."""
+
+    def forward(self, x):
+        return super().forward(x) + 0.25
+
+
+class _ShiftedBatchNorm(torch.nn.BatchNorm2d):
+    def forward(self, x):
+        return super().forward(x) * 1.5
+
+
+def _replace(m, case):
+    if case == "leaky_relu_in_tcn":
+        m.tcn[1] = torch.nn.LeakyReLU(0.2)
+    elif case == "elu_at_the_end":
+        m.relu = torch.nn.ELU()
+    elif case == "conv_subclass":
+        conv = _FakeQuantConv(6, 6, (5, 1), (2, 1), (2, 0)).to(DT)
+        conv.load_state_dict(m.tcn[2].state_dict())
+        m.tcn[2] = conv
+    elif case == "batch_norm_subclass":
+        bn = _ShiftedBatchNorm(6).to(DT)
+        bn.load_state_dict(m.tcn[3].state_dict())
+        m.tcn[3] = bn
+    elif case == "dropout_removed":
+        m.tcn[4] = torch.nn.Identity()
+    elif case == "bias_removed":
+        m.gcn.conv.bias = None
+    elif case == "dilated_temporal_conv":
+        m.tcn[2].dilation, m.tcn[2].padding = (2, 1), (4, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("case", ["leaky_relu_in_tcn", "elu_at_the_end", "conv_subclass", "batch_norm_subclass",
+                                  "dropout_removed", "bias_removed", "dilated_temporal_conv"])
+def test_replaced_or_reconfigured_submodules_are_followed(backend, training, case):
+    """The fused passes compute the modules the constructor built; a submodule replaced by another class (or a
+    subclass with its own forward), a removed bias or a reconfigured convolution makes the block run the reference
+    computation, which calls whatever the modules now are."""
+    ref, fused = _pair(backend)
+    for m in (ref, fused):
+        _replace(m, case)
+        m.train(training)
+    _assert_same_step(ref, fused, _x())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("training", [True, False])
+def test_a_parametrized_weight_is_computed_once_a_call(backend, training):
+    """A stateful parametrization (spectral_norm's power iteration) must run as often as in the reference."""
+    calls = []
+
+    class Scaled(torch.nn.Module):
+        def forward(self, w):
+            calls.append(1)
+            return w * 1.25
+
+    ref, fused = _pair(backend)
+    for m in (ref, fused):
+        torch.nn.utils.parametrize.register_parametrization(m.gcn.conv, "weight", Scaled())
+        m.train(training)
+    counts, x = [], _x()
+    for m in (ref, fused):
+        calls.clear()
+        with torch.no_grad():
+            m(x)
+        counts.append(len(calls))
+    assert counts[1] == counts[0] == 1, counts
+    _assert_same_step(ref, fused, _x())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batched_grad_outputs_match_the_reference(backend):
+    """autograd.grad(..., is_grads_batched=True) (and vectorized Jacobians) hand the backward a batched tensor,
+    which has no storage for the native passes: the block's VJP is recomputed in plain torch."""
+    ref, fused = _pair(backend)
+    x = _x()
+    grads = []
+    for m in (ref, fused):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        v = torch.randn(3, *y.shape, dtype=DT, generator=torch.Generator().manual_seed(1))
+        grads.append(torch.autograd.grad(y, (xi, m.tcn[2].weight), v, is_grads_batched=True))
+    for gf, gr in zip(grads[1], grads[0]):
+        torch.testing.assert_close(gf, gr, **TOL[DT])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jit_trace_records_the_reference_computation(backend):
+    """The JIT tracer cannot record the fused ops (it fails inside torch on their optional int-list arguments):
+    a traced block records the reference computation, which gives the same numbers."""
+    ref, fused = _pair(backend)
+    for m in (ref, fused):
+        m.eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(fused, _x())
+        x = _x()
+        torch.testing.assert_close(traced(x), ref(x), **TOL[DT])

@@ -32,7 +32,7 @@ from .backends.torch_stgcn import dropout_multipliers
 from .ops._eager import needs_registrations
 from .ops.stgcn_block import (BlockConfig, EvalWeights, draw_dropout_seed, eval_forward, fold_eval_weights,
                               from_time_major, pack_eval_weights, phase_geometry, to_time_major, training_forward)
-from .reference.stgcn_block import STGCNBlock, check_block_input
+from .reference.stgcn_block import GraphConvolution, STGCNBlock, check_block_input
 
 
 class FusedSTGCNBlock(STGCNBlock):
@@ -55,8 +55,10 @@ class FusedSTGCNBlock(STGCNBlock):
         small batch's time. The operands are folded again when a parameter or buffer is replaced or updated in
         place through the tensor itself (an optimizer step, load_state_dict, .to()), or a BatchNorm's eps changes;
         a weight computed on access (a parametrization, functional_call) is folded on every call.
-        Writes that no version counter sees are not noticed: through `.data`, or into a module built under
-        torch.inference_mode() (inference tensors have no version counter); call freeze() again after one.
+        Writes that no version counter sees are not noticed: through `.data`, a step of an optimizer built with
+        fused=True (torch's fused Adam / AdamW / SGD kernels leave the counters as they were), or into a module
+        built under torch.inference_mode() (inference tensors have no version counter); call freeze() again after
+        one.
         Returns self. Training-mode calls are not affected."""
         self._eval_cache = {}
         return self
@@ -108,9 +110,32 @@ class FusedSTGCNBlock(STGCNBlock):
         return {f"{name}.{kind}": m._parameters[kind] if kind in m._parameters else getattr(m, kind)
                 for name, m in parts.items() for kind in ("weight", "bias")}
 
+    def _rebuilt(self) -> bool:
+        """Whether a submodule is no longer what the constructor built: replaced (another activation, a SyncBatchNorm,
+        a subclass with a forward of its own: a quantised or low-rank convolution), removed (a bias set to None) or
+        reconfigured (a convolution's geometry). The fused passes compute exactly the constructor's modules."""
+        gcn, tcn, relu = self._modules["gcn"], self._modules["tcn"], self._modules["relu"]
+        if type(gcn) is not GraphConvolution or type(tcn) is not nn.Sequential or type(relu) is not nn.ReLU:
+            return True
+        if tuple(type(m) for m in tcn._modules.values()) != _TCN_LAYERS:
+            return True
+        k, s = self.kernel_size, self.stride
+        convs = [(gcn._modules["conv"], (1, 1), (1, 1), (0, 0)), (tcn._modules["2"], (k, 1), (s, 1), ((k - 1) // 2, 0))]
+        if self.residual_kind == "conv":
+            residual = self._modules["residual"]
+            if (type(residual) is not nn.Sequential
+                    or tuple(type(m) for m in residual._modules.values()) != _RESIDUAL_LAYERS):
+                return True
+            convs.append((residual._modules["0"], (1, 1), (s, 1), (0, 0)))
+        return any(type(conv) is not nn.Conv2d or conv.kernel_size != size or conv.stride != stride
+                   or conv.padding != padding or conv.dilation != (1, 1) or conv.groups != 1
+                   or conv.padding_mode != "zeros" or conv.bias is None for conv, size, stride, padding in convs)
+
     def _needs_reference(self, x: Tensor, parts: dict[str, nn.Module], bns: list[nn.BatchNorm2d]) -> bool:
         """Whether only the reference block computes what the modules ask for: the fused passes assume the
-        configuration the constructor built and run no submodule's hooks."""
+        configuration the constructor built (see _rebuilt, checked before) and run no submodule's hooks."""
+        if torch.jit.is_tracing():
+            return True  # the JIT tracer cannot record the fused ops (their optional int-list arguments)
         if any(not (bn.affine and bn.track_running_stats) for bn in bns):
             return True  # a BatchNorm reconfigured after construction
         dropout = self._modules["tcn"]._modules["4"]
@@ -118,7 +143,8 @@ class FusedSTGCNBlock(STGCNBlock):
             return True  # a submodule in the other mode, e.g. BatchNorms kept in eval while fine-tuning
         if not 0.0 <= dropout.p < 1.0:
             return True  # p set after construction: nn.Dropout says what it means (p = 1: zeros; else an error)
-        if x.numel() == 0 or parts["gcn.conv"].weight.dtype != x.dtype:
+        weight = parts["gcn.conv"]._parameters.get("weight")  # (a parametrized weight is not computed twice)
+        if x.numel() == 0 or (weight is not None and weight.dtype != x.dtype):
             return True  # an empty batch; an input of another dtype than the weights (the reference's error)
         if _hooks_on_submodules(self):
             return True  # forward hooks (feature extraction) and pre-hooks (old-style weight_norm) must run
@@ -132,9 +158,11 @@ class FusedSTGCNBlock(STGCNBlock):
     def forward(self, x: Tensor) -> Tensor:
         check_block_input(x, self.A, self.in_channels)
         backend = backends.select_block(self.backend, x.device, x.dtype, x.shape[-1], self.kernel_size)
+        if backend == "reference" or self._rebuilt():
+            return super().forward(x)
         parts = self._submodules()
         bns = self._batch_norms(parts)
-        if backend == "reference" or self._needs_reference(x, parts, bns):
+        if self._needs_reference(x, parts, bns):
             return super().forward(x)
         if torch.is_autocast_enabled(x.device.type):  # the fused passes compute in x's dtype, whatever autocast says
             with torch.autocast(x.device.type, enabled=False):
@@ -144,6 +172,8 @@ class FusedSTGCNBlock(STGCNBlock):
     def _fused_forward(self, x: Tensor, backend: str, parts: dict[str, nn.Module], bns: list[nn.BatchNorm2d]
                        ) -> Tensor:
         params = self._parameters_by_name(parts)
+        if params["gcn.conv.weight"].dtype != x.dtype:  # a parametrized weight of another dtype: the reference's error
+            return super().forward(x)
         eps = tuple(bn.eps for bn in bns) + (0.0,) * (3 - len(bns))
         cfg = BlockConfig(self.kernel_size, self.stride, self.residual_kind, eps, backend,
                           float(self._modules["tcn"]._modules["4"].p))
@@ -186,6 +216,11 @@ class FusedSTGCNBlock(STGCNBlock):
                 or any(a is not b for a, b in zip(entry[1], sources))):
             entry = cache["entry"] = ((cfg, dtype), sources, state, pack_eval_weights(fold(), cfg))
         return entry[3]
+
+
+# the submodules' classes the constructor builds (SPEC §3), in order
+_TCN_LAYERS = (nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.Dropout)
+_RESIDUAL_LAYERS = (nn.Conv2d, nn.BatchNorm2d)
 
 
 def _hooks_on_submodules(block: nn.Module) -> bool:

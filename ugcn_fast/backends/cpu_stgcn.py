@@ -1,15 +1,18 @@
 """Launchers of the native CPU passes of the fused ST-GCN block (csrc/cpu/stgcn_block.cpp): same functions and
 semantics as ugcn_fast.backends.torch_stgcn; they allocate outputs and pass pointers, sizes and the thread count.
-The orchestration (ugcn_fast/ops/stgcn_block.py) hands them contiguous tensors of one dtype."""
+The memory-bound pieces check their arguments (_piece_checks.py, as the CUDA launchers do) and read contiguous
+copies of what is not contiguous (a no-op for what the orchestration, ugcn_fast/ops/stgcn_block.py, hands them)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
 from .. import _native
+from . import _piece_checks as checks
 from . import _scratch, torch_stgcn
 
-_RESIDUAL = {"none": 0, "identity": 1, "conv": 2}
+_RESIDUAL = {kind: i for i, kind in enumerate(checks.RESIDUAL_KINDS)}
+_DTYPES = (torch.float32, torch.float64)
 _GCN_ORDER = {"auto": 0, "aggregate_first": 1, "gemm_first": 2}
 
 
@@ -23,6 +26,19 @@ def _ptr(t: Tensor | None) -> int:
 
 def _dtype(t: Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
+
+
+def _check(fn: str, x: Tensor, **others: Tensor | None) -> None:
+    """x a CPU tensor of a dtype the kernels serve, every other given tensor on the CPU with x's dtype."""
+    if x.device.type != "cpu":
+        raise ValueError(f"{fn}: backend='cpu' takes CPU tensors, got a {x.device.type} tensor")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"{fn}: backend='cpu' takes {_DTYPES}, got {x.dtype}")
+    checks.same_dtype(fn, x, **others)
+
+
+def _contiguous(*tensors: Tensor | None) -> list[Tensor | None]:
+    return [None if t is None else t.contiguous() for t in tensors]
 
 
 def _f64(t: Tensor | None) -> Tensor | None:
@@ -39,12 +55,13 @@ def _threads() -> int:
 
 
 def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bias_map: Tensor | None) -> Tensor:
-    K, V, _ = A.shape
-    G, _, width = src.shape
-    C = width // K if contract else width
+    fn = "graph_aggregate"
+    K, V, C, bias_map = checks.graph_aggregate_sizes(fn, src, A, contract, bias_map)
+    _check(fn, src, bias_map=bias_map)
+    G = src.shape[0]
     M = _f64(A.transpose(1, 2) if transpose else A)
     out = src.new_empty((G, V, C if contract else K * C))
-    bias_map = None if bias_map is None else bias_map.contiguous()
+    src, bias_map = _contiguous(src, bias_map)
     _module().stgcn_graph_aggregate(_dtype(src), _ptr(src), _ptr(M), _ptr(bias_map), _ptr(out), G, V, K, C, contract,
                                     _threads())
     return out
@@ -68,30 +85,33 @@ def time_major(x: Tensor, scratch: str | None = None) -> Tensor:
     return out
 
 
-def _stats(x: Tensor, bias_map: Tensor | None) -> tuple[Tensor | None, Tensor]:
-    C = x.shape[-1]
-    rows = x.numel() // C
+def _stats(fn: str, x: Tensor, bias_map: Tensor | None) -> tuple[Tensor | None, Tensor]:
+    C, V = checks.stats_sizes(fn, x, bias_map)
+    _check(fn, x, bias_map=bias_map)
+    x, bias_map = _contiguous(x, bias_map)
+    rows = x.numel() // C if C else 0
     sums = torch.empty((2, C), dtype=torch.float64)
     y = torch.empty_like(x) if bias_map is not None else None
-    V = bias_map.shape[0] if bias_map is not None else 1
     _module().stgcn_channel_stats(_dtype(x), _ptr(x), rows, C, _ptr(bias_map), V, _ptr(y), _ptr(sums), _threads())
     return y, sums
 
 
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    _, sums = _stats(x, None)
+    _, sums = _stats("channel_stats", x, None)
     return tuple(_rows(sums))
 
 
 def bias_map_stats(x: Tensor, bias_map: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    y, sums = _stats(x, bias_map.contiguous())
+    y, sums = _stats("bias_map_stats", x, bias_map)
     return (y, *_rows(sums))
 
 
 def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: int, pad: int, Tq: int) -> Tensor:
-    T, rows, C = z.shape
+    fn = "bn_relu_phases"
+    T, rows, C, V, stride, pad, Tq = checks.bn_relu_phases_sizes(fn, z, scale, shift_map, V, stride, pad, Tq)
+    _check(fn, z, scale=scale, shift_map=shift_map)
     h_ph = z.new_empty((stride, Tq, rows, C))
-    scale, shift_map = scale.contiguous(), shift_map.contiguous()
+    z, scale, shift_map = _contiguous(z, scale, shift_map)
     _module().stgcn_bn_relu_phases(_dtype(z), _ptr(z), _ptr(scale), _ptr(shift_map), _ptr(h_ph), T, rows, C, V,
                                    stride, pad, Tq, _threads())
     return h_ph
@@ -99,7 +119,9 @@ def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: 
 
 def block_output(u: Tensor, scale2: Tensor, shift2: Tensor, mask: Tensor | None, res: Tensor | None,
                  scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
-    rows, C = u.shape
+    C = _block_output_args("block_output", u, scale2, shift2, mask, res, scale3, shift3)
+    u, scale2, shift2, mask, res, scale3, shift3 = _contiguous(u, scale2, shift2, mask, res, scale3, shift3)
+    rows = u.numel() // C if C else 0
     out = torch.empty_like(u)
     _module().stgcn_block_output(_dtype(u), rows, C, _ptr(u), _ptr(scale2), _ptr(shift2), _ptr(mask), False, 0, 0.0,
                                  _ptr(res), _ptr(scale3), _ptr(shift3), _ptr(out), _threads())
@@ -110,31 +132,49 @@ def block_output_hashed(u: Tensor, scale2: Tensor, shift2: Tensor, seed: int, p:
                         scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
     """block_output with dropout's multipliers hashed from `seed` in the kernel (torch_stgcn.dropout_multipliers),
     never stored."""
-    rows, C = u.shape
+    fn = "block_output_hashed"
+    C = _block_output_args(fn, u, scale2, shift2, None, res, scale3, shift3)
+    seed, p = checks.dropout_seed(fn, seed), checks.dropout_p(fn, p)
+    u, scale2, shift2, res, scale3, shift3 = _contiguous(u, scale2, shift2, res, scale3, shift3)
+    rows = u.numel() // C if C else 0
     out = torch.empty_like(u)
     _module().stgcn_block_output(_dtype(u), rows, C, _ptr(u), _ptr(scale2), _ptr(shift2), 0, True, seed, p, _ptr(res),
                                  _ptr(scale3), _ptr(shift3), _ptr(out), _threads())
     return out
 
 
+def _block_output_args(fn: str, u: Tensor, scale2: Tensor, shift2: Tensor, mask: Tensor | None, res: Tensor | None,
+                       scale3: Tensor | None, shift3: Tensor | None) -> int:
+    C = checks.block_output_channels(fn, u, scale2, shift2, mask, res, scale3, shift3)
+    _check(fn, u, scale2=scale2, shift2=shift2, mask=mask, res=res, scale3=scale3, shift3=shift3)
+    return C
+
+
 def block_output_backward(dout: Tensor, out: Tensor, u: Tensor, mask: Tensor | None, mean2: Tensor, invstd2: Tensor,
                           weight2: Tensor, res_kind: str, r0: Tensor | None, mean3: Tensor | None,
                           invstd3: Tensor | None, weight3: Tensor | None) -> tuple[Tensor | None, ...]:
-    return _block_output_backward(dout, out, u, (mask, False, 0, 0.0), mean2, invstd2, weight2, res_kind, r0, mean3,
-                                  invstd3, weight3)
+    return _block_output_backward("block_output_backward", dout, out, u, (mask, False, 0, 0.0), mean2, invstd2,
+                                  weight2, res_kind, r0, mean3, invstd3, weight3)
 
 
 def block_output_backward_hashed(dout: Tensor, out: Tensor, u: Tensor, seed: int, p: float, mean2: Tensor,
                                  invstd2: Tensor, weight2: Tensor, res_kind: str, r0: Tensor | None,
                                  mean3: Tensor | None, invstd3: Tensor | None, weight3: Tensor | None
                                  ) -> tuple[Tensor | None, ...]:
-    return _block_output_backward(dout, out, u, (None, True, seed, p), mean2, invstd2, weight2, res_kind, r0, mean3,
-                                  invstd3, weight3)
+    fn = "block_output_backward_hashed"
+    seed, p = checks.dropout_seed(fn, seed), checks.dropout_p(fn, p)
+    return _block_output_backward(fn, dout, out, u, (None, True, seed, p), mean2, invstd2, weight2, res_kind, r0,
+                                  mean3, invstd3, weight3)
 
 
-def _block_output_backward(dout, out, u, dropout, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3, weight3):
+def _block_output_backward(fn, dout, out, u, dropout, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3,
+                           weight3):
     mask, hashed, seed, p = dropout
-    rows, C = u.shape
+    C, (r0, mean3, invstd3, weight3) = checks.block_output_backward_args(
+        fn, dout, out, u, mask, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3, weight3)
+    _check(fn, u, dout=dout, out=out, mask=mask, r0=r0)
+    dout, out, u, mask, r0 = _contiguous(dout, out, u, mask, r0)
+    rows = u.numel() // C if C else 0
     du = torch.empty_like(u)
     dres = torch.empty_like(u) if res_kind != "none" else None
     sums = torch.empty((6, C), dtype=torch.float64)
@@ -151,14 +191,18 @@ def _block_output_backward(dout, out, u, dropout, mean2, invstd2, weight2, res_k
 
 def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tensor, invstd1: Tensor, weight1: Tensor,
                             V: int, stride: int, pad: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    T, rows, C = z.shape
+    fn = "bn_relu_phases_backward"
+    T, rows, C, V, stride, pad, Tq = checks.bn_relu_phases_backward_sizes(fn, dh_ph, h_ph, z, mean1, invstd1, weight1,
+                                                                          V, stride, pad)
+    _check(fn, z, dh_ph=dh_ph, h_ph=h_ph)
+    dh_ph, h_ph, z = _contiguous(dh_ph, h_ph, z)
     dz = torch.empty_like(z)
     sums = torch.empty((2, C), dtype=torch.float64)
     joint_sums = torch.empty((V, C), dtype=torch.float64)
     mean1, invstd1, weight1 = map(_f64, (mean1, invstd1, weight1))
     _module().stgcn_bn_relu_phases_backward(
         _dtype(z), _ptr(dh_ph), _ptr(h_ph), _ptr(z), _ptr(mean1), _ptr(invstd1), _ptr(weight1), _ptr(dz), _ptr(sums),
-        _ptr(joint_sums), T, rows, C, V, stride, pad, h_ph.shape[1], _threads())
+        _ptr(joint_sums), T, rows, C, V, stride, pad, Tq, _threads())
     return (dz, *_rows(sums), joint_sums)
 
 

@@ -24,13 +24,14 @@ import torch
 from torch import Tensor
 
 from .. import _native
+from . import _piece_checks as checks
 
 # Largest skeleton the graph aggregation serves (csrc/cuda/stgcn_block_cuda.h kStgcnMaxJoints; the module exports
 # it as stgcn_max_joints and the tests check that the two agree).
 MAX_JOINTS = 64
 
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-_RESIDUAL = {"none": 0, "identity": 1, "conv": 2}
+_RESIDUAL = {kind: i for i, kind in enumerate(checks.RESIDUAL_KINDS)}
 _F64 = torch.float64
 
 
@@ -62,35 +63,15 @@ def _check(fn: str, x: Tensor, **others: Tensor | None) -> str:
     _require_cuda(fn, x)
     if x.dtype not in _DTYPES:
         raise TypeError(f"{fn}: backend='cuda' takes {tuple(_DTYPES)}, got {x.dtype}")
-    for name, t in others.items():
-        if t is None:
-            continue
-        if t.device != x.device:
-            raise ValueError(f"{fn}: {name} is on {t.device}, expected {x.device}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"{fn}: {name} has dtype {t.dtype}, expected {x.dtype} (the dtype of the activations)")
+    checks.same_dtype(fn, x, **others)
     return _DTYPES[x.dtype]
 
 
 def _check_f64(fn: str, x: Tensor, **others: Tensor | None) -> list[Tensor | None]:
     """Per-channel statistics and BatchNorm weights: on x's device, read in float64 (a no-op for the batch
     statistics, which are float64 already)."""
-    result = []
-    for name, t in others.items():
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{fn}: {name} is on {t.device}, expected {x.device}")
-        result.append(None if t is None else t.detach().to(_F64).contiguous())
-    return result
-
-
-def _expect_shape(fn: str, name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
-    if t is not None and tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-
-
-def _expect_dim(fn: str, name: str, t: Tensor, dim: int, layout: str) -> None:
-    if t.dim() != dim:
-        raise ValueError(f"{fn}: {name} must be {layout}, got shape {tuple(t.shape)}")
+    checks.same_device(fn, x, **others)
+    return [None if t is None else t.detach().to(_F64).contiguous() for t in others.values()]
 
 
 def _ptr(t: Tensor | None) -> int:
@@ -113,24 +94,12 @@ def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bia
     """contract: src (G, V, K*C) -> (G, V, C) (+ bias_map (V, C)); expand: src (G, V, C) -> (G, V, K*C); with
     A^T when `transpose`. See torch_stgcn.graph_aggregate."""
     fn = "graph_aggregate"
-    if A.dim() != 3 or A.shape[1] != A.shape[2] or A.shape[0] < 1:
-        raise ValueError(f"{fn}: A must be (K, V, V) with K >= 1, got shape {tuple(A.shape)}")
-    K, V, _ = A.shape
+    K, V, C, bias_map = checks.graph_aggregate_sizes(fn, src, A, contract, bias_map)
     if V > MAX_JOINTS:
         raise ValueError(f"{fn}: backend='cuda' aggregates skeletons of at most {MAX_JOINTS} joints, got V = {V} "
                          "(use backend='torch' or 'triton' for larger graphs)")
-    _expect_dim(fn, "src", src, 3, f"(G, V={V}, channels)")
-    G, V_src, width = src.shape
-    if V_src != V:
-        raise ValueError(f"{fn}: src has V = {V_src} joints but A is for V = {V}")
-    if contract and width % K:
-        raise ValueError(f"{fn}: contracting src needs K * C channels with K = {K}, got {width}")
-    C = width // K if contract else width
-    bias_map = bias_map if contract else None  # the contract adds bias_map only when contracting
-    _expect_shape(fn, "bias_map", bias_map, (V, C))
+    G = src.shape[0]
     dtype = _check(fn, src, bias_map=bias_map)
-    if A.device != src.device:
-        raise ValueError(f"{fn}: A is on {A.device}, expected {src.device}")
     src, bias_map = src.contiguous(), _contiguous(bias_map)
     A = A.detach().to(src.dtype).contiguous()
     out = torch.empty((G, V, C if contract else K * C), dtype=src.dtype, device=src.device)
@@ -140,14 +109,7 @@ def graph_aggregate(src: Tensor, A: Tensor, contract: bool, transpose: bool, bia
 
 
 def _stats(fn: str, x: Tensor, bias_map: Tensor | None) -> tuple[Tensor | None, Tensor, Tensor]:
-    if x.dim() == 0:
-        raise ValueError(f"{fn}: x must have a channel dimension, got a 0-d tensor")
-    C = x.shape[-1]
-    V = 1
-    if bias_map is not None:
-        _expect_dim(fn, "x", x, 3, "(G, V, C)")
-        V = x.shape[1]
-        _expect_shape(fn, "bias_map", bias_map, (V, C))
+    C, V = checks.stats_sizes(fn, x, bias_map)
     dtype = _check(fn, x, bias_map=bias_map)
     m = _module()
     x, bias_map = x.contiguous(), _contiguous(bias_map)
@@ -174,15 +136,7 @@ def bias_map_stats(x: Tensor, bias_map: Tensor) -> tuple[Tensor, Tensor, Tensor]
 def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: int, pad: int, Tq: int) -> Tensor:
     """h = relu(z * scale[c] + shift_map[v, c]) for z (T, N*V, C), written to the phase buffer (stride, Tq, N*V, C)."""
     fn = "bn_relu_phases"
-    _expect_dim(fn, "z", z, 3, "(T, N*V, C)")
-    T, NV, C = z.shape
-    V, stride, pad, Tq = int(V), int(stride), int(pad), int(Tq)
-    if V < 1 or NV % V:
-        raise ValueError(f"{fn}: z's {NV} rows per frame must be a multiple of V = {V}")
-    if stride < 1 or pad < 0 or Tq < 0:
-        raise ValueError(f"{fn}: need stride >= 1, pad >= 0, Tq >= 0, got stride={stride}, pad={pad}, Tq={Tq}")
-    _expect_shape(fn, "scale", scale, (C,))
-    _expect_shape(fn, "shift_map", shift_map, (V, C))
+    T, NV, C, V, stride, pad, Tq = checks.bn_relu_phases_sizes(fn, z, scale, shift_map, V, stride, pad, Tq)
     dtype = _check(fn, z, scale=scale, shift_map=shift_map)
     z, scale, shift_map = z.contiguous(), scale.contiguous(), shift_map.contiguous()
     h_ph = torch.empty((stride, Tq, NV, C), dtype=z.dtype, device=z.device)
@@ -197,12 +151,7 @@ _NO_HASH = (False, 0, 0, 1.0)
 def _hashed(fn: str, seed, p, dtype: torch.dtype) -> tuple[bool, int, int, float]:
     """(hashed, seed, threshold, keep_scale) of the kernels' hashed dropout, exactly as
     torch_stgcn.dropout_multipliers: threshold round(p * 2^24), multiplier 1 / (1 - p) rounded to the dtype."""
-    p = float(p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{fn}: p must be in [0, 1), got {p}")
-    seed = int(seed)
-    if not -(1 << 63) <= seed < (1 << 63):
-        raise ValueError(f"{fn}: seed must fit in int64, got {seed}")
+    p, seed = checks.dropout_p(fn, p), checks.dropout_seed(fn, seed)
     return True, seed, int(p * (1 << 24) + 0.5), torch.tensor(1.0 / (1.0 - p), dtype=dtype).item()
 
 
@@ -221,15 +170,7 @@ def block_output_hashed(u: Tensor, scale2: Tensor, shift2: Tensor, seed: int, p:
 
 def _block_output(fn: str, u: Tensor, scale2: Tensor, shift2: Tensor, mask: Tensor | None, seed_p, res: Tensor | None,
                   scale3: Tensor | None, shift3: Tensor | None) -> Tensor:
-    if u.dim() == 0:
-        raise ValueError(f"{fn}: u must have a channel dimension, got a 0-d tensor")
-    C = u.shape[-1]
-    if (scale3 is None) != (shift3 is None) or (scale3 is not None and res is None):
-        raise ValueError(f"{fn}: scale3 and shift3 come together, and only with res (the convolution residual)")
-    for name, t in (("scale2", scale2), ("shift2", shift2), ("scale3", scale3), ("shift3", shift3)):
-        _expect_shape(fn, name, t, (C,))
-    for name, t in (("mask", mask), ("res", res)):
-        _expect_shape(fn, name, t, tuple(u.shape))
+    C = checks.block_output_channels(fn, u, scale2, shift2, mask, res, scale3, shift3)
     dropout = _NO_HASH if seed_p is None else _hashed(fn, *seed_p, u.dtype)
     dtype = _check(fn, u, scale2=scale2, shift2=shift2, mask=mask, res=res, scale3=scale3, shift3=shift3)
     u, scale2, shift2, mask, res, scale3, shift3 = map(_contiguous, (u, scale2, shift2, mask, res, scale3, shift3))
@@ -260,21 +201,9 @@ def block_output_backward_hashed(dout: Tensor, out: Tensor, u: Tensor, seed: int
 
 def _block_output_backward(fn, dout, out, u, mask, seed_p, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3,
                            weight3):
-    if res_kind not in _RESIDUAL:
-        raise ValueError(f"{fn}: res_kind must be one of {tuple(_RESIDUAL)}, got {res_kind!r}")
+    C, (r0, mean3, invstd3, weight3) = checks.block_output_backward_args(
+        fn, dout, out, u, mask, mean2, invstd2, weight2, res_kind, r0, mean3, invstd3, weight3)
     conv = res_kind == "conv"
-    if u.dim() == 0:
-        raise ValueError(f"{fn}: u must have a channel dimension, got a 0-d tensor")
-    C = u.shape[-1]
-    if conv and any(t is None for t in (r0, mean3, invstd3, weight3)):
-        raise ValueError(f"{fn}: res_kind='conv' needs r0, mean3, invstd3 and weight3")
-    if not conv:
-        r0 = mean3 = invstd3 = weight3 = None
-    for name, t in (("dout", dout), ("out", out), ("mask", mask), ("r0", r0)):
-        _expect_shape(fn, name, t, tuple(u.shape))
-    for name, t in (("mean2", mean2), ("invstd2", invstd2), ("weight2", weight2), ("mean3", mean3),
-                    ("invstd3", invstd3), ("weight3", weight3)):
-        _expect_shape(fn, name, t, (C,))
     dropout = _NO_HASH if seed_p is None else _hashed(fn, *seed_p, u.dtype)
     dtype = _check(fn, u, dout=dout, out=out, mask=mask, r0=r0)
     mean2, invstd2, weight2, mean3, invstd3, weight3 = _check_f64(
@@ -300,19 +229,8 @@ def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tenso
     """Backward of bn_relu_phases in training for z (T, N*V, C): (dz, dweight1, dbias1, joint_sums (V, C)), as
     torch_stgcn.bn_relu_phases_backward. A reduction pass, then an apply pass."""
     fn = "bn_relu_phases_backward"
-    _expect_dim(fn, "z", z, 3, "(T, N*V, C)")
-    T, NV, C = z.shape
-    V, stride, pad = int(V), int(stride), int(pad)
-    if V < 1 or NV % V:
-        raise ValueError(f"{fn}: z's {NV} rows per frame must be a multiple of V = {V}")
-    if stride < 1 or pad < 0:
-        raise ValueError(f"{fn}: need stride >= 1 and pad >= 0, got stride={stride}, pad={pad}")
-    _expect_dim(fn, "h_ph", h_ph, 4, "(stride, Tq, N*V, C)")
-    Tq = h_ph.shape[1]
-    _expect_shape(fn, "h_ph", h_ph, (stride, Tq, NV, C))
-    _expect_shape(fn, "dh_ph", dh_ph, (stride, Tq, NV, C))
-    for name, t in (("mean1", mean1), ("invstd1", invstd1), ("weight1", weight1)):
-        _expect_shape(fn, name, t, (C,))
+    T, NV, C, V, stride, pad, Tq = checks.bn_relu_phases_backward_sizes(fn, dh_ph, h_ph, z, mean1, invstd1, weight1,
+                                                                         V, stride, pad)
     dtype = _check(fn, z, dh_ph=dh_ph, h_ph=h_ph)
     mean1, invstd1, weight1 = _check_f64(fn, z, mean1=mean1, invstd1=invstd1, weight1=weight1)
     m = _module()

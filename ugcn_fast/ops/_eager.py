@@ -39,3 +39,12 @@ def under_functorch(tensors) -> bool:
     if torch._C._are_functorch_transforms_active():
         return True
     return any(isinstance(t, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def is_batched(t: Tensor) -> bool:
+    """t is wrapped by a torch.func transform or is a legacy batched tensor (autograd.grad(is_grads_batched=True)
+    and the vectorized autograd.functional Jacobians still batch grad_outputs that way, with no transform active):
+    it has no storage for a native kernel to read."""
+    functorch = torch._C._functorch
+    legacy = getattr(functorch, "is_legacy_batchedtensor", None)
+    return functorch.is_functorch_wrapped_tensor(t) or (legacy is not None and legacy(t))

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import backends
 from .._options import MotionLossOptions, resolve_options
-from ._eager import differentiable_backward, needs_registrations, under_functorch
+from ._eager import differentiable_backward, is_batched, needs_registrations, under_functorch
 from ..reference.motion_loss import motion_loss as reference_motion_loss
 
 
@@ -163,17 +163,9 @@ def _is_plain_cpu_one(scale: Tensor) -> bool:
     """scale is an eager, unbatched CPU tensor holding exactly one 1 (reading it costs no synchronisation)."""
     if type(scale) is not Tensor or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    if torch._C._are_functorch_transforms_active() or _is_batched(scale):
+    if torch._C._are_functorch_transforms_active() or is_batched(scale):
         return False
     return scale.device.type == "cpu" and scale.numel() == 1 and scale.item() == 1
-
-
-def _is_batched(t: Tensor) -> bool:
-    """t is wrapped by a torch.func transform or is a legacy batched tensor (autograd.grad(is_grads_batched=True)
-    and the vectorized autograd.functional Jacobians still batch grad_outputs that way, with no transform active)."""
-    functorch = torch._C._functorch
-    legacy = getattr(functorch, "is_legacy_batchedtensor", None)
-    return functorch.is_functorch_wrapped_tensor(t) or (legacy is not None and legacy(t))
 
 
 motion_loss_op.register_autograd(_backward, setup_context=_setup_context)

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from ..backends.torch_stgcn import dropout_multipliers
 from . import stgcn_pieces as pieces
-from ._eager import differentiable_backward, needs_registrations
+from ._eager import differentiable_backward, is_batched, needs_registrations
 from .stgcn_pieces import phase_geometry
 
 
@@ -260,6 +260,8 @@ class _TrainingBlock(torch.autograd.Function):
     def backward(ctx, dout, *_stat_grads):
         if differentiable_backward((dout,)):  # create_graph=True: the gradients must be differentiable themselves
             return _differentiable_grads(ctx, dout)
+        if not torch.compiler.is_compiling() and is_batched(dout):
+            return _differentiable_grads(ctx, dout)  # batched grad_outputs (is_grads_batched, vectorized Jacobians)
         with torch.no_grad():
             return _fused_grads(ctx, dout)
 
