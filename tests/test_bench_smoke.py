@@ -14,11 +14,14 @@ SPEED = pathlib.Path(__file__).resolve().parents[1] / "bench" / "speed.py"
 def test_speed_quick_run_writes_json(tmp_path):
     out = tmp_path / "speed.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the benchmark never interprets
+    # every kind of case once: the 14 single-block cases differ from stgcn_block:down2 in their shapes only
+    cases = ["motion_loss", "ugcn_blocks", "stgcn_block:down2", "ugcn_train_step", "ugcn_inference", "ugcn_window"]
     run = subprocess.run([sys.executable, str(SPEED), "--quick", "--no-compile", "--min-run-time", "0.02",
-                          "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=900,
-                         env=env)
+                          "--device", "cpu", "--json", str(out), *[a for c in cases for a in ("--case", c)]],
+                         capture_output=True, text=True, timeout=900, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(out.read_text())
+    assert {row["case"] for row in result["rows"]} == set(cases)
     impls = {row["impl"] for row in result["rows"] if row["status"] == "ok"}
     assert "eager" in impls, impls
     if "cpu" in result["machine"]["available_backends"]:
