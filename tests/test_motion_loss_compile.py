@@ -60,6 +60,25 @@ def test_compile_fullgraph_module_without_graph_breaks():
     assert_close_scaled(compiled(pred, target), reference.motion_loss(pred, target, (1, 3)))
 
 
+def test_backend_selection_looks_nothing_up_at_call_time(monkeypatch):
+    """Selecting a backend runs inside compiled code: no importlib lookup there (dynamo in torch 2.11 refused
+    find_spec under fullgraph=True, found on an H200 with backend="triton")."""
+    import importlib.util
+
+    from ugcn_fast import backends
+
+    def no_lookups(*args, **kwargs):
+        raise AssertionError("importlib.util.find_spec called while selecting a backend")
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_lookups)
+    for name in backends.BACKENDS:
+        backends.unsupported_reason(name, torch.device("cpu"), torch.float32, 3, 4)
+    for name in backends.BLOCK_BACKENDS:
+        backends.block_unsupported_reason(name, torch.device("cpu"), torch.float32, 17, 5)
+    pred, target = _inputs()
+    ugcn_fast.motion_loss(pred, target, (1, 3), backend="auto")
+
+
 @pytest.mark.parametrize("need_grad_pred, need_grad_target", [(True, True), (True, False), (False, False)])
 @pytest.mark.parametrize("operator, D, normalize", [("cross", 3, "sample"), ("inner", 2, "joint"), ("sub", 4, "none")])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

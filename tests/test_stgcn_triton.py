@@ -8,19 +8,22 @@ float32 / float16 / bfloat16 / float64. Every comparison runs the contract on th
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from _triton_env import DEVICE, INTERPRET  # noqa: F401  (first: switches on Triton's interpreter without a GPU)
 from _triton_stgcn import DTYPES, TOL, adjacency as _adjacency, close as _close, rand as _rand  # noqa: F401
-from _triton_stgcn import stat_tol as _stat_tol  # noqa: F401
+from _triton_stgcn import close_or_as_accurate as _close_or_as_accurate, stat_tol as _stat_tol  # noqa: F401
 
 import ugcn_fast  # noqa: E402
 from ugcn_fast.backends import torch_stgcn as ref  # noqa: E402
 from ugcn_fast.backends import triton_stgcn as tri  # noqa: E402
 from ugcn_fast.fused_stgcn_block import FusedSTGCNBlock  # noqa: E402
 from ugcn_fast.reference import STGCNBlock  # noqa: E402
-from _stgcn import give_reference_the_fused_mask  # noqa: E402
+from _relu_kinks import clear_relu_kinks  # noqa: E402
+from _stgcn import give_reference_the_fused_mask, output_shape  # noqa: E402
 from ugcn_fast.kernels import stgcn_block as kst  # noqa: E402  (the module the backend runs)
 
 pytestmark = pytest.mark.triton  # registered in pyproject.toml: `-m "not triton"` deselects this module
@@ -255,10 +258,10 @@ def _randomise(block, seed):
     return block
 
 
-def _pair(C_in, C_out, V, stride, residual, dropout, dtype, kernel_size=5):
+def _pair(C_in, C_out, V, stride, residual, dropout, dtype, kernel_size=5, backend="triton"):
     A = ugcn_fast.Graph(layout="h36m").A if V == 17 else _graph(V)
     reference = _randomise(STGCNBlock(C_in, C_out, A, kernel_size, stride, dropout, residual), 1).to(dtype)
-    fused = FusedSTGCNBlock(C_in, C_out, A, kernel_size, stride, dropout, residual, backend="triton").to(dtype)
+    fused = FusedSTGCNBlock(C_in, C_out, A, kernel_size, stride, dropout, residual, backend=backend).to(dtype)
     fused.load_state_dict(reference.state_dict())
     return reference.to(DEVICE), fused.to(DEVICE)
 
@@ -298,29 +301,53 @@ BLOCK_DTYPES = [torch.float64, torch.float32] if INTERPRET else [torch.float32, 
 @pytest.mark.parametrize("dtype", BLOCK_DTYPES, ids=str)
 @pytest.mark.parametrize("N,C_in,C_out,T,V,stride,residual,dropout", BLOCKS)
 def test_block_matches_reference(N, C_in, C_out, T, V, stride, residual, dropout, dtype):
-    reference, fused = _pair(C_in, C_out, V, stride, residual, dropout, dtype)
+    _check_block(*_pair(C_in, C_out, V, stride, residual, dropout, dtype), N, C_in, T, V, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("N,C_in,C_out,T,V,stride,residual,dropout", BLOCKS)
+def test_16_bit_block_check_on_the_contract(N, C_in, C_out, T, V, stride, residual, dropout, dtype):
+    """The 16-bit whole-block check above runs only on a GPU; here it runs everywhere, on the plain-PyTorch passes
+    the Triton kernels implement (the interpreter has no bfloat16): the orchestration in 16-bit, and the check's
+    own machinery."""
+    _check_block(*_pair(C_in, C_out, V, stride, residual, dropout, dtype, backend="torch"), N, C_in, T, V, dtype)
+
+
+def _check_block(reference, fused, N, C_in, T, V, dtype):
+    """Two training steps (output, input and parameter gradients, running statistics), then eval. In 16-bit the data
+    is kept away from the ReLUs' kinks and the results are measured against the block in float64 (_relu_kinks.py,
+    _triton_stgcn.close_or_as_accurate)."""
     rtol, atol = TOL[dtype]
+    half = dtype in (torch.float16, torch.bfloat16)
     for step in range(2):
         x = _rand((N, C_in, T, V), dtype, 50 + step, offset=0.2)
-        x_ref, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
-        give_reference_the_fused_mask(reference, fused, x_ref, seed=100 + step)
-        torch.manual_seed(100 + step)
-        out_ref = reference(x_ref)
-        torch.manual_seed(100 + step)
-        out = fused(x_fused)
-        _close(out.contiguous(), out_ref, dtype, what=f"output, step {step}")
-        dout = _rand(out_ref.shape, dtype, 60 + step)
-        out_ref.backward(dout)
-        out.backward(dout)
-        _close(x_fused.grad, x_ref.grad, dtype, what="input grad")
-        grad_scale = max(p.grad.abs().max().item() for p in reference.parameters())
-        for (name, p_ref), (name_f, p) in zip(reference.named_parameters(), fused.named_parameters()):
-            assert name == name_f
-            # the biases feeding BatchNorm (tcn.2.bias, residual.0.bias) have a zero gradient up to rounding:
-            # measure every gradient against the largest one of the block
-            _close(p.grad, p_ref.grad, dtype, scale=grad_scale, what=f"grad of {name}")
-        reference.zero_grad()
-        fused.zero_grad()
+        give_reference_the_fused_mask(reference, fused, x, seed=100 + step)
+        dout = _rand(output_shape(reference, x), dtype, 60 + step)
+        blocks = [reference, fused]
+        if half:
+            dout = clear_relu_kinks(reference, fused, x, dout, dtype)
+            blocks.append(copy.deepcopy(reference).double())
+        outs, x_grads = [], []
+        for block in blocks:
+            x_in = x.to(next(block.parameters()).dtype).clone().requires_grad_()
+            torch.manual_seed(100 + step)
+            out = block(x_in)
+            out.backward(dout.to(out.dtype))
+            outs.append(out.contiguous())
+            x_grads.append(x_in.grad)
+        grad_scale = max(p.grad.abs().max().item() for p in blocks[-1].parameters())
+        # the biases feeding BatchNorm (tcn.2.bias, residual.0.bias) have a zero gradient up to rounding: every
+        # gradient is measured against the largest one of the block
+        results = [(f"output, step {step}", outs, None), (f"input grad, step {step}", x_grads, None)]
+        results += [(f"grad of {name}, step {step}", [dict(b.named_parameters())[name].grad for b in blocks],
+                     grad_scale) for name, _ in reference.named_parameters()]
+        for what, (r, f, *exact), scale in results:
+            if half:
+                _close_or_as_accurate(f, r, exact[0], dtype, scale=scale, what=what)
+            else:
+                _close(f, r, dtype, scale=scale, what=what)
+        for block in blocks:
+            block.zero_grad()
     for (name, b_ref), (_, b) in zip(reference.named_buffers(), fused.named_buffers()):
         if name.endswith("num_batches_tracked"):
             assert torch.equal(b, b_ref), name

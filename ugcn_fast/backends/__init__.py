@@ -59,8 +59,13 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# Looked up once, at import: backend selection runs inside torch.compile'd code, and dynamo refuses to trace
+# importlib's find_spec (torch 2.11 raised Unsupported under fullgraph=True).
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
 def _devices(name: str) -> tuple[str, ...]:
