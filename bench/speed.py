@@ -39,6 +39,10 @@ What is measured (see `--help` for every option):
   row's note. If compilation fails, the row carries the reason and the run goes on. The B sweep compiles one
   graph with B dynamic (--sweep-compile static recompiles for every B instead).
 * Triton on CPU exists only in its interpreter (TRITON_INTERPRET=1), which is never benchmarked.
+* Order and interruption: within a case the torch.compile rows are measured last (compiling is the slowest part
+  of a run); tables keep the usual order. On SIGINT (Ctrl-C, or bench/gpu.sh's time limit) the run stops
+  measuring, prints and writes what it has (rows not measured say so; "interrupted": true in the JSON) and
+  exits with 130.
 
 Adding an op: subclass `Case` (inputs per device/dtype, implementations, traffic model, modes) and register it
 in CASES; the runner, tables, sweep and JSON come for free. No timing is ever asserted.
@@ -53,6 +57,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -548,6 +553,9 @@ def measure_impl(case: Case, impl: Impl, inputs: Inputs, modes: Sequence[str], d
     label = f"{case.name} {impl.name}"
     for mode in [m for m in MODE_ORDER if m in modes]:
         row = rows[mode]
+        if _INTERRUPTED["signal"]:  # (an interrupt can also surface as another error, e.g. from compile workers)
+            row.status, row.note = "skipped", INTERRUPTED_NOTE
+            continue
         runner = ModeRunner(case, fn, inputs, mode)
         runner.set_training()
         try:
@@ -587,8 +595,11 @@ def measure_impl(case: Case, impl: Impl, inputs: Inputs, modes: Sequence[str], d
                 row.peak_mib, note = peak_memory_mib(device, runner.body)
             if note:
                 row.note = _join(row.note, note)
+        except KeyboardInterrupt:
+            _INTERRUPTED["signal"] = True
+            row.status, row.note = "skipped", INTERRUPTED_NOTE
         except Exception as err:  # noqa: BLE001  (compile failures and the like: report in the row, go on)
-            row.status, row.note = "error", _short(err)
+            row.status, row.note = ("skipped", INTERRUPTED_NOTE) if _INTERRUPTED["signal"] else ("error", _short(err))
             if settings.get("verbose"):
                 traceback.print_exc()
         finally:
@@ -767,6 +778,17 @@ def print_sweep(rows: list, case: Case, device: torch.device, dtype: torch.dtype
 # Driver
 # ----------------------------------------------------------------------------------------------------------------
 
+# Set by the first SIGINT (bench/gpu.sh's time limit sends one, then SIGKILL 20 s later): the run stops measuring,
+# and prints and writes what it has.
+_INTERRUPTED = {"signal": False}
+INTERRUPTED_NOTE = "not measured: the run was interrupted (SIGINT)"
+
+
+def _on_sigint(signum, frame):
+    _INTERRUPTED["signal"] = True
+    raise KeyboardInterrupt
+
+
 def reset_compiler() -> None:
     try:
         torch._dynamo.reset()
@@ -776,24 +798,36 @@ def reset_compiler() -> None:
 
 def run_case(case: Case, device: torch.device, dtype: torch.dtype, shape: dict, modes: Sequence[str],
              settings: dict, table: str, compile_opts: dict, impls: list | None = None) -> list:
+    """Rows of every implementation of `case`, in the case's order. The compiled rows are measured last: their
+    compilation is the slowest part of a run, so a run stopped at a time limit (SIGINT) still has the fused and
+    eager numbers; the implementations not measured by then get rows that say so."""
     inputs = case.make_inputs(shape, device, dtype)
     base = dict(case=case.name, device=str(device), dtype=str(dtype).removeprefix("torch."), shape=dict(shape),
                 table=table)
-    rows = []
+    impls = impls if impls is not None else case.implementations(device, dtype, shape, compile_opts)
+    measured: dict = {}
     # The implementations share modules (eager and compile run the same reference blocks) and the training modes
     # update BatchNorm's running statistics: every implementation starts from the same weights and statistics.
     initial_states = [copy.deepcopy(m.state_dict()) for m in inputs.modules]
-    for impl in impls if impls is not None else case.implementations(device, dtype, shape, compile_opts):
-        for module, state in zip(inputs.modules, initial_states):
-            module.load_state_dict(state)
+    for i in sorted(range(len(impls)), key=lambda i: impls[i].kind == "compile"):
+        impl = impls[i]
         if impl.kind == "compile" and settings["no_compile"]:
             impl = Impl(impl.name, impl.kind, backend=impl.backend, skip="--no-compile")
+        if _INTERRUPTED["signal"]:
+            impl = Impl(impl.name, impl.kind, backend=impl.backend, skip=INTERRUPTED_NOTE)
+        for module, state in zip(inputs.modules, initial_states):
+            module.load_state_dict(state)
         if settings.get("verbose"):
             print(f"  ... {case.name} {device} {impl.name} {case.describe(shape)}", flush=True)
-        rows += measure_impl(case, impl, inputs, modes, device, settings, base)
+        try:
+            measured[i] = measure_impl(case, impl, inputs, modes, device, settings, base)
+        except KeyboardInterrupt:
+            _INTERRUPTED["signal"] = True
+            measured[i] = measure_impl(case, Impl(impl.name, impl.kind, backend=impl.backend, skip=INTERRUPTED_NOTE),
+                                       inputs, modes, device, settings, base)
     del inputs
     free_memory(device)
-    return rows
+    return [row for i in range(len(impls)) for row in measured[i]]
 
 
 def parse_shape(text: str | None) -> dict:
@@ -881,61 +915,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in notes:
         print(f"note: {n}")
     t_start = time.perf_counter()
+    signal.signal(signal.SIGINT, _on_sigint)
 
     bandwidths: dict = {}
-    for dev in devices:
-        try:
-            bandwidths[str(dev)] = copy_bandwidth(dev, min_run_time=0.5 if args.quick else 1.0)
-            print(f"copy bandwidth {dev}: {bandwidths[str(dev)]['GBps']:.1f} GB/s", flush=True)
-        except Exception as err:  # noqa: BLE001  (out of memory on a busy machine: no roofline, no crash)
-            print(f"copy bandwidth {dev}: not measured ({_short(err)})")
-
-    cases = [CASES[n] for n in (args.case or CASES)]
     rates: dict = {}
-    if any(c.flops(c.default_shape(True), m, d) is not None for c in cases for m in c.modes for d in devices):
-        for dev in devices:
-            try:
-                rates[str(dev)] = gemm_rate(dev, dtype, min_run_time=0.5 if args.quick else 1.0)
-                print(f"GEMM rate {dev}: {rates[str(dev)]['GFLOPs']:.0f} GFLOP/s", flush=True)
-            except Exception as err:  # noqa: BLE001
-                print(f"GEMM rate {dev}: not measured ({_short(err)})")
-    override = parse_shape(args.shape)
     all_rows: list = []
     sweep_rows: list = []
-    for case in cases:
-        shape = {**case.default_shape(args.quick), **override}
+    cases = [CASES[n] for n in (args.case or CASES)]
+    try:
         for dev in devices:
-            reset_compiler()
-            rows = run_case(case, dev, dtype, shape, case.modes, settings, "main", {"dynamic": False})
-            derive(rows, case, dtype, bandwidths.get(str(dev)), rates.get(str(dev)))
-            print_tables(rows, case, dev, dtype, shape, bandwidths.get(str(dev)), rates.get(str(dev)))
-            sys.stdout.flush()
-            all_rows += rows
+            try:
+                bandwidths[str(dev)] = copy_bandwidth(dev, min_run_time=0.5 if args.quick else 1.0)
+                print(f"copy bandwidth {dev}: {bandwidths[str(dev)]['GBps']:.1f} GB/s", flush=True)
+            except Exception as err:  # noqa: BLE001  (out of memory on a busy machine: no roofline, no crash)
+                print(f"copy bandwidth {dev}: not measured ({_short(err)})")
 
-        if args.sweep_b and case.sweep_dim and "forward_backward" in case.modes:
-            values = [int(v) for v in args.sweep_b.split(",") if v.strip()]
+        if any(c.flops(c.default_shape(True), m, d) is not None for c in cases for m in c.modes for d in devices):
             for dev in devices:
+                try:
+                    rates[str(dev)] = gemm_rate(dev, dtype, min_run_time=0.5 if args.quick else 1.0)
+                    print(f"GEMM rate {dev}: {rates[str(dev)]['GFLOPs']:.0f} GFLOP/s", flush=True)
+                except Exception as err:  # noqa: BLE001
+                    print(f"GEMM rate {dev}: not measured ({_short(err)})")
+        override = parse_shape(args.shape)
+        for case in cases:
+            if _INTERRUPTED["signal"]:
+                break
+            shape = {**case.default_shape(args.quick), **override}
+            for dev in devices:
+                if _INTERRUPTED["signal"]:
+                    break
                 reset_compiler()
-                if args.sweep_compile == "dynamic":
-                    copts = {"dynamic": None, "mark_dynamic": dict(case.sweep_arg_dims)}
-                    cnote = f"compile: one graph, {case.sweep_dim} dynamic"
-                else:
-                    copts = {"dynamic": False}
-                    cnote = f"compile: static graph per {case.sweep_dim}"
-                first_shape = {**shape, case.sweep_dim: values[0]}
-                impls = case.implementations(dev, dtype, first_shape, copts)  # one compile object for all B
-                rows = []
-                for v in values:
-                    s = {**shape, case.sweep_dim: v}
-                    rows += run_case(case, dev, dtype, s, ("forward_backward",), {**settings}, "sweep", copts,
-                                     impls=impls)
-                derive(rows, case, dtype, bandwidths.get(str(dev)))
-                print_sweep(rows, case, dev, dtype, cnote)
+                rows = run_case(case, dev, dtype, shape, case.modes, settings, "main", {"dynamic": False})
+                all_rows += rows
+                derive(rows, case, dtype, bandwidths.get(str(dev)), rates.get(str(dev)))
+                print_tables(rows, case, dev, dtype, shape, bandwidths.get(str(dev)), rates.get(str(dev)))
                 sys.stdout.flush()
-                sweep_rows += rows
 
+            if args.sweep_b and not _INTERRUPTED["signal"] and case.sweep_dim and "forward_backward" in case.modes:
+                values = [int(v) for v in args.sweep_b.split(",") if v.strip()]
+                for dev in devices:
+                    reset_compiler()
+                    if args.sweep_compile == "dynamic":
+                        copts = {"dynamic": None, "mark_dynamic": dict(case.sweep_arg_dims)}
+                        cnote = f"compile: one graph, {case.sweep_dim} dynamic"
+                    else:
+                        copts = {"dynamic": False}
+                        cnote = f"compile: static graph per {case.sweep_dim}"
+                    first_shape = {**shape, case.sweep_dim: values[0]}
+                    impls = case.implementations(dev, dtype, first_shape, copts)  # one compile object for all B
+                    rows = []
+                    for v in values:
+                        s = {**shape, case.sweep_dim: v}
+                        rows += run_case(case, dev, dtype, s, ("forward_backward",), {**settings}, "sweep", copts,
+                                         impls=impls)
+                    derive(rows, case, dtype, bandwidths.get(str(dev)))
+                    print_sweep(rows, case, dev, dtype, cnote)
+                    sys.stdout.flush()
+                    sweep_rows += rows
+
+    except KeyboardInterrupt:  # outside a row (the roofline measurements, printing): keep what was measured
+        _INTERRUPTED["signal"] = True
     elapsed = time.perf_counter() - t_start
-    print(f"\ntotal {elapsed:.1f} s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what was measured gets written, whatever else arrives
+    interrupted = _INTERRUPTED["signal"]
+    print(f"\ntotal {elapsed:.1f} s" + (" (interrupted: the rows not measured say so; later cases not run)"
+                                         if interrupted else ""))
     if args.json:
         doc = {
             "schema": SCHEMA,
@@ -957,12 +1002,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rows": [_jsonable(asdict(r)) for r in all_rows],
             "sweep_rows": [_jsonable(asdict(r)) for r in sweep_rows],
             "elapsed_s": elapsed,
+            "interrupted": interrupted,
         }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1, allow_nan=False)
             f.write("\n")
         print(f"wrote {args.json}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def _jsonable(d: dict) -> dict:

@@ -32,6 +32,36 @@ def test_speed_quick_run_writes_json(tmp_path):
         assert block_modes == {"forward", "forward_grad", "backward", "forward_backward"}, block_modes
 
 
+@pytest.mark.skipif(not SPEED.exists() or os.name != "posix", reason="bench/speed.py not beside the tests")
+def test_speed_interrupted_writes_what_it_measured(tmp_path):
+    """bench/gpu.sh stops a case at its time limit with SIGINT (SIGKILL 20 s later): the run stops measuring,
+    prints and writes what it has, marks the rest as not measured, and exits with 130."""
+    import signal
+
+    out = tmp_path / "speed.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.Popen([sys.executable, str(SPEED), "--quick", "--min-run-time", "2", "--device", "cpu",
+                             "--case", "motion_loss", "--case", "ugcn_blocks", "--verbose", "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # the second implementation's progress line: the first one was measured
+        lines.append(line)
+        if line.startswith("  ... ") and sum(x.startswith("  ... ") for x in lines) == 2:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text
+    result = json.loads(out.read_text())
+    assert result["interrupted"] is True
+    rows = result["rows"]
+    assert {row["case"] for row in rows} == {"motion_loss"}, text  # the later case never started
+    assert any(row["status"] == "ok" for row in rows), text
+    not_measured = [row for row in rows if row["status"] == "skipped" and "interrupted" in row["note"]]
+    assert not_measured and all(row["kind"] != "eager" for row in not_measured), text
+    assert "interrupted" in text
+
+
 GPU_SH = SPEED.parent / "gpu.sh"
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 # Stands in for python3 on a GPU machine: logs each call (cwd, arguments, build environment), answers gpu.sh's
