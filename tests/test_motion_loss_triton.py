@@ -314,3 +314,21 @@ def test_gradcheck_full_jacobian():
     target = _rand((1, 4, 2, 3), torch.float64, 21).requires_grad_()
     fn = lambda p, g: _TritonMotionLoss.apply(p, g, (1, 2), "cross", "none", 0.01, "none")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (pred, target), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_compile_fullgraph_through_the_public_api():
+    """motion_loss(..., backend="triton") under torch.compile(fullgraph=True), backend selection included (on an
+    H200 torch 2.11's dynamo refused a find_spec call there; os.environ is read outside the trace too)."""
+    ugcn_fast = pytest.importorskip("ugcn_fast")
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(5)
+    target = torch.randn(2, 12, 5, 3, generator=g, dtype=torch.float64).to(DEVICE)
+    pred = (target + 0.3 * torch.randn(2, 12, 5, 3, generator=g, dtype=torch.float64).to(DEVICE)).requires_grad_()
+    fn = torch.compile(lambda p, t: ugcn_fast.motion_loss(p, t, (1, 3), backend="triton") * 3, fullgraph=True)
+    out = fn(pred, target)
+    (grad,) = torch.autograd.grad(out, pred)
+    p64 = pred.detach().requires_grad_()
+    expected = reference_motion_loss(p64, target, (1, 3)) * 3
+    (e_grad,) = torch.autograd.grad(expected, p64)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, e_grad, rtol=1e-9, atol=1e-12)

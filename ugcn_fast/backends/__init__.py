@@ -55,6 +55,7 @@ def release_cpu_buffers() -> None:
     _scratch.release()
 
 
+@torch.compiler.assume_constant_result  # compiled code takes the answer at trace time instead of tracing os.environ
 def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
