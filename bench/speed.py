@@ -39,6 +39,9 @@ What is measured (see `--help` for every option):
   row's note. If compilation fails, the row carries the reason and the run goes on. The B sweep compiles one
   graph with B dynamic (--sweep-compile static recompiles for every B instead).
 * Triton on CPU exists only in its interpreter (TRITON_INTERPRET=1), which is never benchmarked.
+* GPU kernel time: on CUDA each row also profiles 10 calls (torch.profiler, CUDA activity) and notes the summed
+  GPU time of their kernels per call, and its roofline fraction: where it is far below the median, the row is
+  bound by the host side of the call (Python, dispatch, autograd, launches), not by its kernels.
 * Order and interruption: within a case the torch.compile rows are measured last (compiling is the slowest part
   of a run); tables keep the usual order. On SIGINT (Ctrl-C, or bench/gpu.sh's time limit) the run stops
   measuring, prints and writes what it has (rows not measured say so; "interrupted": true in the JSON) and
@@ -443,6 +446,8 @@ class Row:
     vs_compile: float | None = None
     check_value: float | None = None
     check_rel_diff_vs_eager: float | None = None
+    gpu_kernel_ms: float | None = None  # GPU time of the kernels of one call (CUDA rows): the rest is host overhead
+    kernel_roofline_fraction: float | None = None  # floor_ms / gpu_kernel_ms
 
 
 def _short(err: BaseException) -> str:
@@ -521,6 +526,34 @@ def clock(device: torch.device) -> Callable[[], float]:
     return cuda_clock
 
 
+def device_time_us(events, device_type) -> float:
+    """Summed duration (µs) of the profiler events that ran on `device_type` (kernels, copies, memsets)."""
+    return sum(e.time_range.elapsed_us() for e in events if e.device_type == device_type)
+
+
+def gpu_kernel_ms(step: Callable, device: torch.device, calls: int = 10) -> float | None:
+    """Mean GPU time per call of the kernels `step` launches (torch.profiler's CUDA activity): what the kernels
+    cost, apart from the host side of the call (Python, dispatch, autograd, launches), which a GPU hides only
+    when the kernels take longer. None off CUDA."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            step()
+        sync(device)
+    return device_time_us(prof.events(), torch.autograd.DeviceType.CUDA) / calls / 1e3
+
+
+def _measure_kernels(row, runner, device: torch.device) -> None:
+    try:
+        row.gpu_kernel_ms = gpu_kernel_ms(runner.step, device)
+    except Exception as err:  # noqa: BLE001  (a profiler without CUDA activity: the row keeps its times)
+        row.note = _join(row.note, f"GPU kernel time not measured ({_short(err)})")
+
+
 def time_stmt(step: Callable, device: torch.device, min_run_time: float, label: str,
               min_blocks: int = MIN_BLOCKS) -> Timing:
     """blocked_autorange(min_run_time), topped up with blocks of the same size until there are min_blocks (a slow
@@ -574,6 +607,7 @@ def measure_impl(case: Case, impl: Impl, inputs: Inputs, modes: Sequence[str], d
                 m = time_stmt(runner.step, device, min_run_time, label)
                 row.method = "loss.backward(retain_graph=True) on a prebuilt graph"
                 _fill_times(row, m)
+                _measure_kernels(row, runner, device)
                 runner.reset()
                 row.peak_mib, note = peak_memory_mib(device, runner.body)
                 runner.graph = None
@@ -591,6 +625,7 @@ def measure_impl(case: Case, impl: Impl, inputs: Inputs, modes: Sequence[str], d
                 row.method = {"forward": "forward under torch.no_grad()", "forward_grad": "forward with autograd",
                               "forward_backward": "forward, then loss.backward()"}[mode]
                 _fill_times(row, m)
+                _measure_kernels(row, runner, device)
                 runner.reset()
                 row.peak_mib, note = peak_memory_mib(device, runner.body)
             if note:
@@ -666,6 +701,12 @@ def derive(rows: list, case: Case, dtype: torch.dtype, bandwidth: dict | None, r
             if r.traffic_bytes is not None and bandwidth is not None:
                 r.floor_ms = r.traffic_bytes / (bandwidth["GBps"] * 1e9) * 1e3
                 r.roofline_fraction = r.floor_ms / r.median_ms
+            if r.gpu_kernel_ms:
+                kernels = f"GPU kernels {r.gpu_kernel_ms:.3f} ms/call"
+                if r.floor_ms is not None:
+                    r.kernel_roofline_fraction = r.floor_ms / r.gpu_kernel_ms
+                    kernels += f" ({_pct(r.kernel_roofline_fraction)} of roofline)"
+                r.note = _join(kernels, r.note)
             r.flops = case.flops(r.shape, r.mode, torch.device(r.device))
             if r.flops is not None and rate is not None:
                 r.compute_floor_ms = r.flops / (rate["GFLOPs"] * 1e9) * 1e3
@@ -801,32 +842,34 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, shape: dict, 
     """Rows of every implementation of `case`, in the case's order. The compiled rows are measured last: their
     compilation is the slowest part of a run, so a run stopped at a time limit (SIGINT) still has the fused and
     eager numbers; the implementations not measured by then get rows that say so."""
-    inputs = case.make_inputs(shape, device, dtype)
     base = dict(case=case.name, device=str(device), dtype=str(dtype).removeprefix("torch."), shape=dict(shape),
                 table=table)
-    impls = impls if impls is not None else case.implementations(device, dtype, shape, compile_opts)
     measured: dict = {}
-    # The implementations share modules (eager and compile run the same reference blocks) and the training modes
-    # update BatchNorm's running statistics: every implementation starts from the same weights and statistics.
-    initial_states = [copy.deepcopy(m.state_dict()) for m in inputs.modules]
-    for i in sorted(range(len(impls)), key=lambda i: impls[i].kind == "compile"):
-        impl = impls[i]
-        if impl.kind == "compile" and settings["no_compile"]:
-            impl = Impl(impl.name, impl.kind, backend=impl.backend, skip="--no-compile")
-        if _INTERRUPTED["signal"]:
-            impl = Impl(impl.name, impl.kind, backend=impl.backend, skip=INTERRUPTED_NOTE)
-        for module, state in zip(inputs.modules, initial_states):
-            module.load_state_dict(state)
-        if settings.get("verbose"):
-            print(f"  ... {case.name} {device} {impl.name} {case.describe(shape)}", flush=True)
-        try:
+    inputs = case.make_inputs(shape, device, dtype)  # (before the implementations: some are built on its modules)
+    impls = impls if impls is not None else case.implementations(device, dtype, shape, compile_opts)
+    try:  # an interrupt anywhere in here keeps the rows measured so far
+        # The implementations share modules (eager and compile run the same reference blocks) and the training
+        # modes update BatchNorm's running statistics: every implementation starts from the same state.
+        initial_states = [copy.deepcopy(m.state_dict()) for m in inputs.modules]
+        for i in sorted(range(len(impls)), key=lambda i: impls[i].kind == "compile"):
+            if _INTERRUPTED["signal"]:
+                break
+            impl = impls[i]
+            if impl.kind == "compile" and settings["no_compile"]:
+                impl = Impl(impl.name, impl.kind, backend=impl.backend, skip="--no-compile")
+            for module, state in zip(inputs.modules, initial_states):
+                module.load_state_dict(state)
+            if settings.get("verbose"):
+                print(f"  ... {case.name} {device} {impl.name} {case.describe(shape)}", flush=True)
             measured[i] = measure_impl(case, impl, inputs, modes, device, settings, base)
-        except KeyboardInterrupt:
-            _INTERRUPTED["signal"] = True
+        del inputs
+        free_memory(device)
+    except KeyboardInterrupt:
+        _INTERRUPTED["signal"] = True
+    for i, impl in enumerate(impls):
+        if i not in measured:
             measured[i] = measure_impl(case, Impl(impl.name, impl.kind, backend=impl.backend, skip=INTERRUPTED_NOTE),
-                                       inputs, modes, device, settings, base)
-    del inputs
-    free_memory(device)
+                                       None, modes, device, settings, base)
     return [row for i in range(len(impls)) for row in measured[i]]
 
 
@@ -992,6 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "timer": "torch.utils.benchmark.Timer.blocked_autorange", "peak_memory_unit": "MiB",
                          "time_unit": "ms", "speedup": "baseline median / row median",
                          "roofline_fraction": "floor_ms / median_ms, floor = traffic_bytes / copy bandwidth",
+                         "gpu_kernel_ms": "CUDA rows: summed GPU time of the kernels per call (torch.profiler, "
+                                          "10 calls); kernel_roofline_fraction = floor_ms / gpu_kernel_ms",
                          "compute_fraction": "compute_floor_ms / median_ms, floor = flops / GEMM rate"},
             "machine": info,
             "copy_bandwidth": bandwidths,

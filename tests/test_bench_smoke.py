@@ -62,6 +62,30 @@ def test_speed_interrupted_writes_what_it_measured(tmp_path):
     assert "interrupted" in text
 
 
+@pytest.mark.skipif(not SPEED.exists(), reason="bench/speed.py not beside the tests")
+def test_device_time_sums_the_events_of_the_device():
+    """The GPU kernel time of a CUDA row sums the profiler's events of that device; checked here on the CPU's
+    events (the CUDA path differs only in the activity and the device type)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.path.insert(0, str(SPEED.parent))
+    try:
+        import speed
+    finally:
+        sys.path.remove(str(SPEED.parent))
+    import torch
+
+    a = torch.randn(256, 256)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.mm(a, a)
+    events = [e for e in prof.events() if e.name == "aten::mm"]
+    assert events
+    assert speed.device_time_us(events, torch.autograd.DeviceType.CPU) == sum(e.time_range.elapsed_us()
+                                                                             for e in events) > 0
+    assert speed.device_time_us(events, torch.autograd.DeviceType.CUDA) == 0
+    assert speed.gpu_kernel_ms(lambda: None, torch.device("cpu")) is None
+
+
 GPU_SH = SPEED.parent / "gpu.sh"
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 # Stands in for python3 on a GPU machine: logs each call (cwd, arguments, build environment), answers gpu.sh's
