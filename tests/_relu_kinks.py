@@ -6,11 +6,15 @@ convolutions over the input: on an H200 a bfloat16 output element at 0.0024 (flo
 0.0039 in the reference, and dx differed by 0.14 in 81 of 210 elements. Such data tests nothing but luck, so a
 16-bit comparison (`clear_relu_kinks`) first
 
-- places BatchNorm 1's ReLU threshold of every channel (through tcn.0.bias, in both blocks) in the widest gap
-  between that channel's normalised values, away from each of them by a margin: every element's mask is decided
-  by more than the rounding can move it, and the ReLU still zeroes part of every channel;
+- places BatchNorm 1's ReLU threshold of every channel (through tcn.0.bias, in both blocks) in a gap between
+  that channel's normalised values, away from each of them by a margin: every element's mask is decided by more
+  than the rounding can move it. Of the wide enough gaps it takes the one that splits the channel most evenly, so
+  the ReLU still zeroes part of the channel; a channel without one (many elements, narrow gaps) is passed whole;
 - zeroes the output gradient wherever the output ReLU's input is within a margin of zero (the output there is
   still compared; only the derivative of the kink is left out).
+
+The results are then measured against the same block in float64 on the same 16-bit data
+(`close_or_as_accurate`).
 
 A margin is `FACTOR` times the largest error of the 16-bit reference block's own ReLU inputs, measured against the
 same block in float64 on the same data (the fused block rounds no more often than the reference: its sums are
@@ -20,6 +24,8 @@ float16): without this, 31 of 50 bfloat16 runs failed; with it, none.
 import copy
 
 import torch
+
+from _tolerances import RTOL, SCALED_ATOL
 
 UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 FACTOR = 2.0
@@ -55,12 +61,16 @@ def _place_bn1_thresholds(reference, fused, x, dtype) -> None:
     weight = bn.weight.detach().double()
     bias = torch.empty_like(weight)
     for c, (values, margin) in enumerate(zip(zhat64.sort(1).values, margins)):
-        inner = values[len(values) // 10: len(values) - len(values) // 10]  # a threshold inside the bulk
-        gaps = inner[1:] - inner[:-1]
-        i = int(gaps.argmax())
-        assert gaps[i] > 2 * margin, (f"test data: channel {c} of BatchNorm 1 has no gap of 2 x {margin:.3g} between "
-                                      f"its normalised values (widest {gaps[i]:.3g}): choose other inputs")
-        bias[c] = -weight[c] * (inner[i] + inner[i + 1]) / 2
+        # Among the gaps wider than twice the margin (plus the 16-bit bias's rounding of the threshold), the one
+        # that splits the channel most evenly; a channel with none (many elements) gets its threshold below every
+        # element: the ReLU passes it whole.
+        middles = (values[1:] + values[:-1]) / 2
+        wide = (values[1:] - values[:-1]) > 2 * (margin + 2 * UNIT_ROUNDOFF[dtype] * middles.abs())
+        below = torch.arange(1, len(values), device=values.device)
+        balance = torch.minimum(below, len(values) - below).masked_fill(~wide, -1)
+        i = int(balance.argmax())
+        threshold = middles[i] if balance[i] > 0 else values[0] - 4 * margin - 1
+        bias[c] = -weight[c] * threshold
     bias = bias.to(dtype)
     with torch.no_grad():
         reference.tcn[0].bias.copy_(bias)
@@ -83,3 +93,26 @@ def clear_relu_kinks(reference, fused, x, dout, dtype):
     at_kink = (out64.abs() <= margin) & (out64 != 0)  # exact zeros (dropped, no residual) are zero in every dtype
     assert at_kink.float().mean() < 0.5, "test data: most outputs sit at the ReLU's kink"
     return dout.masked_fill(at_kink.to(dout.device), 0)
+
+
+def close_or_as_accurate(actual, reference, exact, dtype, scale=None, what=""):
+    """16-bit results of a whole block: `actual` within the dtype's tolerances of `exact` (the same computation in
+    float64 on the same 16-bit data), or, where rounding alone exceeds them, with an error no larger (root mean
+    square over the tensor) than twice the 16-bit `reference` block's. Measured against the 16-bit reference alone,
+    the test would charge the fused block with the reference's own rounding (in bfloat16 on the CPU the reference
+    was 0.53 off a bias gradient whose exact value is 0; the fused block's float32 sums: 0.02); elementwise, two
+    equally accurate blocks differ by luck where a gradient is a sum that cancels (a residual weight gradient of
+    -38.0: the fused block -44.0, the reference -39.25, the same rounding of the same terms)."""
+    assert actual is not None and actual.shape == exact.shape and actual.dtype == dtype, what
+    rtol, atol = RTOL[dtype], SCALED_ATOL[dtype]
+    exact = exact.detach().double().cpu()
+    if scale is None:
+        scale = exact.abs().max().item() if exact.numel() else 1.0
+    error = actual.detach().double().cpu() - exact
+    if bool((error.abs() <= atol * scale + rtol * exact.abs()).all()):
+        return
+    rms = error.pow(2).mean().sqrt().item()
+    reference_rms = (reference.detach().double().cpu() - exact).pow(2).mean().sqrt().item()
+    assert rms <= 2 * reference_rms, (
+        f"{what}: {error.abs().max().item():.3g} from the float64 result (largest; {rms:.3g} root mean square), "
+        f"beyond the {dtype} tolerances and more than twice the {dtype} reference's error ({reference_rms:.3g})")

@@ -36,26 +36,6 @@ def close(actual, expected, dtype, scale=None, what=""):
                                atol=atol * scale, msg=lambda m: f"{what}\n{m}")
 
 
-def close_or_as_accurate(actual, reference, exact, dtype, scale=None, what=""):
-    """16-bit results of a whole block: `actual` within the dtype's tolerances of `exact` (the same computation in
-    float64 on the same 16-bit data), or no further from it than twice the 16-bit `reference` block is. Measured
-    against the 16-bit reference alone, the test would also charge the fused block with the reference's own rounding:
-    in bfloat16 on the CPU the reference was 0.53 off a bias gradient whose exact value is 0 (the fused block's
-    float32 sums: 0.02)."""
-    assert actual is not None and actual.shape == exact.shape and actual.dtype == dtype, what
-    rtol, atol = TOL[dtype]
-    exact = exact.detach().double().cpu()
-    if scale is None:
-        scale = exact.abs().max().item() if exact.numel() else 1.0
-    error = (actual.detach().double().cpu() - exact).abs()
-    if bool((error <= atol * scale + rtol * exact.abs()).all()):
-        return
-    reference_error = (reference.detach().double().cpu() - exact).abs().max().item()
-    assert error.max().item() <= 2 * reference_error, (
-        f"{what}: {error.max().item():.3g} from the float64 result, beyond the {dtype} tolerances and more than "
-        f"twice the {dtype} reference's {reference_error:.3g}")
-
-
 def adjacency(K, V, seed):
     """A column-normalised random (K, V, V) adjacency with zeros, like a graph's."""
     g = torch.Generator().manual_seed(seed)

@@ -15,14 +15,14 @@ import torch
 
 from _triton_env import DEVICE, INTERPRET  # noqa: F401  (first: switches on Triton's interpreter without a GPU)
 from _triton_stgcn import DTYPES, TOL, adjacency as _adjacency, close as _close, rand as _rand  # noqa: F401
-from _triton_stgcn import close_or_as_accurate as _close_or_as_accurate, stat_tol as _stat_tol  # noqa: F401
+from _triton_stgcn import stat_tol as _stat_tol  # noqa: F401
 
 import ugcn_fast  # noqa: E402
 from ugcn_fast.backends import torch_stgcn as ref  # noqa: E402
 from ugcn_fast.backends import triton_stgcn as tri  # noqa: E402
 from ugcn_fast.fused_stgcn_block import FusedSTGCNBlock  # noqa: E402
 from ugcn_fast.reference import STGCNBlock  # noqa: E402
-from _relu_kinks import clear_relu_kinks  # noqa: E402
+from _relu_kinks import clear_relu_kinks, close_or_as_accurate as _close_or_as_accurate  # noqa: E402
 from _stgcn import give_reference_the_fused_mask, output_shape  # noqa: E402
 from ugcn_fast.kernels import stgcn_block as kst  # noqa: E402  (the module the backend runs)
 
@@ -315,8 +315,7 @@ def test_16_bit_block_check_on_the_contract(N, C_in, C_out, T, V, stride, residu
 
 def _check_block(reference, fused, N, C_in, T, V, dtype):
     """Two training steps (output, input and parameter gradients, running statistics), then eval. In 16-bit the data
-    is kept away from the ReLUs' kinks and the results are measured against the block in float64 (_relu_kinks.py,
-    _triton_stgcn.close_or_as_accurate)."""
+    is kept away from the ReLUs' kinks and the results are measured against the block in float64 (_relu_kinks.py)."""
     rtol, atol = TOL[dtype]
     half = dtype in (torch.float16, torch.bfloat16)
     for step in range(2):
