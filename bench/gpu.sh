@@ -11,6 +11,9 @@
 #                                                ugcn_blocks 300: it compiles 14 reference blocks). At its limit a
 #                                                case gets SIGINT: bench/speed.py measures the compiled rows last,
 #                                                and writes what it has (its rows say what was not measured)
+#   GPU_TOTAL_TIMEOUT=560                        seconds for the whole script: each phase's limit shrinks to what is
+#                                                left (a lent machine's command runs 600 s at most), and a phase
+#                                                with under 20 s left is not started
 #   GPU_BENCH_CASES="motion_loss ugcn_blocks"    the cases, in order (default: the issues' two; "all": every case)
 #   GPU_BENCH_ARGS="--min-run-time 0.5"          more bench/speed.py arguments (default: 0.5 s per measurement,
 #                                                plenty for GPU kernels and a quarter of the CPU default)
@@ -28,9 +31,17 @@ name=$("$py" -c "import torch; print(torch.cuda.get_device_name().replace(' ', '
 phases="$results/${name}-phases.txt"
 : >"$phases"
 
+total=${GPU_TOTAL_TIMEOUT:-560}
 phase() {  # phase NAME TIMEOUT COMMAND...: run with a time limit, log the seconds and the status
   local label=$1 limit=$2 start=$SECONDS rc=0
   shift 2
+  # within the whole run's limit, 25 s kept back for a phase's SIGKILL grace (20 s) and the bookkeeping
+  local left=$(( total - SECONDS - 25 ))
+  if [ "$left" -lt 20 ]; then
+    echo "$label: not run, ${total} s total limit reached (GPU_TOTAL_TIMEOUT)" | tee -a "$phases"
+    return 124
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
   timeout --signal=INT --kill-after=20 "$limit" "$@" || rc=$?
   echo "$label: $((SECONDS - start)) s, status $rc" | tee -a "$phases"
   return "$rc"

@@ -528,7 +528,8 @@ def clock(device: torch.device) -> Callable[[], float]:
 
 def device_time_us(events, device_type) -> float:
     """Summed duration (µs) of the profiler events that ran on `device_type` (kernels, copies, memsets)."""
-    return sum(e.time_range.elapsed_us() for e in events if e.device_type == device_type)
+    return sum(e.time_range.elapsed_us() for e in events
+               if e.device_type == device_type and not getattr(e, "is_user_annotation", False))
 
 
 def gpu_kernel_ms(step: Callable, device: torch.device, calls: int = 10) -> float | None:
@@ -544,7 +545,10 @@ def gpu_kernel_ms(step: Callable, device: torch.device, calls: int = 10) -> floa
         for _ in range(calls):
             step()
         sync(device)
-    return device_time_us(prof.events(), torch.autograd.DeviceType.CUDA) / calls / 1e3
+    total_us = device_time_us(prof.events(), torch.autograd.DeviceType.CUDA)
+    if total_us <= 0:
+        raise RuntimeError("the profiler recorded no GPU activity")
+    return total_us / calls / 1e3
 
 
 def _measure_kernels(row, runner, device: torch.device) -> None:
@@ -584,68 +588,76 @@ def measure_impl(case: Case, impl: Impl, inputs: Inputs, modes: Sequence[str], d
 
     min_run_time, warmup = settings["min_run_time"], settings["warmup"]
     label = f"{case.name} {impl.name}"
-    for mode in [m for m in MODE_ORDER if m in modes]:
-        row = rows[mode]
-        if _INTERRUPTED["signal"]:  # (an interrupt can also surface as another error, e.g. from compile workers)
-            row.status, row.note = "skipped", INTERRUPTED_NOTE
-            continue
-        runner = ModeRunner(case, fn, inputs, mode)
-        runner.set_training()
-        try:
-            if mode == "backward":
-                t0 = time.perf_counter()
-                runner.build_graph()
-                try:
-                    for _ in range(max(warmup, 2)):  # twice at least: a graph that cannot be re-run fails here
-                        runner.step()
-                    sync(device)
-                except Exception as err:  # noqa: BLE001  (retain_graph unsupported: fall back to a difference)
+    current = None  # the row being measured
+    try:  # an interrupt anywhere below keeps what was timed
+        for mode in [m for m in MODE_ORDER if m in modes]:
+            if _INTERRUPTED["signal"]:  # (an interrupt can also surface as another error, e.g. from compile workers)
+                break
+            row = current = rows[mode]
+            runner = ModeRunner(case, fn, inputs, mode)
+            runner.set_training()
+            try:
+                if mode == "backward":
+                    t0 = time.perf_counter()
+                    runner.build_graph()
+                    try:
+                        for _ in range(max(warmup, 2)):  # twice at least: a graph that cannot be re-run fails here
+                            runner.step()
+                        sync(device)
+                    except Exception as err:  # noqa: BLE001  (retain_graph unsupported: fall back to a difference)
+                        runner.graph = None
+                        _backward_by_difference(case, fn, inputs, device, row, rows, min_run_time, warmup, label, err)
+                        current = None
+                        continue
+                    row.first_call_s = time.perf_counter() - t0
+                    m = time_stmt(runner.step, device, min_run_time, label)
+                    row.method = "loss.backward(retain_graph=True) on a prebuilt graph"
+                    _fill_times(row, m)
+                    _measure_kernels(row, runner, device)
+                    runner.reset()
+                    row.peak_mib, note = peak_memory_mib(device, runner.body)
                     runner.graph = None
-                    _backward_by_difference(case, fn, inputs, device, row, rows, min_run_time, warmup, label, err)
-                    continue
-                row.first_call_s = time.perf_counter() - t0
-                m = time_stmt(runner.step, device, min_run_time, label)
-                row.method = "loss.backward(retain_graph=True) on a prebuilt graph"
-                _fill_times(row, m)
-                _measure_kernels(row, runner, device)
+                else:
+                    t0 = time.perf_counter()
+                    out = runner.step()
+                    sync(device)
+                    row.first_call_s = time.perf_counter() - t0
+                    if mode == "forward" and out is not None:
+                        row.check_value = case.check_value(out)
+                    del out
+                    for _ in range(max(warmup - 1, 0)):
+                        runner.step()
+                    m = time_stmt(runner.step, device, min_run_time, label)
+                    row.method = {"forward": "forward under torch.no_grad()", "forward_grad": "forward with autograd",
+                                  "forward_backward": "forward, then loss.backward()"}[mode]
+                    _fill_times(row, m)
+                    _measure_kernels(row, runner, device)
+                    runner.reset()
+                    row.peak_mib, note = peak_memory_mib(device, runner.body)
+                if note:
+                    row.note = _join(row.note, note)
+            except Exception as err:  # noqa: BLE001  (compile failures and the like: report in the row, go on)
+                if not _INTERRUPTED["signal"]:
+                    row.status, row.note = "error", _short(err)
+                if settings.get("verbose"):
+                    traceback.print_exc()
+            finally:
                 runner.reset()
-                row.peak_mib, note = peak_memory_mib(device, runner.body)
                 runner.graph = None
-            else:
-                t0 = time.perf_counter()
-                out = runner.step()
-                sync(device)
-                row.first_call_s = time.perf_counter() - t0
-                if mode == "forward" and out is not None:
-                    row.check_value = case.check_value(out)
-                del out
-                for _ in range(max(warmup - 1, 0)):
-                    runner.step()
-                m = time_stmt(runner.step, device, min_run_time, label)
-                row.method = {"forward": "forward under torch.no_grad()", "forward_grad": "forward with autograd",
-                              "forward_backward": "forward, then loss.backward()"}[mode]
-                _fill_times(row, m)
-                _measure_kernels(row, runner, device)
-                runner.reset()
-                row.peak_mib, note = peak_memory_mib(device, runner.body)
-            if note:
-                row.note = _join(row.note, note)
-        except KeyboardInterrupt:
-            _INTERRUPTED["signal"] = True
-            row.status, row.note = "skipped", INTERRUPTED_NOTE
-        except Exception as err:  # noqa: BLE001  (compile failures and the like: report in the row, go on)
-            row.status, row.note = ("skipped", INTERRUPTED_NOTE) if _INTERRUPTED["signal"] else ("error", _short(err))
-            if settings.get("verbose"):
-                traceback.print_exc()
-        finally:
-            runner.reset()
-            runner.graph = None
-    if impl.kind == "compile" and base.get("table") == "main":  # first fwd and fwd+bwd calls compile graphs
-        for r in rows.values():
-            if r.status == "ok" and r.first_call_s is not None and r.mode != "backward":
-                r.note = _join(f"first call (compiles) {r.first_call_s:.1f} s", r.note)
-    del fn
-    free_memory(device)
+            current = None
+        if impl.kind == "compile" and base.get("table") == "main":  # first fwd and fwd+bwd calls compile graphs
+            for r in rows.values():
+                if r.status == "ok" and r.first_call_s is not None and r.mode != "backward":
+                    r.note = _join(f"first call (compiles) {r.first_call_s:.1f} s", r.note)
+        del fn
+        free_memory(device)
+    except KeyboardInterrupt:
+        _INTERRUPTED["signal"] = True
+    for r in rows.values() if _INTERRUPTED["signal"] else ():
+        if r.status == "ok" and r.median_ms is None:
+            r.status, r.note = "skipped", INTERRUPTED_NOTE
+        elif r is current:
+            r.note = _join(r.note, "interrupted after its timing: GPU kernel time and peak memory may be missing")
     return list(rows.values())
 
 
@@ -958,7 +970,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in notes:
         print(f"note: {n}")
     t_start = time.perf_counter()
-    signal.signal(signal.SIGINT, _on_sigint)
+    _INTERRUPTED["signal"] = False
+    previous_handler = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _measure_and_report(args, devices, dtype, settings, info, notes, argv, t_start)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+def _measure_and_report(args, devices: list, dtype: torch.dtype, settings: dict, info: dict, notes: list, argv,
+                        t_start: float) -> int:
 
     bandwidths: dict = {}
     rates: dict = {}
@@ -1012,10 +1033,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         s = {**shape, case.sweep_dim: v}
                         rows += run_case(case, dev, dtype, s, ("forward_backward",), {**settings}, "sweep", copts,
                                          impls=impls)
+                    sweep_rows += rows
                     derive(rows, case, dtype, bandwidths.get(str(dev)))
                     print_sweep(rows, case, dev, dtype, cnote)
                     sys.stdout.flush()
-                    sweep_rows += rows
 
     except KeyboardInterrupt:  # outside a row (the roofline measurements, printing): keep what was measured
         _INTERRUPTED["signal"] = True
@@ -1049,9 +1070,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "interrupted": interrupted,
         }
-        with open(args.json, "w") as f:
+        partial = f"{args.json}.partial"  # then renamed: a run killed while writing leaves no truncated file
+        with open(partial, "w") as f:
             json.dump(doc, f, indent=1, allow_nan=False)
             f.write("\n")
+        os.replace(partial, args.json)
         print(f"wrote {args.json}")
     return 130 if interrupted else 0
 

@@ -69,16 +69,20 @@ def _place_bn1_thresholds(reference, fused, x, dtype) -> None:
         below = torch.arange(1, len(values), device=values.device)
         balance = torch.minimum(below, len(values) - below).masked_fill(~wide, -1)
         i = int(balance.argmax())
-        threshold = middles[i] if balance[i] > 0 else values[0] - 4 * margin - 1
-        bias[c] = -weight[c] * threshold
+        if balance[i] > 0:
+            threshold = middles[i]
+        else:  # beyond every element on the side the ReLU passes (above them for a negative weight)
+            threshold = values[0] - 4 * margin - 1 if weight[c] >= 0 else values[-1] + 4 * margin + 1
+        bias[c] = -weight[c] * threshold  # weight 0: bias 0, every input of the channel exactly 0, no kink to round
     bias = bias.to(dtype)
     with torch.no_grad():
         reference.tcn[0].bias.copy_(bias)
         fused.tcn[0].bias.copy_(bias)
     # the threshold the 16-bit bias really sets, in normalised units, against every element
-    thresholds = -bias.double() / weight
-    distance = (zhat64 - thresholds[:, None]).abs().amin(1)
-    assert bool((distance > margins).all()), "test data: a rounded threshold fell within the margin"
+    live = weight != 0
+    thresholds = -bias.double()[live] / weight[live]
+    distance = (zhat64[live] - thresholds[:, None]).abs().amin(1)
+    assert bool((distance > margins[live]).all()), "test data: a rounded threshold fell within the margin"
 
 
 def clear_relu_kinks(reference, fused, x, dout, dtype):
@@ -97,8 +101,8 @@ def clear_relu_kinks(reference, fused, x, dout, dtype):
 
 def close_or_as_accurate(actual, reference, exact, dtype, scale=None, what=""):
     """16-bit results of a whole block: `actual` within the dtype's tolerances of `exact` (the same computation in
-    float64 on the same 16-bit data), or, where rounding alone exceeds them, with an error no larger (root mean
-    square over the tensor) than twice the 16-bit `reference` block's. Measured against the 16-bit reference alone,
+    float64 on the same 16-bit data), or, where rounding alone exceeds them, within 4 x the tolerances everywhere
+    and with an error no larger (root mean square over the tensor) than twice the 16-bit `reference` block's. Measured against the 16-bit reference alone,
     the test would charge the fused block with the reference's own rounding (in bfloat16 on the CPU the reference
     was 0.53 off a bias gradient whose exact value is 0; the fused block's float32 sums: 0.02); elementwise, two
     equally accurate blocks differ by luck where a gradient is a sum that cancels (a residual weight gradient of
@@ -109,10 +113,15 @@ def close_or_as_accurate(actual, reference, exact, dtype, scale=None, what=""):
     if scale is None:
         scale = exact.abs().max().item() if exact.numel() else 1.0
     error = actual.detach().double().cpu() - exact
-    if bool((error.abs() <= atol * scale + rtol * exact.abs()).all()):
+    allowed = atol * scale + rtol * exact.abs()
+    if bool((error.abs() <= allowed).all()):
         return
     rms = error.pow(2).mean().sqrt().item()
     reference_rms = (reference.detach().double().cpu() - exact).pow(2).mean().sqrt().item()
-    assert rms <= 2 * reference_rms, (
-        f"{what}: {error.abs().max().item():.3g} from the float64 result (largest; {rms:.3g} root mean square), "
-        f"beyond the {dtype} tolerances and more than twice the {dtype} reference's error ({reference_rms:.3g})")
+    worst = int((error.abs() / allowed).argmax())
+    # no element far outside the tolerances (an error confined to one element hardly moves a root mean square)
+    assert error.abs().flatten()[worst] <= 4 * allowed.flatten()[worst] and rms <= 2 * reference_rms, (
+        f"{what}: {error.abs().max().item():.3g} from the float64 result (largest; {rms:.3g} root mean square; "
+        f"{(error.abs() / allowed).max().item():.2g} x the {dtype} tolerance at worst), beyond the tolerances and, "
+        f"either by more than 4 x at one element or in root mean square, beyond twice the {dtype} reference's error "
+        f"({reference_rms:.3g})")

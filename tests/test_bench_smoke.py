@@ -135,3 +135,26 @@ def test_gpu_sh_builds_for_the_gpu_where_its_tests_import_the_package(tmp_path):
     jsons = [c[1].split("--json ")[1].split()[0] for c in bench]
     assert cases == ["motion_loss", "ugcn_blocks"], cases
     assert jsons == [str(tmp_path / "results" / f"NVIDIA-H200-{case}.json") for case in cases], jsons
+
+
+@pytest.mark.skipif(not GPU_SH.exists() or os.name != "posix", reason="bench/gpu.sh not beside the tests")
+def test_gpu_sh_keeps_within_its_total_time(tmp_path):
+    """A lent GPU machine runs one command for 600 s at most: gpu.sh shrinks each phase's limit to what is left of
+    GPU_TOTAL_TIMEOUT and starts no phase with under 20 s left (here: a slow fake build uses up the time)."""
+    import shutil
+
+    if shutil.which("bash") is None or shutil.which("timeout") is None:
+        pytest.skip("needs bash and timeout")
+    fake = tmp_path / "python3"
+    fake.write_text(_FAKE_PYTHON.replace('esac\nexit 0', 'esac\ncase "$*" in *setup.py*) sleep 10 ;; esac\nexit 0'))
+    fake.chmod(0o755)
+    log = tmp_path / "calls.tsv"
+    env = dict(os.environ, PYTHON=str(fake), FAKE_PYTHON_LOG=str(log), GPU_TOTAL_TIMEOUT="50")
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(["bash", str(GPU_SH), str(tmp_path / "results")], capture_output=True, text=True,
+                         timeout=120, env=env)
+    phases = (tmp_path / "results" / "NVIDIA-H200-phases.txt").read_text()
+    assert run.returncode == 124, run.stdout + run.stderr + phases
+    assert "build: " in phases and "tests: not run" in phases, phases
+    assert "bench motion_loss: not run" in phases and "bench ugcn_blocks: not run" in phases, phases
+    assert "bench/speed.py" not in log.read_text()

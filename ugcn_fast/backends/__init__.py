@@ -55,14 +55,23 @@ def release_cpu_buffers() -> None:
     _scratch.release()
 
 
-@torch.compiler.assume_constant_result  # compiled code takes the answer at trace time instead of tracing os.environ
+# TRITON_INTERPRET as last read outside compiled code: traced code reads this copy, not os.environ (torch 2.11's
+# dynamo refused an importlib call in backend selection; the environment is kept out of the trace as well).
+_interpret_seen = [os.environ.get("TRITON_INTERPRET", "0") == "1"]
+
+
 def triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if not torch.compiler.is_compiling():
+        _interpret_seen[0] = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return _interpret_seen[0]
 
 
 # Looked up once, at import: backend selection runs inside torch.compile'd code, and dynamo refuses to trace
 # importlib's find_spec (torch 2.11 raised Unsupported under fullgraph=True).
-_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+try:
+    _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+except ValueError:  # a module object without a spec already in sys.modules (a stub): it is what `import` gets
+    _TRITON_INSTALLED = True
 
 
 def _triton_installed() -> bool:
