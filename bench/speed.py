@@ -67,7 +67,7 @@ import time
 import timeit
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.utils.benchmark import Timer
@@ -610,13 +610,7 @@ def measure_impl(case: Case, impl: Impl, inputs: Inputs, modes: Sequence[str], d
                         current = None
                         continue
                     row.first_call_s = time.perf_counter() - t0
-                    m = time_stmt(runner.step, device, min_run_time, label)
                     row.method = "loss.backward(retain_graph=True) on a prebuilt graph"
-                    _fill_times(row, m)
-                    _measure_kernels(row, runner, device)
-                    runner.reset()
-                    row.peak_mib, note = peak_memory_mib(device, runner.body)
-                    runner.graph = None
                 else:
                     t0 = time.perf_counter()
                     out = runner.step()
@@ -627,13 +621,12 @@ def measure_impl(case: Case, impl: Impl, inputs: Inputs, modes: Sequence[str], d
                     del out
                     for _ in range(max(warmup - 1, 0)):
                         runner.step()
-                    m = time_stmt(runner.step, device, min_run_time, label)
                     row.method = {"forward": "forward under torch.no_grad()", "forward_grad": "forward with autograd",
                                   "forward_backward": "forward, then loss.backward()"}[mode]
-                    _fill_times(row, m)
-                    _measure_kernels(row, runner, device)
-                    runner.reset()
-                    row.peak_mib, note = peak_memory_mib(device, runner.body)
+                _fill_times(row, time_stmt(runner.step, device, min_run_time, label))
+                _measure_kernels(row, runner, device)
+                runner.reset()
+                row.peak_mib, note = peak_memory_mib(device, runner.body)
                 if note:
                     row.note = _join(row.note, note)
             except Exception as err:  # noqa: BLE001  (compile failures and the like: report in the row, go on)
