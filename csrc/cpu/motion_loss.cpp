@@ -22,10 +22,15 @@
 // shift on both sides, so out-of-range pairs add exact zeros instead of splitting the loop into runs. For cross
 // and inner with one den per sample (normalize "sample", the default, or "none") pass 1 and pass 2(a) are one loop
 // per interval (sample_scaled_loss_and_grad): the target's pair is encoded once for its statistics and for the
-// loss, the planes hold sign(mP - mG), and (b) scales each interval's sum by its w / den (cross: raw kernel -16 %
-// with gradients, -15 % without; inner -8 % and -17 %). A forward without gradients stores no planes. (Tried and
-// not kept: a float32 rsqrt14 + Newton square root for pass 1, software prefetch of the next sample, making the
-// gradient products in pass 2(a) so that (b) reads aligned planes only; none measured faster.)
+// loss, the planes are unscaled, and (b) scales each interval's sum by its w / den (cross: raw kernel -16 % with
+// gradients, -15 % without; inner -8 % and -17 %). There the cross operator's planes hold the gradient products
+// b x s and s x a (s = sign(mP - mG)), both stored at the pair's index n from values pass (a) has in registers, so
+// (b) reads two plane triples per interval (start at n, end at n - shift) instead of the sign planes and both
+// shifted points: the sign-plane gather of four intervals needs more address registers than x86-64 has and
+// spills (raw cross kernel with the pred gradient 1.3-1.45x faster on the 2-core EPYC, one and two threads). A
+// forward without gradients stores no planes. (Tried and not kept: a float32 rsqrt14 + Newton square root for
+// pass 1, software prefetch of the next sample, storing the end products at their frame-joint n + shift so that
+// (b) reads aligned planes only; none measured faster.)
 #include "motion_loss.h"
 
 #include <omp.h>
@@ -87,13 +92,13 @@ struct Scratch {
   scalar_t* norms;        // (T J)     ||G[t, j]||
   scalar_t* magnitude;    // (T J)     ||mG[n]|| of the current interval
   scalar_t* inv_den;      // (T J)     1 / den expanded over n (joint mode)
-  scalar_t* upstream_;    // (nU, C, stride)  dL/dmP, one plane set per interval (cross) or one shared
+  scalar_t* upstream_;    // (planes, stride)  upstream planes: per interval (D = 3) or one shared set
   scalar_t* joint_sum;    // (J)
 
-  Scratch(int64_t T, int64_t J, int D, int C, int max_tau, int n_upstream)
+  Scratch(int64_t T, int64_t J, int D, int max_tau, int n_upstream_planes)
       : plane(T * J), pad(lines(int64_t(max_tau) * J)), stride(lines(plane + 2 * pad)) {
     const int64_t sizes[] = {stride * D, stride * D, stride * D, stride * D, lines(plane),
-                             lines(plane), lines(plane), stride * C * n_upstream, lines(J)};
+                             lines(plane), lines(plane), stride * n_upstream_planes, lines(J)};
     const int64_t redzone = static_cast<int64_t>(kRedzoneBytes / sizeof(scalar_t));
     int64_t total = 0;
     for (int64_t n : sizes) total += n + redzone;
@@ -115,7 +120,8 @@ struct Scratch {
   scalar_t* G() { return G_ + pad; }
   scalar_t* dP() { return dP_ + pad; }
   scalar_t* dG() { return dG_ + pad; }
-  scalar_t* upstream(int u, int C) { return upstream_ + int64_t(u) * C * stride + pad; }
+  // Set u of sets of `per_set` planes.
+  scalar_t* upstream(int u, int per_set) { return upstream_ + int64_t(u) * per_set * stride + pad; }
 };
 
 template <int DC, typename scalar_t>
@@ -342,15 +348,20 @@ void gather_all_intervals(const scalar_t* x, const scalar_t* g, int64_t TJ, int6
   }
 }
 
-// One interval of the cross operator with one den per sample (sample_scaled_loss_and_grad): the upstream's sign
-// planes g = sign(mP - mG) (0 for a zero or NaN difference, as component_upstream), the raw loss sum |mP - mG| and,
-// kStats, the target's statistics (sum of ||mG||, sum of ||a|| ||b||); without kUpstream (no gradient wanted) no
-// planes are stored. Scalar locals, not Vec3 / Upstream: with the statistics in the same loop GCC does not vectorise
-// the struct form.
-template <bool kStats, bool kUpstream, typename scalar_t>
+// One interval of the cross operator with one den per sample (sample_scaled_loss_and_grad): the raw loss sum
+// |mP - mG|, kStats the target's statistics (sum of ||mG||, sum of ||a|| ||b||), and for each gradient wanted
+// (kGradP, kGradG) the pair's gradient products with the upstream's sign s = sign(mP - mG) (0 for a zero or NaN
+// difference, as component_upstream): start = b x s, what frame-joint n receives as the start of pair n, and
+// end = s x a, what frame-joint n + shift receives as the end of pair n. Both are stored at the pair's index n
+// (aligned stores of values already in registers), so the gather reads two plane triples per interval instead of
+// the sign planes and both shifted points. Plane layout at `planes`, components cs apart: pred start xyz, pred end
+// xyz, then (kGradG) target start xyz, target end xyz. Without a gradient no planes are stored. Scalar locals, not
+// Vec3 / Upstream: with the statistics in the same loop GCC does not vectorise the struct form.
+template <bool kStats, bool kGradP, bool kGradG, typename scalar_t>
 void cross_interval_pass(const scalar_t* P, const scalar_t* G, const scalar_t* norms, int64_t n_pairs, int64_t shift,
-                         int64_t cs, scalar_t* g, scalar_t& sum_magnitude, scalar_t& sum_norm_products,
+                         int64_t cs, scalar_t* planes, scalar_t& sum_magnitude, scalar_t& sum_norm_products,
                          scalar_t& raw) {
+  scalar_t* target_planes = planes + (kGradP ? 6 * cs : 0);
   scalar_t magnitudes = 0, norm_products = 0, loss = 0;
 #pragma omp simd reduction(+ : magnitudes, norm_products, loss)
   for (int64_t n = 0; n < n_pairs; ++n) {
@@ -366,16 +377,88 @@ void cross_interval_pass(const scalar_t* P, const scalar_t* G, const scalar_t* n
     const scalar_t dx = (py0 * pz1 - pz0 * py1) - mx, dy = (pz0 * px1 - px0 * pz1) - my,
                    dz = (px0 * py1 - py0 * px1) - mz;
     const scalar_t ax = std::fabs(dx), ay = std::fabs(dy), az = std::fabs(dz);
-    if (kUpstream) {
-      g[n] = ax > scalar_t(0) ? std::copysign(scalar_t(1), dx) : scalar_t(0);
-      g[n + cs] = ay > scalar_t(0) ? std::copysign(scalar_t(1), dy) : scalar_t(0);
-      g[n + 2 * cs] = az > scalar_t(0) ? std::copysign(scalar_t(1), dz) : scalar_t(0);
+    if (kGradP || kGradG) {
+      const scalar_t sx = ax > scalar_t(0) ? std::copysign(scalar_t(1), dx) : scalar_t(0);
+      const scalar_t sy = ay > scalar_t(0) ? std::copysign(scalar_t(1), dy) : scalar_t(0);
+      const scalar_t sz = az > scalar_t(0) ? std::copysign(scalar_t(1), dz) : scalar_t(0);
+      auto store_products = [&](scalar_t* out, scalar_t x0, scalar_t y0, scalar_t z0, scalar_t x1, scalar_t y1,
+                                scalar_t z1) {
+        out[n] = y1 * sz - z1 * sy;  // start: b x s
+        out[n + cs] = z1 * sx - x1 * sz;
+        out[n + 2 * cs] = x1 * sy - y1 * sx;
+        out[n + 3 * cs] = sy * z0 - sz * y0;  // end: s x a
+        out[n + 4 * cs] = sz * x0 - sx * z0;
+        out[n + 5 * cs] = sx * y0 - sy * x0;
+      };
+      if (kGradP) store_products(planes, px0, py0, pz0, px1, py1, pz1);
+      if (kGradG) store_products(target_planes, gx0, gy0, gz0, gx1, gy1, gz1);
     }
     loss += ax + ay + az;
   }
   sum_magnitude = magnitudes;
   sum_norm_products = norm_products;
   raw = loss;
+}
+
+// The gradient of the cross operator from cross_interval_pass's product planes, up to four intervals per pass:
+// frame-joint n gathers sum_i scale_i (start_i[n] + end_i[n - shift_i]); the zero padding before each plane and
+// the never-written tail [n_pairs, T J) make out-of-range pairs add exact zeros, so no lane tests its position.
+// planes: the chunk's first interval's start triple (its end triple 3 cs further), the next intervals' at steps
+// of `step`. acc: planar running sum between passes; the last pass writes the packed (T, J, 3) gradient times sign.
+template <int K, bool FIRST, bool LAST, typename scalar_t>
+void gather_products_chunk(const scalar_t* planes, int64_t step, int64_t TJ, int64_t cs, const int64_t* shifts,
+                           const scalar_t* scales, scalar_t sign, scalar_t* acc, scalar_t* out) {
+#pragma omp simd
+  for (int64_t n = 0; n < TJ; ++n) {
+    scalar_t ax = 0, ay = 0, az = 0;
+    if (!FIRST) {
+      ax = acc[n];
+      ay = acc[n + cs];
+      az = acc[n + 2 * cs];
+    }
+    for (int k = 0; k < K; ++k) {
+      const scalar_t* start = planes + k * step + n;
+      const scalar_t* end = planes + k * step + 3 * cs + n - shifts[k];
+      ax = std::fma(scales[k], start[0] + end[0], ax);
+      ay = std::fma(scales[k], start[cs] + end[cs], ay);
+      az = std::fma(scales[k], start[2 * cs] + end[2 * cs], az);
+    }
+    if (LAST) {
+      out[n * 3 + 0] = sign * ax;
+      out[n * 3 + 1] = sign * ay;
+      out[n * 3 + 2] = sign * az;
+    } else {
+      acc[n] = ax;
+      acc[n + cs] = ay;
+      acc[n + 2 * cs] = az;
+    }
+  }
+}
+
+template <int K, typename scalar_t>
+void gather_products_dispatch(bool first, bool last, const scalar_t* planes, int64_t step, int64_t TJ, int64_t cs,
+                              const int64_t* shifts, const scalar_t* scales, scalar_t sign, scalar_t* acc,
+                              scalar_t* out) {
+  if (first && last) return gather_products_chunk<K, true, true>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
+  if (first) return gather_products_chunk<K, true, false>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
+  if (last) return gather_products_chunk<K, false, true>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
+  gather_products_chunk<K, false, false>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
+}
+
+template <typename scalar_t>
+void gather_products(const scalar_t* planes, int64_t step, int64_t TJ, int64_t cs, const int64_t* shifts,
+                     const scalar_t* scales, int nI, scalar_t sign, scalar_t* acc, scalar_t* out) {
+  for (int c = 0; c < nI; c += 4) {
+    const int k = std::min(4, nI - c);
+    const bool first = c == 0, last = c + k == nI;
+    const scalar_t* pc = planes + c * step;
+    switch (k) {
+      case 1: gather_products_dispatch<1>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out); break;
+      case 2: gather_products_dispatch<2>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out); break;
+      case 3: gather_products_dispatch<3>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out); break;
+      default: gather_products_dispatch<4>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out);
+    }
+  }
 }
 
 // The same for the inner operator (D = 3): one component, mG = <a, b> (summed in the order of pair_loss), its
@@ -402,18 +485,28 @@ void inner_interval_pass(const scalar_t* P, const scalar_t* G, const scalar_t* n
   raw = loss;
 }
 
+// Planes per interval that sample_scaled_loss_and_grad stores: the cross operator's gradient products (start and
+// end triples) for each gradient wanted, or the inner operator's one sign plane shared by both gradients.
+template <int OP>
+int sample_scaled_planes(bool grad_pred, bool grad_target) {
+  if (OP == kCross) return 6 * (int(grad_pred) + int(grad_target));
+  return grad_pred || grad_target ? 1 : 0;
+}
+
 // Cross (and inner, D = 3) operator with one den per sample and interval (normalize "none" / "sample", the
 // default): pass 1 and pass 2(a) fused, one loop per interval that encodes the target's pair once for both its
-// statistics (-> den) and the loss. 1 / den is known only after that loop, so it stores sign(mP - mG) and the
-// gather applies each interval's w / den to the sum of its products (for a NaN den, as 0 * NaN in the generic
-// path: NaN; a frame in none of the interval's pairs keeps its exact 0, as in the reference: see below).
-// Returns the sample's weighted loss; den: (nI, J) out.
+// statistics (-> den) and the loss. 1 / den is known only after that loop, so the planes are unscaled (cross: the
+// gradient products with sign(mP - mG); inner: the sign) and the gather applies each interval's w / den to the sum
+// it gathers from them (for a NaN den, as 0 * NaN in the generic path: NaN; a frame in none of the interval's
+// pairs keeps its exact 0, as in the reference: see below). Returns the sample's weighted loss; den: (nI, J) out.
 template <int OP, typename scalar_t>
 double sample_scaled_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::vector<int>& intervals,
                                    int normalize, scalar_t eps, int reduction, scalar_t* den, scalar_t* out_dP,
                                    scalar_t* out_dG, Scratch<scalar_t>& s) {
   static_assert(OP == kCross || OP == kInner, "one den per sample: the operators with statistics");
   const int C = components<OP>(3);
+  const bool grad_pred = out_dP != nullptr, grad_target = out_dG != nullptr;
+  const int n_planes = sample_scaled_planes<OP>(grad_pred, grad_target);
   const int nI = static_cast<int>(intervals.size());
   const int64_t TJ = s.plane, cs = s.stride;
   const scalar_t *P = s.P(), *G = s.G();
@@ -431,22 +524,31 @@ double sample_scaled_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::v
     const int64_t shift = int64_t(tau) * J, n_pairs = TJ - shift;
     shifts[i] = shift;
     scalar_t sum_magnitude = 0, sum_norm_products = 0, raw = 0;
-    scalar_t* g = s.upstream(i, C);
-    auto pass = [&](auto stats, auto upstream) {
-      constexpr bool kStats = decltype(stats)::value, kUpstream = decltype(upstream)::value;
+    scalar_t* planes = s.upstream(i, n_planes);
+    auto pass = [&](auto stats, auto with_grad_pred, auto with_grad_target) {
+      constexpr bool kStats = decltype(stats)::value, kGradP = decltype(with_grad_pred)::value,
+                     kGradG = decltype(with_grad_target)::value;
       if constexpr (OP == kCross)
-        cross_interval_pass<kStats, kUpstream>(P, G, norms, n_pairs, shift, cs, g, sum_magnitude, sum_norm_products,
-                                               raw);
+        cross_interval_pass<kStats, kGradP, kGradG>(P, G, norms, n_pairs, shift, cs, planes, sum_magnitude,
+                                                    sum_norm_products, raw);
       else
-        inner_interval_pass<kStats, kUpstream>(P, G, norms, n_pairs, shift, cs, g, sum_magnitude, sum_norm_products,
-                                               raw);
+        inner_interval_pass<kStats, kGradP || kGradG>(P, G, norms, n_pairs, shift, cs, planes, sum_magnitude,
+                                                      sum_norm_products, raw);
     };
-    using yes = std::true_type;
-    using no = std::false_type;
-    if (out_dP || out_dG)
-      statistics ? pass(yes{}, yes{}) : pass(no{}, yes{});
+    auto with_statistics = [&](auto with_grad_pred, auto with_grad_target) {
+      if (statistics)
+        pass(std::true_type{}, with_grad_pred, with_grad_target);
+      else
+        pass(std::false_type{}, with_grad_pred, with_grad_target);
+    };
+    if (grad_pred && grad_target)
+      with_statistics(std::true_type{}, std::true_type{});
+    else if (grad_pred)
+      with_statistics(std::true_type{}, std::false_type{});
+    else if (grad_target)
+      with_statistics(std::false_type{}, std::true_type{});
     else
-      statistics ? pass(yes{}, no{}) : pass(no{}, no{});
+      with_statistics(std::false_type{}, std::false_type{});
     const scalar_t d = statistics ? denominator<scalar_t>(sum_magnitude, scalar_t(n_pairs), sum_norm_products,
                                                           scalar_t(n_pairs), eps)
                                   : scalar_t(1);
@@ -455,28 +557,34 @@ double sample_scaled_loss_and_grad(int64_t B, int64_t T, int64_t J, const std::v
     scales[i] = w * inv_den;
     loss += double(w) * double(inv_den * raw);
   }
-  const scalar_t* g0 = s.upstream(0, C);
-  const scalar_t* gather_scales = scales;
-  if (out_dP || out_dG) {
-    // A non-finite w / den (a NaN in the target's sample) would turn the exact zero that a frame in none of an
-    // interval's pairs gathers into NaN, where the reference leaves that frame's gradient 0. Then (rarely) the
-    // planes are scaled over the interval's pairs only, the padding staying zero, and the gather takes them as
-    // they are.
-    bool finite = true;
-    for (int i = 0; i < nI; ++i) finite = finite && std::isfinite(scales[i]);
-    if (!finite) {
-      for (int i = 0; i < nI; ++i) {
-        const int64_t n_pairs = TJ - shifts[i];
-        for (int c = 0; c < C; ++c) {
-          scalar_t* plane = s.upstream(i, C) + c * cs;
-          for (int64_t n = 0; n < n_pairs; ++n) plane[n] *= scales[i];
-        }
+  if (!grad_pred && !grad_target) return loss;
+  // A non-finite w / den (a NaN in the target's sample) would turn the exact zero that a frame in none of an
+  // interval's pairs gathers into NaN, where the reference leaves that frame's gradient 0. Then (rarely) the planes
+  // are scaled over the interval's pairs only, the padding and the never-written tail staying zero, and the gather
+  // takes them as they are (scales of 1).
+  bool finite = true;
+  for (int i = 0; i < nI; ++i) finite = finite && std::isfinite(scales[i]);
+  if (!finite) {
+    for (int i = 0; i < nI; ++i) {
+      const int64_t n_pairs = TJ - shifts[i];
+      for (int c = 0; c < n_planes; ++c) {
+        scalar_t* plane = s.upstream(i, n_planes) + c * cs;
+        for (int64_t n = 0; n < n_pairs; ++n) plane[n] *= scales[i];
       }
-      gather_scales = nullptr;
+      scales[i] = 1;
     }
   }
-  if (out_dP) gather_all_intervals<OP>(P, g0, TJ, cs, shifts, gather_scales, nI, scalar_t(1), s.dP(), out_dP);
-  if (out_dG) gather_all_intervals<OP>(G, g0, TJ, cs, shifts, gather_scales, nI, scalar_t(-1), s.dG(), out_dG);
+  if constexpr (OP == kCross) {
+    const int64_t step = int64_t(n_planes) * cs;  // from one interval's planes to the next's
+    const scalar_t* pred_planes = s.upstream(0, n_planes);
+    const scalar_t* target_planes = pred_planes + (grad_pred ? 6 * cs : 0);
+    if (grad_pred) gather_products(pred_planes, step, TJ, cs, shifts, scales, nI, scalar_t(1), s.dP(), out_dP);
+    if (grad_target) gather_products(target_planes, step, TJ, cs, shifts, scales, nI, scalar_t(-1), s.dG(), out_dG);
+  } else {
+    const scalar_t* g0 = s.upstream(0, n_planes);
+    if (grad_pred) gather_all_intervals<OP>(P, g0, TJ, cs, shifts, scales, nI, scalar_t(1), s.dP(), out_dP);
+    if (grad_target) gather_all_intervals<OP>(G, g0, TJ, cs, shifts, scales, nI, scalar_t(-1), s.dG(), out_dG);
+  }
   return loss;
 }
 
@@ -589,19 +697,31 @@ inline int max_tau(const MotionLossProblem& p) {
   return m;
 }
 
+// Cross and inner with D = 3 and one den per sample take sample_scaled_loss_and_grad; everything else
+// sample_denominators, then sample_loss_and_grad.
+template <int OP, int DC, bool PER_JOINT>
+constexpr bool kSampleScaled = (OP == kCross || OP == kInner) && kGatherAllIntervals<DC> && !PER_JOINT;
+
+// Upstream planes the scatter path stores, over all intervals.
+template <int OP, int DC, bool PER_JOINT>
+int scatter_upstream_planes(const MotionLossProblem& p) {
+  const int nI = int(p.intervals.size());
+  if (kSampleScaled<OP, DC, PER_JOINT>) return nI * sample_scaled_planes<OP>(p.grad_pred, p.grad_target);
+  return components<OP>(p.D) * (kGatherAllIntervals<DC> ? nI : 1);
+}
+
 template <int OP, int DC, bool PER_JOINT, typename scalar_t>
 void run_scatter(const MotionLossProblem& p) {
   const SampleBuffers<scalar_t> io(p);
   const int64_t TJ = p.T * p.J;
 #pragma omp parallel num_threads(thread_count(p))
   {
-    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D), max_tau(p),
-                        kGatherAllIntervals<DC> ? int(p.intervals.size()) : 1);
+    Scratch<scalar_t> s(p.T, p.J, p.D, max_tau(p), scatter_upstream_planes<OP, DC, PER_JOINT>(p));
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < p.B; ++b) {
       to_planar<DC>(io.pred(b), TJ, p.D, s.P(), s.stride);
       to_planar<DC>(io.target(b), TJ, p.D, s.G(), s.stride);
-      if constexpr ((OP == kCross || OP == kInner) && kGatherAllIntervals<DC> && !PER_JOINT) {
+      if constexpr (kSampleScaled<OP, DC, PER_JOINT>) {
         io.loss[b] = scalar_t(sample_scaled_loss_and_grad<OP>(p.B, p.T, p.J, p.intervals, p.normalize,
                                                               scalar_t(p.eps), p.reduction, io.den_of(b),
                                                               io.grad_pred(b), io.grad_target(b), s));
@@ -624,7 +744,7 @@ void run_gather(const MotionLossProblem& p) {
     weight[i] = interval_weight<scalar_t>(p.reduction, nI, p.B, p.T, p.J, components<OP>(p.D), p.intervals[i]);
 #pragma omp parallel num_threads(thread_count(p))
   {
-    Scratch<scalar_t> s(p.T, p.J, p.D, components<OP>(p.D), max_tau(p), 1);
+    Scratch<scalar_t> s(p.T, p.J, p.D, max_tau(p), components<OP>(p.D));
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < p.B; ++b) {
       to_planar<DC>(io.target(b), TJ, p.D, s.G(), s.stride);
