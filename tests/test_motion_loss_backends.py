@@ -198,6 +198,41 @@ def test_cpu_is_bitwise_reproducible_across_runs_and_thread_counts(normalize):
 
 
 @NEEDS_CPU_MODULE
+@pytest.mark.parametrize("wants", ["pred", "target", "both"])
+@pytest.mark.parametrize("nan_in_target", [False, True], ids=["finite", "nan-target"])
+@pytest.mark.parametrize("operator", ["cross", "inner", "sub"])
+@pytest.mark.parametrize("normalize", NORMALIZE)
+def test_cpu_gradient_of_either_input_alone(wants, nan_in_target, operator, normalize):
+    """The CPU kernel stores per-gradient planes (cross: gradient products of pred, of target, or both): each
+    gradient alone and both together match the reference. Five intervals run the gather as a chunk of four and one
+    of one; at T = 12 with intervals 7-11 the frames 5 and 6 are in no pair, so a NaN den (a NaN in the target)
+    must leave their gradient exactly 0 while the others turn NaN, as in the reference."""
+    intervals = (7, 8, 9, 10, 11)
+    g = torch.Generator().manual_seed(3)
+    target = torch.randn(2, 12, 5, 3, generator=g, dtype=torch.float64)
+    pred = target + 0.5 * torch.randn(2, 12, 5, 3, generator=g, dtype=torch.float64)
+    if nan_in_target:
+        target[1, 3, 2, 0] = float("nan")
+    kw = dict(intervals=intervals, operator=operator, normalize=normalize, reduction="sum")
+    results = []
+    for fn in (lambda p, t: ugcn_fast.motion_loss(p, t, backend="cpu", **kw),
+               lambda p, t: reference.motion_loss(p, t, **kw)):
+        p, t = pred.clone().requires_grad_(wants != "target"), target.clone().requires_grad_(wants != "pred")
+        loss = fn(p, t)
+        loss.backward()
+        results.append((loss.detach(), p.grad, t.grad))
+    (loss, *grads), (e_loss, *e_grads) = results
+    torch.testing.assert_close(loss, e_loss, equal_nan=True)
+    for name, a, e in zip(("pred", "target"), grads, e_grads):
+        assert (a is None) == (e is None), name
+        if a is not None:
+            assert torch.equal(torch.isnan(a), torch.isnan(e)), name
+            torch.testing.assert_close(a, e, equal_nan=True, msg=lambda m: f"grad {name}: {m}")
+    if nan_in_target and wants != "target":
+        assert torch.equal(grads[0][:, 5:7], torch.zeros_like(grads[0][:, 5:7]))
+
+
+@NEEDS_CPU_MODULE
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("operator, D", [("cross", 3), ("inner", 3), ("sub", 3), ("inner", 2)])
 @pytest.mark.parametrize("normalize", NORMALIZE)
