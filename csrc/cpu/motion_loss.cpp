@@ -272,6 +272,58 @@ inline __attribute__((always_inline)) void add_scaled_start_and_end(scalar_t& ax
   az = std::fma(scale, tz, az);
 }
 
+// The gathers' running sum of frame-joint n between passes of up to four intervals: the first pass starts from 0,
+// a later one from the planar accumulator; the last writes the caller's packed (T, J, 3) gradient times sign.
+template <bool FIRST, typename scalar_t>
+inline __attribute__((always_inline)) void load_running_sum(const scalar_t* acc, int64_t n, int64_t cs, scalar_t& ax,
+                                                            scalar_t& ay, scalar_t& az) {
+  if (FIRST) {
+    ax = ay = az = 0;
+  } else {
+    ax = acc[n];
+    ay = acc[n + cs];
+    az = acc[n + 2 * cs];
+  }
+}
+
+template <bool LAST, typename scalar_t>
+inline __attribute__((always_inline)) void store_running_sum(scalar_t ax, scalar_t ay, scalar_t az, scalar_t sign,
+                                                             int64_t n, int64_t cs, scalar_t* acc, scalar_t* out) {
+  if (LAST) {
+    out[n * 3 + 0] = sign * ax;
+    out[n * 3 + 1] = sign * ay;
+    out[n * 3 + 2] = sign * az;
+  } else {
+    acc[n] = ax;
+    acc[n + cs] = ay;
+    acc[n + 2 * cs] = az;
+  }
+}
+
+// Splits nI intervals into passes of up to four: visit(std::integral_constant<int, K>, first interval, first pass,
+// last pass) with K, FIRST and LAST as compile-time constants, so each pass's loop keeps its sums in registers.
+template <typename Visit>
+void for_each_interval_chunk(int nI, Visit&& visit) {
+  auto with_flags = [&](auto k, int c, bool first, bool last) {
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (first && last) return visit(k, c, yes{}, yes{});
+    if (first) return visit(k, c, yes{}, no{});
+    if (last) return visit(k, c, no{}, yes{});
+    visit(k, c, no{}, no{});
+  };
+  for (int c = 0; c < nI; c += 4) {
+    const int k = std::min(4, nI - c);
+    const bool first = c == 0, last = c + k == nI;
+    switch (k) {
+      case 1: with_flags(std::integral_constant<int, 1>{}, c, first, last); break;
+      case 2: with_flags(std::integral_constant<int, 2>{}, c, first, last); break;
+      case 3: with_flags(std::integral_constant<int, 3>{}, c, first, last); break;
+      default: with_flags(std::integral_constant<int, 4>{}, c, first, last); break;
+    }
+  }
+}
+
 // SCALED: interval i's planes hold sign(mP - mG) and scales[i] = w / den multiplies the sum of its products;
 // otherwise the planes hold the scaled upstream already.
 template <int OP, int K, bool FIRST, bool LAST, bool SCALED, typename scalar_t>
@@ -283,12 +335,8 @@ void gather_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, 
                  f2 = SCALED && K > 2 ? scales[2] : 0, f3 = SCALED && K > 3 ? scales[3] : 0;
 #pragma omp simd
   for (int64_t n = 0; n < TJ; ++n) {
-    scalar_t ax = 0, ay = 0, az = 0;
-    if (!FIRST) {
-      ax = acc[n];
-      ay = acc[n + cs];
-      az = acc[n + 2 * cs];
-    }
+    scalar_t ax, ay, az;
+    load_running_sum<FIRST>(acc, n, cs, ax, ay, az);
     if (SCALED) {
       add_scaled_start_and_end<OP>(ax, ay, az, x + n, g + n, s0, cs, f0);
       if (K > 1) add_scaled_start_and_end<OP>(ax, ay, az, x + n, g + step + n, s1, cs, f1);
@@ -300,52 +348,23 @@ void gather_chunk(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, 
       if (K > 2) add_start_and_end<OP>(ax, ay, az, x + n, g + 2 * step + n, s2, cs);
       if (K > 3) add_start_and_end<OP>(ax, ay, az, x + n, g + 3 * step + n, s3, cs);
     }
-    if (LAST) {
-      out[n * 3 + 0] = sign * ax;
-      out[n * 3 + 1] = sign * ay;
-      out[n * 3 + 2] = sign * az;
-    } else {
-      acc[n] = ax;
-      acc[n + cs] = ay;
-      acc[n + 2 * cs] = az;
-    }
+    store_running_sum<LAST>(ax, ay, az, sign, n, cs, acc, out);
   }
-}
-
-template <int OP, int K, bool SCALED, typename scalar_t>
-void gather_chunk_dispatch(bool first, bool last, const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs,
-                                 const int64_t* shifts, const scalar_t* scales, scalar_t sign, scalar_t* acc,
-                                 scalar_t* out) {
-  if (first && last) return gather_chunk<OP, K, true, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
-  if (first) return gather_chunk<OP, K, true, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
-  if (last) return gather_chunk<OP, K, false, true, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
-  return gather_chunk<OP, K, false, false, SCALED>(x, g, TJ, cs, shifts, scales, sign, acc, out);
 }
 
 // scales: null when the upstream planes are scaled already, else each interval's w / den (see gather_chunk).
 template <int OP, typename scalar_t>
 void gather_all_intervals(const scalar_t* x, const scalar_t* g, int64_t TJ, int64_t cs, const int64_t* shifts,
-                                const scalar_t* scales, int nI, scalar_t sign, scalar_t* acc, scalar_t* out) {
-  for (int c = 0; c < nI; c += 4) {
-    const int k = std::min(4, nI - c);
-    const bool first = c == 0, last = c + k == nI;
+                          const scalar_t* scales, int nI, scalar_t sign, scalar_t* acc, scalar_t* out) {
+  for_each_interval_chunk(nI, [&](auto k, int c, auto first, auto last) {
+    constexpr int K = decltype(k)::value;
+    constexpr bool FIRST = decltype(first)::value, LAST = decltype(last)::value;
     const scalar_t* gc = g + int64_t(components<OP>(3)) * c * cs;
-    const int64_t* sh = shifts + c;
-    const scalar_t* f = scales ? scales + c : nullptr;
-    auto chunk = [&](auto kk) {
-      constexpr int KK = decltype(kk)::value;
-      if (f)
-        gather_chunk_dispatch<OP, KK, true>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
-      else
-        gather_chunk_dispatch<OP, KK, false>(first, last, x, gc, TJ, cs, sh, f, sign, acc, out);
-    };
-    switch (k) {
-      case 1: chunk(std::integral_constant<int, 1>{}); break;
-      case 2: chunk(std::integral_constant<int, 2>{}); break;
-      case 3: chunk(std::integral_constant<int, 3>{}); break;
-      default: chunk(std::integral_constant<int, 4>{}); break;
-    }
-  }
+    if (scales)
+      gather_chunk<OP, K, FIRST, LAST, true>(x, gc, TJ, cs, shifts + c, scales + c, sign, acc, out);
+    else
+      gather_chunk<OP, K, FIRST, LAST, false>(x, gc, TJ, cs, shifts + c, scales, sign, acc, out);
+  });
 }
 
 // One interval of the cross operator with one den per sample (sample_scaled_loss_and_grad): the raw loss sum
@@ -410,12 +429,8 @@ void gather_products_chunk(const scalar_t* planes, int64_t step, int64_t TJ, int
                            const scalar_t* scales, scalar_t sign, scalar_t* acc, scalar_t* out) {
 #pragma omp simd
   for (int64_t n = 0; n < TJ; ++n) {
-    scalar_t ax = 0, ay = 0, az = 0;
-    if (!FIRST) {
-      ax = acc[n];
-      ay = acc[n + cs];
-      az = acc[n + 2 * cs];
-    }
+    scalar_t ax, ay, az;
+    load_running_sum<FIRST>(acc, n, cs, ax, ay, az);
     for (int k = 0; k < K; ++k) {
       const scalar_t* start = planes + k * step + n;
       const scalar_t* end = planes + k * step + 3 * cs + n - shifts[k];
@@ -423,42 +438,17 @@ void gather_products_chunk(const scalar_t* planes, int64_t step, int64_t TJ, int
       ay = std::fma(scales[k], start[cs] + end[cs], ay);
       az = std::fma(scales[k], start[2 * cs] + end[2 * cs], az);
     }
-    if (LAST) {
-      out[n * 3 + 0] = sign * ax;
-      out[n * 3 + 1] = sign * ay;
-      out[n * 3 + 2] = sign * az;
-    } else {
-      acc[n] = ax;
-      acc[n + cs] = ay;
-      acc[n + 2 * cs] = az;
-    }
+    store_running_sum<LAST>(ax, ay, az, sign, n, cs, acc, out);
   }
-}
-
-template <int K, typename scalar_t>
-void gather_products_dispatch(bool first, bool last, const scalar_t* planes, int64_t step, int64_t TJ, int64_t cs,
-                              const int64_t* shifts, const scalar_t* scales, scalar_t sign, scalar_t* acc,
-                              scalar_t* out) {
-  if (first && last) return gather_products_chunk<K, true, true>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
-  if (first) return gather_products_chunk<K, true, false>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
-  if (last) return gather_products_chunk<K, false, true>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
-  gather_products_chunk<K, false, false>(planes, step, TJ, cs, shifts, scales, sign, acc, out);
 }
 
 template <typename scalar_t>
 void gather_products(const scalar_t* planes, int64_t step, int64_t TJ, int64_t cs, const int64_t* shifts,
                      const scalar_t* scales, int nI, scalar_t sign, scalar_t* acc, scalar_t* out) {
-  for (int c = 0; c < nI; c += 4) {
-    const int k = std::min(4, nI - c);
-    const bool first = c == 0, last = c + k == nI;
-    const scalar_t* pc = planes + c * step;
-    switch (k) {
-      case 1: gather_products_dispatch<1>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out); break;
-      case 2: gather_products_dispatch<2>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out); break;
-      case 3: gather_products_dispatch<3>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out); break;
-      default: gather_products_dispatch<4>(first, last, pc, step, TJ, cs, shifts + c, scales + c, sign, acc, out);
-    }
-  }
+  for_each_interval_chunk(nI, [&](auto k, int c, auto first, auto last) {
+    gather_products_chunk<decltype(k)::value, decltype(first)::value, decltype(last)::value>(
+        planes + c * step, step, TJ, cs, shifts + c, scales + c, sign, acc, out);
+  });
 }
 
 // The same for the inner operator (D = 3): one component, mG = <a, b> (summed in the order of pair_loss), its
