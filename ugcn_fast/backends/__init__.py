@@ -74,10 +74,6 @@ except ValueError:  # a module object without a spec already in sys.modules (a s
     _TRITON_INSTALLED = True
 
 
-def _triton_installed() -> bool:
-    return _TRITON_INSTALLED
-
-
 def _devices(name: str) -> tuple[str, ...]:
     if name == "cpu":
         return ("cpu",) if _native.cpu_module is not None else ()
@@ -86,7 +82,7 @@ def _devices(name: str) -> tuple[str, ...]:
             return ("cpu",)  # the CPU build of csrc/cuda (tests/cuda_emulator): CPU tensors only
         return ("cuda",) if torch.cuda.is_available() and _native.cuda_runtime_problem() == "" else ()
     if name == "triton":
-        if not _triton_installed():
+        if not _TRITON_INSTALLED:
             return ()
         if triton_interpreted():
             return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
