@@ -125,3 +125,26 @@ def close_or_as_accurate(actual, reference, exact, dtype, scale=None, what=""):
         f"{(error.abs() / allowed).max().item():.2g} x the {dtype} tolerance at worst), beyond the tolerances and, "
         f"either by more than 4 x at one element or in root mean square, beyond twice the {dtype} reference's error "
         f"({reference_rms:.3g})")
+
+
+def float64_twin_step(block, x, dout):
+    """The training step of a float64 copy of `block` (its state and dropout mask) on the same 16-bit x and dout:
+    (output, input gradient, parameter gradients in `named_parameters` order), what 16-bit results are measured
+    against."""
+    twin = copy.deepcopy(block).double()
+    x64 = x.detach().double().requires_grad_(True)
+    out = twin(x64)
+    grads = torch.autograd.grad(out, [x64, *twin.parameters()], dout.double())
+    return out.detach(), grads[0], list(grads[1:])
+
+
+def assert_16_bit_step(actual, reference, exact, names, dtype, what):
+    """actual, reference, exact: (output, input gradient, parameter gradients) of a 16-bit training step of the block
+    under test, of the 16-bit reference block and of the float64 twin (float64_twin_step), each compared with
+    close_or_as_accurate. A parameter gradient sums products of the block's activations and gradients rounded at 16
+    bits: its error scales with the block's largest gradient, not with its own (often cancelled) value."""
+    close_or_as_accurate(actual[0], reference[0], exact[0], dtype, what=f"{what}: output")
+    close_or_as_accurate(actual[1], reference[1], exact[1], dtype, what=f"{what}: input gradient")
+    scale = max(float(g.abs().max()) for g in exact[2])
+    for name, a, r, e in zip(names, actual[2], reference[2], exact[2]):
+        close_or_as_accurate(a, r, e, dtype, scale=scale, what=f"{what}: gradient of {name}")

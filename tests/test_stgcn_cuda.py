@@ -23,7 +23,7 @@ from ugcn_fast.backends.torch_stgcn import phase_geometry
 from _cuda_env import (CUDA_DEVICE, EMULATED, HAS_GPU, built_cuda_module, cuda_kernel_test, gpu_test,
                        nan_filled_cpu_allocations)  # noqa: F401 (an autouse fixture)
 from _piece_bad_args import BAD_PIECE_ARGUMENTS
-from _relu_kinks import clear_relu_kinks, close_or_as_accurate
+from _relu_kinks import assert_16_bit_step, clear_relu_kinks, float64_twin_step
 from _stgcn import give_reference_the_fused_mask, output_shape
 from _tolerances import RTOL, SCALED_ATOL, assert_close_scaled
 
@@ -451,17 +451,8 @@ def check_block(device, dtype, C_in, C_out, V, stride, residual, dropout, N=3, T
         g_r = torch.autograd.grad(out_r, [x] + [p for _, p in ref.named_parameters()], dout)
         g_f = torch.autograd.grad(out_f, [x] + [p for _, p in fused.named_parameters()], dout)
         if half:
-            exact = copy.deepcopy(ref).double()
-            x64 = x.detach().double().requires_grad_(True)
-            out_e = exact(x64)
-            g_e = torch.autograd.grad(out_e, [x64] + [p for _, p in exact.named_parameters()], dout.double())
-            close_or_as_accurate(out_f, out_r, out_e, dtype, what=f"{what}: output (step {step})")
-            close_or_as_accurate(g_f[0], g_r[0], g_e[0], dtype, what=f"{what}: dx (step {step})")
-            # each parameter gradient sums products of the block's activations and gradients, rounded at 16 bits:
-            # its error scales with the block's largest gradient, not with its own (often cancelled) value
-            grad_scale = max(float(g.abs().max()) for g in g_e[1:])
-            for name, a, r, e in zip(names, g_f[1:], g_r[1:], g_e[1:]):
-                close_or_as_accurate(a, r, e, dtype, scale=grad_scale, what=f"{what}: d{name} (step {step})")
+            assert_16_bit_step((out_f, g_f[0], g_f[1:]), (out_r, g_r[0], g_r[1:]), float64_twin_step(ref, x, dout),
+                               names, dtype, f"{what} (step {step})")
             continue
         _close(out_f, out_r.detach(), dtype, f"{what}: output (step {step})")
         _close(g_f[0], g_r[0], dtype, f"{what}: dx (step {step})")

@@ -8,8 +8,6 @@ float32 / float16 / bfloat16 / float64. Every comparison runs the contract on th
 """
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -22,7 +20,7 @@ from ugcn_fast.backends import torch_stgcn as ref  # noqa: E402
 from ugcn_fast.backends import triton_stgcn as tri  # noqa: E402
 from ugcn_fast.fused_stgcn_block import FusedSTGCNBlock  # noqa: E402
 from ugcn_fast.reference import STGCNBlock  # noqa: E402
-from _relu_kinks import clear_relu_kinks, close_or_as_accurate as _close_or_as_accurate  # noqa: E402
+from _relu_kinks import assert_16_bit_step, clear_relu_kinks, float64_twin_step  # noqa: E402
 from _stgcn import give_reference_the_fused_mask, output_shape  # noqa: E402
 from ugcn_fast.kernels import stgcn_block as kst  # noqa: E402  (the module the backend runs)
 
@@ -322,32 +320,31 @@ def _check_block(reference, fused, N, C_in, T, V, dtype):
         x = _rand((N, C_in, T, V), dtype, 50 + step, offset=0.2)
         give_reference_the_fused_mask(reference, fused, x, seed=100 + step)
         dout = _rand(output_shape(reference, x), dtype, 60 + step)
-        blocks = [reference, fused]
         if half:
             dout = clear_relu_kinks(reference, fused, x, dout, dtype)
-            blocks.append(copy.deepcopy(reference).double())
-        outs, x_grads = [], []
-        for block in blocks:
-            x_in = x.to(next(block.parameters()).dtype).clone().requires_grad_()
+        names = [name for name, _ in reference.named_parameters()]
+        steps = []  # (output, input gradient, parameter gradients) of the reference, then of the fused block
+        for block in (reference, fused):
+            x_in = x.clone().requires_grad_()
             torch.manual_seed(100 + step)
             out = block(x_in)
-            out.backward(dout.to(out.dtype))
-            outs.append(out.contiguous())
-            x_grads.append(x_in.grad)
-        # the reference's gradients (the float64 block's in 16-bit) set the scale, never the block under test's
-        grad_scale = max(p.grad.abs().max().item() for p in (blocks[-1] if half else reference).parameters())
-        # the biases feeding BatchNorm (tcn.2.bias, residual.0.bias) have a zero gradient up to rounding: every
-        # gradient is measured against the largest one of the block
-        results = [(f"output, step {step}", outs, None), (f"input grad, step {step}", x_grads, None)]
-        results += [(f"grad of {name}, step {step}", [dict(b.named_parameters())[name].grad for b in blocks],
-                     grad_scale) for name, _ in reference.named_parameters()]
-        for what, (r, f, *exact), scale in results:
-            if half:
-                _close_or_as_accurate(f, r, exact[0], dtype, scale=scale, what=what)
-            else:
-                _close(f, r, dtype, scale=scale, what=what)
-        for block in blocks:
-            block.zero_grad()
+            out.backward(dout)
+            params = dict(block.named_parameters())
+            steps.append((out.contiguous(), x_in.grad, [params[name].grad for name in names]))
+        if half:
+            assert_16_bit_step(steps[1], steps[0], float64_twin_step(reference, x, dout), names, dtype,
+                               f"step {step}")
+        else:
+            (out_ref, x_grad_ref, grads_ref), (out, x_grad, grads) = steps
+            _close(out, out_ref, dtype, what=f"output, step {step}")
+            _close(x_grad, x_grad_ref, dtype, what=f"input grad, step {step}")
+            # the biases feeding BatchNorm (tcn.2.bias, residual.0.bias) have a zero gradient up to rounding: every
+            # gradient is measured against the largest one of the reference block
+            grad_scale = max(g.abs().max().item() for g in grads_ref)
+            for name, g, g_ref in zip(names, grads, grads_ref):
+                _close(g, g_ref, dtype, scale=grad_scale, what=f"grad of {name}, step {step}")
+        reference.zero_grad()
+        fused.zero_grad()
     for (name, b_ref), (_, b) in zip(reference.named_buffers(), fused.named_buffers()):
         if name.endswith("num_batches_tracked"):
             assert torch.equal(b, b_ref), name
