@@ -973,7 +973,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _measure_and_report(args, devices: list, dtype: torch.dtype, settings: dict, info: dict, notes: list, argv,
                         t_start: float) -> int:
-
     bandwidths: dict = {}
     rates: dict = {}
     all_rows: list = []
