@@ -128,9 +128,10 @@ def _extensions():
         Extension(
             "ugcn_fast._C",
             sources=["csrc/cpu/motion_loss.cpp", "csrc/cpu/stgcn_block.cpp", "csrc/cpu/stgcn_gemm.cpp",
-                     "csrc/cpu/bindings.cpp"],
+                     "csrc/cpu/stgcn_fold.cpp", "csrc/cpu/bindings.cpp"],
             depends=["csrc/motion_loss_math.h", "csrc/stgcn_block_math.h", "csrc/cpu/motion_loss.h",
-                     "csrc/cpu/stgcn_block.h", "csrc/cpu/stgcn_gemm.h", "csrc/cpu/aligned_buffer.h"],
+                     "csrc/cpu/stgcn_block.h", "csrc/cpu/stgcn_gemm.h", "csrc/cpu/stgcn_fold.h",
+                     "csrc/cpu/aligned_buffer.h"],
             include_dirs=[pybind11.get_include(), "csrc"],
             extra_compile_args=cpu_flags,
             extra_link_args=["-fopenmp"],

@@ -30,10 +30,10 @@ def _assert_frozen_is_unfrozen(block: FusedSTGCNBlock, x: torch.Tensor) -> torch
 
 @pytest.fixture
 def fold_count(monkeypatch):
-    """How many times the eval operands were folded."""
+    """How many times the eval operands were folded (and, on the CPU, packed)."""
     calls = []
-    fold = fsb.fold_eval_weights
-    monkeypatch.setattr(fsb, "fold_eval_weights", lambda *a: calls.append(1) or fold(*a))
+    fold = fsb.eval_weights
+    monkeypatch.setattr(fsb, "eval_weights", lambda *a: calls.append(1) or fold(*a))
     return calls
 
 
@@ -138,29 +138,89 @@ def test_parametrized_and_pruned_weights(backend):
 
 
 @needs_cpu
-def test_frozen_cpu_eval_runs_the_packed_kernels(monkeypatch):
-    """The frozen CPU path takes the packed launchers (packing once), the unfrozen one the per-call ones."""
+def test_cpu_eval_folds_and_packs_in_one_native_call(monkeypatch):
+    """Eager CPU eval calls take the packed kernels, with operands folded and packed by one native call: on every
+    call unfrozen, once for all calls frozen; neither torch's folding nor the per-call launchers run."""
     from ugcn_fast.backends import cpu_stgcn
-    calls = {name: 0 for name in ("pack_conv_frames", "pack_gcn_relu_phases", "conv_frames_packed",
-                                  "gcn_relu_phases_packed", "conv_frames", "gcn_relu_phases")}
+    from ugcn_fast.ops import stgcn_block
+    calls = {name: 0 for name in ("pack_eval_block", "conv_frames_packed", "gcn_relu_phases_packed", "conv_frames",
+                                  "gcn_relu_phases")}
     for name in calls:
         def counted(*a, _name=name, _f=getattr(cpu_stgcn, name), **k):
             calls[_name] += 1
             return _f(*a, **k)
         monkeypatch.setattr(cpu_stgcn, name, counted)
+    folds = []
+    fold = stgcn_block.fold_eval_weights
+    monkeypatch.setattr(stgcn_block, "fold_eval_weights", lambda *a: folds.append(1) or fold(*a))
     torch.manual_seed(14)
     _, block = reference_and_fused(16, 32, 2, True, A17, 0.0, "cpu", torch.float32)
     block.eval()
     x = torch.randn(1, 16, 12, 17)
     with torch.no_grad():
-        block(x)
-        assert calls["conv_frames"] == calls["gcn_relu_phases"] == 1
+        for _ in range(2):
+            block(x)
+        assert calls["pack_eval_block"] == calls["conv_frames_packed"] == calls["gcn_relu_phases_packed"] == 2
         block.freeze()
         for _ in range(3):
             block(x)
-    assert calls["pack_conv_frames"] == calls["pack_gcn_relu_phases"] == 1
-    assert calls["conv_frames_packed"] == calls["gcn_relu_phases_packed"] == 3
-    assert calls["conv_frames"] == calls["gcn_relu_phases"] == 1
+    assert calls["pack_eval_block"] == 3
+    assert calls["conv_frames_packed"] == calls["gcn_relu_phases_packed"] == 5
+    assert calls["conv_frames"] == calls["gcn_relu_phases"] == 0 and not folds
+
+
+# UGCN's widest blocks too: weights large enough to be packed by both threads, several channel blocks per panel
+WIDE_CONFIGS = [(128, 256, 2, True, 8, A17), (256, 256, 1, True, 5, A17), (256, 128, 1, True, 6, A17)]
+
+
+@needs_cpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("config", CONFIGS + WIDE_CONFIGS, ids=config_id)
+def test_native_folding_is_torch_folding_bitwise(config, dtype):
+    """pack_eval_block folds the BatchNorms as fold_eval_weights does, rounding for rounding: the eval output from
+    its packed operands is bitwise the one from torch's folded tensors through the per-call kernels (the path that
+    traced code takes), for every block configuration, including eps and statistics away from their defaults."""
+    from ugcn_fast.ops import stgcn_block as ops
+    c_in, c_out, stride, residual, T, A = config
+    torch.manual_seed(15)
+    _, block = reference_and_fused(c_in, c_out, stride, residual, A, 0.0, "cpu", dtype)
+    block.eval()
+    for i, bn in enumerate(block._batch_norms(block._submodules())):
+        bn.eps = (1e-5, 0.3, 1e-3)[i]
+    parts = block._submodules()
+    bns = block._batch_norms(parts)
+    params = block._parameters_by_name(parts)
+    cfg = ops.BlockConfig(block.kernel_size, block.stride, block.residual_kind,
+                          tuple(bn.eps for bn in bns) + (0.0,) * (3 - len(bns)), "cpu")
+    states = [{"weight": bn.weight, "bias": bn.bias, "running_mean": bn.running_mean,
+               "running_var": bn.running_var} for bn in bns]
+    packed = ops.eval_weights(block.A, params, states, cfg, dtype)
+    folded = ops.fold_eval_weights(block.A, params, states, cfg, dtype)
+    assert isinstance(packed, ops.PackedEvalWeights) and isinstance(folded, ops.EvalWeights)
+    x_tm = torch.randn(T, 3, A.shape[-1], c_in, dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(ops.eval_forward(x_tm, packed, cfg), ops.eval_forward(x_tm, folded, cfg))
+
+
+@needs_cpu
+def test_native_folding_declines_what_it_cannot_read():
+    """A BatchNorm statistic of another dtype than the weights (a float64 buffer assigned by hand) is not read as
+    the weights' dtype: the block folds in torch instead, with the result of the same statistic in float32."""
+    from ugcn_fast.ops import stgcn_block as ops
+    torch.manual_seed(16)
+    ref, block = reference_and_fused(16, 32, 2, True, A17, 0.0, "cpu", torch.float32)
+    ref.eval(), block.eval()
+    block.tcn[3].running_var = block.tcn[3].running_var.double()  # (the same values: float32 ones widened)
+    parts = block._submodules()
+    bns = block._batch_norms(parts)
+    states = [{"weight": bn.weight, "bias": bn.bias, "running_mean": bn.running_mean,
+               "running_var": bn.running_var} for bn in bns]
+    cfg = ops.BlockConfig(5, 2, "conv", (1e-5,) * 3, "cpu")
+    assert isinstance(ops.eval_weights(block.A, block._parameters_by_name(parts), states, cfg, torch.float32),
+                      ops.EvalWeights)
+    x = torch.randn(2, 16, 12, 17)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), ref(x), **TOL[torch.float32])
 
 
 @needs_cpu
@@ -292,3 +352,32 @@ def test_compiled_frozen_block_folds_in_the_graph():
         torch._dynamo.reset()
         y = torch.compile(block, fullgraph=True, backend="aot_eager")(x)
         torch.testing.assert_close(y, _unfrozen_twin(block)(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_cpu
+def test_pack_eval_block_checks_what_it_is_given():
+    """The native layer refuses a call that would read what it was not given: a convolution residual without its
+    BatchNorm, a BatchNorm without its statistics, a null pointer, sizes out of range, an unknown dtype."""
+    from ugcn_fast import _native
+    C = _native.cpu_module
+    A = torch.ones(3, 17, 17, dtype=torch.float64)
+    w = torch.ones(4 * 4 * 5, dtype=torch.float32)  # the largest operand: tcn.2's weight (C_out, C_out, taps)
+    p = w.data_ptr()
+    bn = [p, p, p, p]
+    sizes = (17, 3, 4, 4, 5, 0, 1)  # V, K, C_in, C_out, taps, order, threads
+    graph, temporal = C.stgcn_pack_eval_block("float32", A.data_ptr(), p, p, p, p, 0, 0, [bn, bn], [1e-5] * 2, *sizes)
+    assert list(graph.sizes) == [17, 3, 4, 4] and list(temporal.sizes) == [5, 4, 4, 0]
+    with pytest.raises(ValueError, match="one BatchNorm per convolution"):
+        C.stgcn_pack_eval_block("float32", A.data_ptr(), p, p, p, p, p, p, [bn, bn], [1e-5] * 2, *sizes)
+    with pytest.raises(ValueError, match="weight and bias"):
+        C.stgcn_pack_eval_block("float32", A.data_ptr(), p, p, p, p, p, 0, [bn, bn, bn], [1e-5] * 3, *sizes)
+    with pytest.raises(ValueError, match="running_var"):
+        C.stgcn_pack_eval_block("float32", A.data_ptr(), p, p, p, p, 0, 0, [bn, bn[:3]], [1e-5] * 2, *sizes)
+    with pytest.raises(ValueError, match="running_var"):
+        C.stgcn_pack_eval_block("float32", A.data_ptr(), p, p, p, p, 0, 0, [bn, [p, p, 0, p]], [1e-5] * 2, *sizes)
+    with pytest.raises(ValueError, match="null pointer"):
+        C.stgcn_pack_eval_block("float32", 0, p, p, p, p, 0, 0, [bn, bn], [1e-5] * 2, *sizes)
+    with pytest.raises(ValueError, match="taps"):
+        C.stgcn_pack_eval_block("float32", A.data_ptr(), p, p, p, p, 0, 0, [bn, bn], [1e-5] * 2, 17, 3, 4, 4, 11, 0, 1)
+    with pytest.raises(ValueError, match="dtype"):
+        C.stgcn_pack_eval_block("float16", A.data_ptr(), p, p, p, p, 0, 0, [bn, bn], [1e-5] * 2, *sizes)

@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from . import backends
 from .backends.torch_stgcn import dropout_multipliers
 from .ops._eager import needs_registrations
-from .ops.stgcn_block import (BlockConfig, EvalWeights, draw_dropout_seed, eval_forward, fold_eval_weights,
-                              from_time_major, pack_eval_weights, phase_geometry, to_time_major, training_forward)
+from .ops.stgcn_block import (BlockConfig, EvalWeights, PackedEvalWeights, draw_dropout_seed, eval_forward,
+                              eval_weights, fold_eval_weights, from_time_major, phase_geometry, to_time_major,
+                              training_forward)
 from .reference.stgcn_block import GraphConvolution, STGCNBlock, check_block_input
 
 
@@ -47,7 +48,7 @@ class FusedSTGCNBlock(STGCNBlock):
         if backend not in backends.BLOCK_BACKENDS:
             raise ValueError(f"backend must be one of {backends.BLOCK_BACKENDS}, got {backend!r}")
         self.backend = backend
-        self._eval_cache: dict | None = None  # None: not frozen; else {"entry": (key, EvalWeights)} once folded
+        self._eval_cache: dict | None = None  # None: not frozen; else {"entry": (key, ..., operands)} once folded
 
     def freeze(self) -> "FusedSTGCNBlock":
         """Keep the eval operands (BatchNorm folded into the convolutions, weights in the kernels' layouts) from one
@@ -179,7 +180,7 @@ class FusedSTGCNBlock(STGCNBlock):
                           float(self._modules["tcn"]._modules["4"].p))
         x_tm = to_time_major(x, backend, scratch=not self.training)
         if not self.training:
-            return from_time_major(eval_forward(x_tm, self._eval_weights(params, bns, cfg, x.dtype), cfg))
+            return from_time_major(eval_forward(x_tm, self._eval_weights(x, params, bns, cfg, x.dtype), cfg))
         N, _, T, V = x.shape
         _, T_out, _ = phase_geometry(T, self.kernel_size, self.stride)
         if T * N * V < 2 or T_out * N * V < 2:
@@ -193,28 +194,27 @@ class FusedSTGCNBlock(STGCNBlock):
                 _update_running_stats(bn, mean, var, count)
         return from_time_major(out)
 
-    def _eval_weights(self, params: dict[str, Tensor], bns: list[nn.BatchNorm2d], cfg: BlockConfig, dtype
-                      ) -> EvalWeights:
-        def fold() -> EvalWeights:
-            states = [{"weight": bn.weight, "bias": bn.bias, "running_mean": bn.running_mean,
-                       "running_var": bn.running_var} for bn in bns]
-            return fold_eval_weights(self.A, params, states, cfg, dtype)
+    def _eval_weights(self, x: Tensor, params: dict[str, Tensor], bns: list[nn.BatchNorm2d], cfg: BlockConfig,
+                      dtype) -> EvalWeights | PackedEvalWeights:
+        def states() -> list[dict]:
+            return [{"weight": bn.weight, "bias": bn.bias, "running_mean": bn.running_mean,
+                     "running_var": bn.running_var} for bn in bns]
 
         sources = [self.A, *params.values()]
         for bn in bns:
             sources += (bn._buffers["running_mean"], bn._buffers["running_var"])
-        if needs_registrations(sources):  # traced (the folding is part of the graph) or tensor subclasses
-            return fold()
+        if needs_registrations([x, *sources]):  # traced (the folding is part of the graph) or tensor subclasses
+            return fold_eval_weights(self.A, params, states(), cfg, dtype)
         cache = getattr(self, "_eval_cache", None)  # (a block pickled before freeze() existed has none)
         if cache is None:
-            return fold()
+            return eval_weights(self.A, params, states(), cfg, dtype)
         # The entry holds its sources: a tensor is the same one (not a new one at a freed one's address) with the
         # same data and version; a parametrized weight, a new tensor on every access, refolds every call.
         state = [(t.data_ptr(), -1 if t.is_inference() else t._version) for t in sources]
         entry = cache.get("entry")  # one tuple, so that a concurrent refold cannot mix parts of two
         if (entry is None or entry[0] != (cfg, dtype) or entry[2] != state
                 or any(a is not b for a, b in zip(entry[1], sources))):
-            entry = cache["entry"] = ((cfg, dtype), sources, state, pack_eval_weights(fold(), cfg))
+            entry = cache["entry"] = ((cfg, dtype), sources, state, eval_weights(self.A, params, states(), cfg, dtype))
         return entry[3]
 
 

@@ -1,4 +1,4 @@
-// A zero-initialised, 64-byte (cache-line) aligned array for the CPU kernels' scratch.
+// A zero-initialised (unless asked not to be), 64-byte (cache-line) aligned array for the CPU kernels' scratch.
 //
 // Why aligned: the kernels stream their scratch with full-width SIMD loads and stores (64 bytes with AVX-512). On
 // std::vector's 16-byte-aligned storage every such access straddles two cache lines and costs two; the motion
@@ -27,10 +27,12 @@ namespace cpu {
 template <typename T>
 class Aligned {
  public:
-  explicit Aligned(size_t n)
-      : p_(static_cast<T*>(::operator new[](std::max<size_t>(n, 1) * sizeof(T), std::align_val_t(64)))) {
-    std::fill(p_, p_ + std::max<size_t>(n, 1), T(0));
-  }
+  explicit Aligned(size_t n) : Aligned(n, kUninitialised) { std::fill(p_, p_ + std::max<size_t>(n, 1), T(0)); }
+  // For a buffer its owner writes in full before reading (packed weights): the zero fill would be one more pass
+  // over fresh memory, with its page faults.
+  enum Uninitialised { kUninitialised };
+  Aligned(size_t n, Uninitialised)
+      : p_(static_cast<T*>(::operator new[](std::max<size_t>(n, 1) * sizeof(T), std::align_val_t(64)))) {}
   Aligned() : Aligned(0) {}
   ~Aligned() { ::operator delete[](p_, std::align_val_t(64)); }  // (null after a move: a no-op)
   Aligned(const Aligned&) = delete;

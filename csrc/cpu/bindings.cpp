@@ -14,6 +14,7 @@
 #include "../motion_loss_math.h"
 #include "motion_loss.h"
 #include "stgcn_block.h"
+#include "stgcn_fold.h"
 #include "stgcn_gemm.h"
 
 namespace py = pybind11;
@@ -197,8 +198,8 @@ void bind_stgcn_gemm(py::module_& m) {
               PackedWeights{"conv_frames", dtype, {taps, C_in, C_out, weight2 ? C_in2 : 0}, nullptr});
           with_dtype(dtype, [&](auto t) {
             using T = decltype(t);
-            packed->native = ugcn::cpu::pack_conv_frames<T>(int(taps), C_in, C_out, in<T>(weight), in<T>(bias),
-                                                            C_in2, in<T>(weight2));
+            packed->native = ugcn::cpu::pack_conv_frames<T>(ugcn::cpu::contiguous_conv_frames_operands<T>(
+                int(taps), C_in, C_out, in<T>(weight), in<T>(bias), C_in2, in<T>(weight2)), 1);
           });
           return packed;
         },
@@ -275,7 +276,8 @@ void bind_stgcn_gemm(py::module_& m) {
           const ugcn::cpu::GcnForward p{0, V, K, C_in, C_out, in<double>(A)};
           with_dtype(dtype, [&](auto t) {
             using T = decltype(t);
-            packed->native = ugcn::cpu::pack_gcn<T>(p, in<T>(weight), in<T>(bias), in<T>(shift), order);
+            packed->native = ugcn::cpu::pack_gcn<T>(
+                p, ugcn::cpu::GcnOperands<T>{in<T>(weight), in<T>(bias), nullptr, in<T>(shift), true}, order, 1);
           });
           return packed;
         },
@@ -300,6 +302,49 @@ void bind_stgcn_gemm(py::module_& m) {
         },
         "gcn_relu_phases_packed(packed, x, h, T, N, V, C_in, C_out, stride, pad, Tq, threads): gcn_relu_phases "
         "with packed weights (dtype, V, C_in, C_out as packed)");
+  m.def("stgcn_pack_eval_block",
+        [](const std::string& dtype, uintptr_t A, uintptr_t gcn_weight, uintptr_t gcn_bias, uintptr_t tcn_weight,
+           uintptr_t tcn_bias, uintptr_t residual_weight, uintptr_t residual_bias,
+           const std::vector<std::vector<uintptr_t>>& batch_norms, const std::vector<double>& eps, int64_t V,
+           int64_t K, int64_t C_in, int64_t C_out, int64_t taps, int order, int threads) {
+          require(A && gcn_weight && gcn_bias && tcn_weight && tcn_bias, "pack_eval_block: null pointer");
+          require(!residual_weight == !residual_bias, "pack_eval_block: the residual needs its weight and bias");
+          const size_t n_bn = residual_weight ? 3 : 2;
+          require(batch_norms.size() == n_bn && eps.size() == n_bn,
+                  "pack_eval_block: one BatchNorm per convolution (2, or 3 with the convolution residual)");
+          for (const auto& bn : batch_norms)
+            require(bn.size() == 4 && bn[0] && bn[1] && bn[2] && bn[3],
+                    "pack_eval_block: a BatchNorm is (weight, bias, running_mean, running_var)");
+          require(V >= 1 && K >= 1 && C_in >= 1 && C_out >= 1, "pack_eval_block: need V, K, C_in, C_out >= 1");
+          require(taps >= 1 && taps <= ugcn::cpu::kMaxConvTaps, "pack_eval_block: need 1 to 9 taps");
+          require(order >= ugcn::cpu::kGcnAuto && order <= ugcn::cpu::kGcnGemmFirst, "pack_eval_block: unknown order");
+          auto graph = std::make_shared<PackedWeights>(PackedWeights{"gcn_relu_phases", dtype, {V, K, C_in, C_out},
+                                                                     nullptr});
+          auto temporal = std::make_shared<PackedWeights>(
+              PackedWeights{"conv_frames", dtype, {taps, C_out, C_out, residual_weight ? C_in : 0}, nullptr});
+          with_dtype(dtype, [&](auto t) {
+            using T = decltype(t);
+            auto bn = [&](size_t i) {
+              if (i >= n_bn) return ugcn::cpu::BatchNormOperands<T>{nullptr, nullptr, nullptr, nullptr, 0.0};
+              const auto& b = batch_norms[i];
+              return ugcn::cpu::BatchNormOperands<T>{in<T>(b[0]), in<T>(b[1]), in<T>(b[2]), in<T>(b[3]), eps[i]};
+            };
+            const ugcn::cpu::EvalBlockOperands<T> operands{
+                V, K, C_in, C_out, int(taps), in<double>(A), in<T>(gcn_weight), in<T>(gcn_bias), in<T>(tcn_weight),
+                in<T>(tcn_bias), in<T>(residual_weight), in<T>(residual_bias), bn(0), bn(1), bn(2)};
+            const auto block = ugcn::cpu::pack_eval_block<T>(operands, order, threads);
+            graph->native = block.graph;
+            temporal->native = block.temporal;
+          });
+          return py::make_tuple(graph, temporal);
+        },
+        "pack_eval_block(dtype, A, gcn_weight, gcn_bias, tcn_weight, tcn_bias, residual_weight, residual_bias, "
+        "batch_norms, eps, V, K, C_in, C_out, taps, order, threads) -> (graph, temporal) PackedWeights: the eval "
+        "block's BatchNorms folded into its convolutions and the weights of gcn_relu_phases_packed and "
+        "conv_frames_packed packed, from the parameters as the model holds them: A (K, V, V) float64, gcn.conv's "
+        "weight (K*C_out, C_in) and bias, tcn.2's weight (C_out, C_out, taps) and bias, residual.0's weight (C_out, "
+        "C_in) and bias or 0, 0; batch_norms: (weight, bias, running_mean, running_var) of tcn.0, tcn.3 (and "
+        "residual.1), all contiguous in dtype; eps: theirs");
 }
 
 void bind_stgcn(py::module_& m) {

@@ -133,38 +133,79 @@ struct Panels {
   Aligned<T> storage;
   std::vector<Block> blocks;
 
-  // value(kk, c): the operand's element; `reads`: the index along which value() reads memory contiguously (the
-  // graph convolution's weight is read along kk, the temporal one's along c). Packing walks the source in that
-  // order: it is the fixed cost of every call, which dominates a small batch (down9's graph convolution at N = 1
-  // went from 1.5 to 0.5 ms).
-  enum Reads { kAlongChannels, kAlongDepth };
+  // value(kk, c): the operand's element, read contiguously along kk (the graph convolution's weight). Packing walks
+  // kTile depth rows at a time, channel by channel, so that the tile's reads and writes stay in L1: it is the fixed
+  // cost of every call, which dominates a small batch (down9's graph convolution at N = 1 went from 1.5 to 0.5 ms).
   template <typename F>
-  Panels(int64_t depth_, int64_t n_, F&& value, Reads reads = kAlongChannels)
-      : depth(depth_), n(n_), padded(round_up(n_, kLanes<T>)), storage(static_cast<size_t>(depth_ * padded)) {
+  Panels(int64_t depth_, int64_t n_, F&& value, int threads)
+      : Panels(depth_, n_, FillBlocks{}, threads, [&](T* panel, int64_t c0, int64_t width, int64_t valid) {
+          constexpr int64_t kTile = 16;
+          for (int64_t k0 = 0; k0 < depth; k0 += kTile) {
+            const int64_t k1 = std::min(depth, k0 + kTile);
+            for (int64_t c = 0; c < valid; ++c)
+              for (int64_t kk = k0; kk < k1; ++kk) panel[kk * width + c] = value(kk, c0 + c);
+          }
+        }) {}
+
+  // fill(panel, c0, width, valid) writes panel[kk * width + c - c0] for every kk < depth and c0 <= c < c0 + valid,
+  // in whatever order reads its source best; the padding channels are zeroed here. Large operands are packed by up
+  // to `threads` threads, a channel block each (disjoint panels; the values do not depend on who writes them).
+  struct FillBlocks {};
+  template <typename Fill>
+  Panels(int64_t depth_, int64_t n_, FillBlocks, int threads, Fill&& fill)
+      : depth(depth_), n(n_), padded(round_up(n_, kLanes<T>)),
+        storage(static_cast<size_t>(depth_ * padded), Aligned<T>::kUninitialised) {
     constexpr int L = kLanes<T>;
     const int64_t vectors = padded / L, count = (vectors + kMaxVectors - 1) / kMaxVectors;
     int64_t c0 = 0;
     for (int64_t b = 0; b < count; ++b) {
       const int nv = static_cast<int>(vectors / count + (b < vectors % count ? 1 : 0));
-      const int64_t width = int64_t(nv) * L;
-      T* panel = storage.data() + depth * c0;
-      const int64_t valid = std::min(width, n - c0);  // the padding channels keep the storage's zeros
-      if (reads == kAlongChannels) {
-        for (int64_t kk = 0; kk < depth; ++kk)
-          for (int64_t c = 0; c < valid; ++c) panel[kk * width + c] = value(kk, c0 + c);
-      } else {  // kTile depth rows at a time, channel by channel: the tile's reads and writes stay in L1
-        constexpr int64_t kTile = 16;
-        for (int64_t k0 = 0; k0 < depth; k0 += kTile) {
-          const int64_t k1 = std::min(depth, k0 + kTile);
-          for (int64_t c = 0; c < valid; ++c)
-            for (int64_t kk = k0; kk < k1; ++kk) panel[kk * width + c] = value(kk, c0 + c);
-        }
-      }
-      blocks.push_back(Block{c0, nv, panel});
-      c0 += width;
+      blocks.push_back(Block{c0, nv, storage.data() + depth * c0});
+      c0 += int64_t(nv) * L;
+    }
+    constexpr int64_t kParallelElements = 1 << 15;  // below this, waking threads costs more than it saves
+    const int team = depth * padded >= kParallelElements ? std::max(1, std::min<int>(threads, int(count))) : 1;
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+    for (int64_t b = 0; b < count; ++b) {
+      const Block& block = blocks[b];
+      const int64_t width = int64_t(block.nv) * L, valid = std::min(width, n - block.c0);
+      T* panel = storage.data() + depth * block.c0;
+      fill(panel, block.c0, width, valid);
+      if (valid < width)
+        for (int64_t kk = 0; kk < depth; ++kk) std::fill(panel + kk * width + valid, panel + (kk + 1) * width, T(0));
     }
   }
 };
+
+// Panels' fill for a WeightOperand of taps x C_in rows (row j * C_in + ci at j * tap_stride + ci * row_stride)
+// and C_out channels, walking its memory in order: row by row where the channels are adjacent (the contract's
+// contiguous operands), else channel by channel (nn.Conv2d's (C_out, C_in, taps) weights, read in place by
+// pack_eval_block). Packing is the fixed cost of every call; a strided walk would read each cache line taps times.
+template <typename T>
+auto operand_fill(const WeightOperand<T>& w, int taps, int64_t tap_stride, int64_t C_in) {
+  return [&w, taps, tap_stride, C_in](T* panel, int64_t c0, int64_t width, int64_t valid) {
+    auto scaled = [&w](T value, int64_t c) { return w.col_scale ? value * w.col_scale[c] : value; };
+    if (w.col_stride == 1) {
+      for (int j = 0; j < taps; ++j)
+        for (int64_t ci = 0; ci < C_in; ++ci) {
+          const T* row = w.data + j * tap_stride + ci * w.row_stride;
+          T* dst = panel + (j * C_in + ci) * width;
+          for (int64_t c = 0; c < valid; ++c) dst[c] = scaled(row[c0 + c], c0 + c);
+        }
+    } else {  // kTile channels at a time, each read along its own column: kTile streams in, whole lines out
+      constexpr int64_t kTile = 16;
+      for (int64_t t0 = 0; t0 < valid; t0 += kTile) {
+        const int64_t t1 = std::min(valid, t0 + kTile);
+        for (int64_t ci = 0; ci < C_in; ++ci)
+          for (int j = 0; j < taps; ++j) {
+            const T* src = w.data + ci * w.row_stride + j * tap_stride;
+            T* dst = panel + (j * C_in + ci) * width;
+            for (int64_t c = t0; c < t1; ++c) dst[c] = scaled(src[(c0 + c) * w.col_stride], c0 + c);
+          }
+      }
+    }
+  };
+}
 
 // A run of rows through every channel block: row l of the run reads rows[l] + tap_offset[j] for tap j (depth
 // values each) and is output row m = row0 + l, stored at out + m * out_ld (or at out_rows[l]); the epilogue adds
@@ -507,29 +548,29 @@ struct ConvFramesWeights {
   std::unique_ptr<Panels<T>> term_panels;
   Aligned<T> bias_padded, zero_row;
 
-  ConvFramesWeights(int taps_, int64_t C_in_, int64_t C_out_, const T* weight, const T* bias, int64_t term_C_in_,
-                    const T* term_weight)
-      : taps(taps_), C_in(C_in_), C_out(C_out_), term_C_in(term_weight ? term_C_in_ : 0),
-        panels(taps_ * C_in_, C_out_, [&](int64_t kk, int64_t c) { return weight[kk * C_out_ + c]; }),
+  ConvFramesWeights(const ConvFramesOperands<T>& o, int threads)
+      : taps(o.taps), C_in(o.C_in), C_out(o.C_out), term_C_in(o.term.data ? o.term_C_in : 0),
+        panels(o.taps * o.C_in, o.C_out, typename Panels<T>::FillBlocks{}, threads,
+               operand_fill(o.weight, o.taps, o.tap_stride, o.C_in)),
         bias_padded(static_cast<size_t>(panels.padded)), zero_row(static_cast<size_t>(panels.padded)) {
-    if (term_weight)
-      term_panels = std::make_unique<Panels<T>>(term_C_in_, C_out_, [&](int64_t k, int64_t c) {
-        return term_weight[k * C_out_ + c];
-      });
-    if (bias) std::copy(bias, bias + C_out_, bias_padded.data());
+    if (o.term.data)
+      term_panels = std::make_unique<Panels<T>>(o.term_C_in, o.C_out, typename Panels<T>::FillBlocks{}, threads,
+                                                operand_fill(o.term, 1, 0, o.term_C_in));
+    if (o.bias) std::copy(o.bias, o.bias + o.C_out, bias_padded.data());
   }
 };
 
 template <typename T>
-std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames(int taps, int64_t C_in, int64_t C_out, const T* weight,
-                                                             const T* bias, int64_t term_C_in, const T* term_weight) {
-  return std::make_shared<const ConvFramesWeights<T>>(taps, C_in, C_out, weight, bias, term_C_in, term_weight);
+std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames(const ConvFramesOperands<T>& o, int threads) {
+  return std::make_shared<const ConvFramesWeights<T>>(o, threads);
 }
 
 template <typename T>
 void conv_frames(const ConvFrames& p, const T* src, const T* weight, const T* bias, const T* add, bool relu, T* u,
                  double* sums, int threads, const PointwiseTerm<T>& term) {
-  const ConvFramesWeights<T> packed(p.taps, p.C_in, p.C_out, weight, bias, term.C_in, term.src ? term.weight : nullptr);
+  const ConvFramesWeights<T> packed(contiguous_conv_frames_operands(p.taps, p.C_in, p.C_out, weight, bias, term.C_in,
+                                                                    term.src ? term.weight : nullptr),
+                                    threads);
   conv_frames_packed(p, packed, src, add, relu, u, sums, threads, term.src, term.frame_step);
 }
 
@@ -669,13 +710,19 @@ struct GcnWeights {
   std::vector<T> shift;  // (V, C_out), eval only
   Aligned<T> zero_row;
 
-  GcnWeights(const GcnForward& p, const T* weight, const T* bias, const T* eval_shift, int order);
+  GcnWeights(const GcnForward& p, const GcnOperands<T>& o, int order, int threads);
 };
 
 template <typename T>
-GcnWeights<T>::GcnWeights(const GcnForward& p, const T* weight, const T* bias, const T* eval_shift, int order)
-    : V(p.V), K(p.K), C_in(p.C_in), C_out(p.C_out), eval(eval_shift != nullptr) {
+GcnWeights<T>::GcnWeights(const GcnForward& p, const GcnOperands<T>& o, int order, int threads)
+    : V(p.V), K(p.K), C_in(p.C_in), C_out(p.C_out), eval(o.eval_shift != nullptr) {
   auto adjacency = [&](int64_t k, int64_t v, int64_t w) { return T(p.A[(k * V + v) * V + w]); };  // as the contract
+  // The operands, with B1's scale where pack_eval_block folds it in (the products rounded to T once, as the
+  // folded tensors' elements are).
+  auto scaled = [&](T value, int64_t c) { return o.scale ? value * o.scale[c] : value; };
+  auto weight = [&](int64_t row, int64_t ci) { return scaled(o.weight[row * C_in + ci], row % C_out); };
+  auto bias = [&](int64_t row) { return scaled(o.bias[row], row % C_out); };
+  auto eval_shift = [&](int64_t w, int64_t c) { return o.eval_shift[(o.shift_per_joint ? w * C_out : 0) + c]; };
   // The dense products are about the same either way (at most V x K*C_in x C_out, less the skipped segments);
   // aggregating costs nnz x (vectors of the aggregated side): aggregate first when the input has fewer vectors
   // than the output (16 -> 32 channels, not 2 -> 16 where both are one vector and the GEMM-first order measured
@@ -700,8 +747,8 @@ GcnWeights<T>::GcnWeights(const GcnForward& p, const T* weight, const T* bias, c
       for (size_t i = 0; i < source.size(); ++i)
         source[i] = ks[i / C_in] * C_out * C_in + static_cast<int64_t>(i) % C_in;
       panels.push_back(std::make_unique<Panels<T>>(int64_t(ks.size()) * C_in, C_out, [&](int64_t kk, int64_t c) {
-        return weight[source[kk] + c * C_in];
-      }, Panels<T>::kAlongDepth));
+        return scaled(o.weight[source[kk] + c * C_in], c);
+      }, threads));
     }
     padded = round_up(C_out, L);
     bias_map = Aligned<T>(static_cast<size_t>(V * padded));
@@ -713,8 +760,8 @@ GcnWeights<T>::GcnWeights(const GcnForward& p, const T* weight, const T* bias, c
     for (int64_t w = 0; w < V; ++w)
       for (int64_t c = 0; c < C_out; ++c) {
         double s = 0.0;
-        for (int64_t k = 0; k < K; ++k) s += colsum[k * V + w] * double(bias[k * C_out + c]);
-        bias_map.data()[w * padded + c] = T(eval ? s + double(eval_shift[w * C_out + c]) : s);
+        for (int64_t k = 0; k < K; ++k) s += colsum[k * V + w] * double(bias(k * C_out + c));
+        bias_map.data()[w * padded + c] = T(eval ? s + double(eval_shift(w, c)) : s);
       }
     // Narrow inputs (C_in < one vector) aggregate element by element over one flat list per group, destination
     // xa[w, slot*C_in + ci] (zeroed first) += m * x[v, ci]; wider ones row segment by row segment, in registers.
@@ -753,12 +800,16 @@ GcnWeights<T>::GcnWeights(const GcnForward& p, const T* weight, const T* bias, c
       std::vector<int64_t> source(static_cast<size_t>(n));  // panel column -> row of weight
       for (int64_t col = 0; col < n; ++col) source[col] = ks[col / C_out] * C_out + col % C_out;
       panels.push_back(std::make_unique<Panels<T>>(C_in, n, [&](int64_t ci, int64_t col) {
-        return weight[source[col] * C_in + ci];
-      }, Panels<T>::kAlongDepth));
+        return weight(source[col], ci);
+      }, threads));
       biases.push_back(std::make_unique<Aligned<T>>(static_cast<size_t>(round_up(n, L))));
-      for (int64_t col = 0; col < n; ++col) biases.back()->data()[col] = bias[source[col]];
+      for (int64_t col = 0; col < n; ++col) biases.back()->data()[col] = bias(source[col]);
     }
-    if (eval) shift.assign(eval_shift, eval_shift + V * C_out);
+    if (eval) {
+      shift.resize(static_cast<size_t>(V * C_out));
+      for (int64_t w = 0; w < V; ++w)
+        for (int64_t c = 0; c < C_out; ++c) shift[w * C_out + c] = eval_shift(w, c);
+    }
     zero_row = Aligned<T>(static_cast<size_t>(round_up(width, L)));
     // lists: destination w: the y segments (v, slot of k) (offset v * width + slot * C_out)
     for (int64_t w = 0; w < V; ++w) {
@@ -871,22 +922,22 @@ void gcn_run(const GcnWeights<T>& gw, int64_t groups_total, const T* x, const Gc
 }  // namespace
 
 template <typename T>
-std::shared_ptr<const GcnWeights<T>> pack_gcn(const GcnForward& p, const T* weight, const T* bias,
-                                              const T* eval_shift, int order) {
-  return std::make_shared<const GcnWeights<T>>(p, weight, bias, eval_shift, order);
+std::shared_ptr<const GcnWeights<T>> pack_gcn(const GcnForward& p, const GcnOperands<T>& operands, int order,
+                                              int threads) {
+  return std::make_shared<const GcnWeights<T>>(p, operands, order, threads);
 }
 
 template <typename T>
 void gcn_forward(const GcnForward& p, const T* x, const T* weight, const T* bias, T* z, double* sums, int threads,
                  int order) {
-  const GcnWeights<T> packed(p, weight, bias, nullptr, order);
+  const GcnWeights<T> packed(p, GcnOperands<T>{weight, bias, nullptr, nullptr, true}, order, threads);
   gcn_run(packed, p.groups, x, GcnOutput<T>{z, sums, nullptr, p.V * p.C_out}, threads);
 }
 
 template <typename T>
 void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, const T* weight, const T* bias,
                      const T* shift, T* h, int threads, int order) {
-  const GcnWeights<T> packed(p, weight, bias, shift, order);
+  const GcnWeights<T> packed(p, GcnOperands<T>{weight, bias, nullptr, shift, true}, order, threads);
   gcn_relu_phases_packed(packed, p.groups, o, x, h, threads);
 }
 
@@ -906,12 +957,10 @@ void gcn_relu_phases_packed(const GcnWeights<T>& w, int64_t groups, const PhaseO
 #define UGCN_INSTANTIATE(T)                                                                                   \
   template void conv_frames<T>(const ConvFrames&, const T*, const T*, const T*, const T*, bool, T*, double*, \
                                int, const PointwiseTerm<T>&);                                                \
-  template std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames<T>(int, int64_t, int64_t, const T*,   \
-                                                                           const T*, int64_t, const T*);     \
+  template std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames<T>(const ConvFramesOperands<T>&, int); \
   template void conv_frames_packed<T>(const ConvFrames&, const ConvFramesWeights<T>&, const T*, const T*, bool, \
                                       T*, double*, int, const T*, int64_t);                                   \
-  template std::shared_ptr<const GcnWeights<T>> pack_gcn<T>(const GcnForward&, const T*, const T*, const T*,  \
-                                                            int);                                            \
+  template std::shared_ptr<const GcnWeights<T>> pack_gcn<T>(const GcnForward&, const GcnOperands<T>&, int, int); \
   template void gcn_relu_phases_packed<T>(const GcnWeights<T>&, int64_t, const PhaseOutput&, const T*, T*, int); \
   template void gcn_forward<T>(const GcnForward&, const T*, const T*, const T*, T*, double*, int, int);      \
   template void gcn_relu_phases<T>(const GcnForward&, const PhaseOutput&, const T*, const T*, const T*,      \

@@ -92,31 +92,74 @@ void gcn_relu_phases(const GcnForward& p, const PhaseOutput& o, const T* x, cons
                      const T* shift, T* h, int threads, int order = kGcnAuto);
 
 // Packed weights: what conv_frames and gcn_relu_phases build from their weights on every call (panels, the
-// subset patterns and gather lists, padded biases), built once. A frozen eval block (ugcn_fast's
-// FusedSTGCNBlock.freeze) keeps them between calls: that build was most of a small batch's fixed cost (~2.4 ms of
-// UGCN's 14 blocks at N = 1). They copy everything they need (weights, biases, shift, A's values); the *_packed
-// calls take the sizes they were packed for, which the caller checks against the packed ones.
+// subset patterns and gather lists, padded biases), built once. The eval block builds them with its BatchNorms
+// folded in (pack_eval_block, stgcn_fold.h), and a frozen one (ugcn_fast's FusedSTGCNBlock.freeze) keeps them
+// between calls: that build is most of a small batch's fixed cost. They copy everything they need (weights,
+// biases, shift, A's values); the *_packed calls take the sizes they were packed for, which the caller checks
+// against the packed ones. `threads`: large operands are packed by up to that many threads.
 template <typename T>
 struct ConvFramesWeights;  // taps, C_in, C_out, term_C_in (0: none)
 template <typename T>
 struct GcnWeights;  // V, K, C_in, C_out, eval
 
-// weight (taps, C_in, C_out) contiguous, bias (C_out) or null, term_weight (term_C_in, C_out) or null.
+// A weight matrix as packing reads it, in place: element (r, c) at data[offset of row r + c * col_stride], times
+// col_scale[c] where given. The scale is how pack_eval_block folds a BatchNorm into the weights on the way, with
+// the same single rounding as multiplying the folded tensor out first (ugcn_fast's fold_eval_weights).
 template <typename T>
-std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames(int taps, int64_t C_in, int64_t C_out, const T* weight,
-                                                             const T* bias, int64_t term_C_in, const T* term_weight);
+struct WeightOperand {
+  const T* data = nullptr;  // null: no such operand
+  int64_t row_stride = 0, col_stride = 1;
+  const T* col_scale = nullptr;
+};
+
+// conv_frames' operands: tap j, input channel ci, output channel c at weight.data[j * tap_stride + ci *
+// weight.row_stride + c * weight.col_stride] (contiguous (taps, C_in, C_out), or nn.Conv2d's (C_out, C_in, taps)
+// read in place); bias (C_out) or null; the pointwise term's weight (term_C_in, C_out) or no data.
+template <typename T>
+struct ConvFramesOperands {
+  int taps;
+  int64_t C_in, C_out;
+  WeightOperand<T> weight;
+  int64_t tap_stride;
+  const T* bias;
+  WeightOperand<T> term;
+  int64_t term_C_in;
+};
+
+// The contiguous operands of conv_frames' contract: weight (taps, C_in, C_out), bias (C_out) or null, term_weight
+// (term_C_in, C_out) or null.
+template <typename T>
+ConvFramesOperands<T> contiguous_conv_frames_operands(int taps, int64_t C_in, int64_t C_out, const T* weight,
+                                                      const T* bias, int64_t term_C_in, const T* term_weight) {
+  return ConvFramesOperands<T>{taps,         C_in, C_out, {weight, C_out, 1, nullptr}, C_in * C_out, bias,
+                               {term_weight, C_out, 1, nullptr}, term_weight ? term_C_in : 0};
+}
+
+template <typename T>
+std::shared_ptr<const ConvFramesWeights<T>> pack_conv_frames(const ConvFramesOperands<T>& operands, int threads);
 // conv_frames with packed weights (p.taps, p.C_in, p.C_out as packed); term_src: the pointwise term's source, given
 // exactly when the weights hold a term (std::invalid_argument otherwise).
 template <typename T>
 void conv_frames_packed(const ConvFrames& p, const ConvFramesWeights<T>& w, const T* src, const T* add, bool relu,
                         T* u, double* sums, int threads, const T* term_src, int64_t term_frame_step);
 
-// p's V, K, C_in, C_out and A (p.groups unused); eval_shift (V, C_out): gcn_relu_phases' shift, null for
-// gcn_forward's epilogue (only gcn_relu_phases_packed exists: the eval path is the one that reuses weights; it
-// refuses weights packed without the shift with std::invalid_argument).
+// gcn_relu_phases' operands: weight (K*C_out, C_in), bias (K*C_out), each times scale[c] for output channel c
+// where scale (C_out) is given (pack_eval_block folds B1 in so); eval_shift: the shift of gcn_relu_phases'
+// epilogue, (V, C_out), or (shift_per_joint false) one (C_out) row for every joint; null for gcn_forward's epilogue.
 template <typename T>
-std::shared_ptr<const GcnWeights<T>> pack_gcn(const GcnForward& p, const T* weight, const T* bias,
-                                              const T* eval_shift, int order);
+struct GcnOperands {
+  const T* weight;
+  const T* bias;
+  const T* scale;
+  const T* eval_shift;
+  bool shift_per_joint;
+};
+
+// p's V, K, C_in, C_out and A (p.groups unused). Only gcn_relu_phases_packed exists: the eval path is the one that
+// reuses weights; it refuses weights packed without the eval shift with std::invalid_argument.
+template <typename T>
+std::shared_ptr<const GcnWeights<T>> pack_gcn(const GcnForward& p, const GcnOperands<T>& operands, int order,
+                                              int threads);
 template <typename T>
 void gcn_relu_phases_packed(const GcnWeights<T>& w, int64_t groups, const PhaseOutput& o, const T* x, T* h,
                             int threads);

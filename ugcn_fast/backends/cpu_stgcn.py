@@ -329,6 +329,38 @@ def pack_gcn_relu_phases(A: Tensor, weight: Tensor, bias: Tensor, shift_map: Ten
                                                 A.shape[-1], K, weight.shape[1], C_out, _GCN_ORDER[order])
 
 
+def pack_eval_block(A: Tensor, params: dict, batch_norms: list[dict], eps: tuple, kernel_size: int,
+                    residual_conv: bool) -> tuple | None:
+    """The eval block's operands folded (every BatchNorm into its convolution) and packed for gcn_relu_phases_packed
+    and conv_frames_packed in one native call, from the parameters as the block holds them (`params` by their state
+    dict names, `batch_norms` the weight, bias, running_mean and running_var of tcn.0, tcn.3 and, with the
+    convolution residual, residual.1): the operands of fold_eval_weights, bitwise, without its ~35 tensor
+    operations a block (~0.3 ms, most of a small batch's eval call). -> (graph, temporal), or None where the
+    native call does not apply (a tensor of another dtype, a zero size): the caller folds in torch then."""
+    names = ["gcn.conv.weight", "gcn.conv.bias", "tcn.2.weight", "tcn.2.bias"]
+    if residual_conv:
+        names += ["residual.0.weight", "residual.0.bias"]
+    tensors = [params[k] for k in names] + [bn[k] for bn in batch_norms
+                                              for k in ("weight", "bias", "running_mean", "running_var")]
+    dtype = tensors[0].dtype
+    if dtype not in _DTYPES or any(t.dtype != dtype or t.device.type != "cpu" or t.numel() == 0 for t in tensors):
+        return None
+    K, V = A.shape[0], A.shape[-1]
+    C_out, C_in = tensors[2].shape[0], tensors[0].shape[1]
+    shapes = [(K * C_out, C_in, 1, 1), (K * C_out,), (C_out, C_out, kernel_size, 1), (C_out,)]
+    shapes += [(C_out, C_in, 1, 1), (C_out,)] if residual_conv else []
+    shapes += [(C_out,)] * (4 * len(batch_norms))
+    if [tuple(t.shape) for t in tensors] != shapes:
+        return None
+    tensors = [t.detach().contiguous() for t in tensors]  # (views of the parameters: no copies)
+    A64 = _f64(A.to(dtype))  # A's values rounded to the dtype, as the unpacked path's
+    ptrs = [_ptr(t) for t in tensors]
+    weights = ptrs[:6] if residual_conv else ptrs[:4] + [0, 0]
+    bns = [ptrs[len(names) + 4 * i: len(names) + 4 * i + 4] for i in range(len(batch_norms))]
+    return _module().stgcn_pack_eval_block(_dtype(tensors[0]), _ptr(A64), *weights, bns, [float(e) for e in eps],
+                                           V, K, C_in, C_out, kernel_size, _GCN_ORDER["auto"], _threads())
+
+
 def gcn_relu_phases_packed(x: Tensor, packed, stride: int, pad: int, Tq: int, scratch: str | None = None) -> Tensor:
     """gcn_relu_phases(x, ...) with the weights of `packed` (pack_gcn_relu_phases), x (T, N, V, C_in) contiguous in
     the packed dtype. `scratch` as _result."""

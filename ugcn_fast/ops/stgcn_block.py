@@ -34,14 +34,14 @@ to run for a given thread count.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..backends.torch_stgcn import dropout_multipliers
 from . import stgcn_pieces as pieces
-from ._eager import differentiable_backward, is_batched, needs_registrations
+from ._eager import differentiable_backward, is_batched
 from .stgcn_pieces import phase_geometry
 
 
@@ -395,8 +395,8 @@ def _fold(bn: dict, eps: float, dtype) -> tuple[Tensor, Tensor]:
 @dataclass(frozen=True)
 class EvalWeights:
     """The eval block's operands: every BatchNorm folded into the convolution before it, each tensor contiguous in
-    the layout its pass reads. fold_eval_weights builds them; a frozen block keeps them between calls
-    (FusedSTGCNBlock.freeze), which is most of a small batch's fixed cost."""
+    the layout its pass reads. fold_eval_weights builds them (traced code, and the backends without packed eval
+    weights); a frozen block keeps them between calls (FusedSTGCNBlock.freeze)."""
     A: Tensor                       # (K, V, V) in the activations' dtype
     gcn_weight: Tensor              # B1's scale folded in: (K*C_out, C_in), or (K*C_in, C_out) where the unfused
     #                                 path aggregates first (see graph_first)
@@ -406,7 +406,6 @@ class EvalWeights:
     bias: Tensor                    # (C_out,): the temporal convolution's bias with B2, + the conv residual's with B3
     residual_weight: Tensor | None  # (C_in, C_out) with B3's scale (convolution residual only)
     graph_first: bool               # the unfused path aggregates the input first (C_in < C_out)
-    packed: tuple | None = None     # the backend's packed (graph, temporal) weights (pack_eval_weights), or None
 
 
 def fold_eval_weights(A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig, dtype) -> EvalWeights:
@@ -444,22 +443,34 @@ def fold_eval_weights(A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig
                        ready(_tcn_weight_taps(w_t) * scale2), ready(bias), ready(residual_weight), graph_first)
 
 
-def pack_eval_weights(w: EvalWeights, cfg: BlockConfig) -> EvalWeights:
-    """w with its channel-mixing weights also in the packed form of cfg.backend's kernels, where it has one
-    (pieces.PACKED_EVAL): for a frozen block, which reuses them from call to call."""
+@dataclass(frozen=True)
+class PackedEvalWeights:
+    """The eval block's operands folded and packed by the backend's own call (pieces.PACKED_EVAL): opaque objects
+    for its *_packed kernels, which only eager calls take. Folding in torch (~35 small operations a block) and
+    packing in every kernel call were most of a small batch's eval time; a frozen block keeps these between calls
+    (FusedSTGCNBlock.freeze)."""
+    graph: object     # gcn_relu_phases_packed's weights: B1 folded in, its shift in the epilogue
+    temporal: object  # conv_frames_packed's: B2 folded into the taps, the convolution residual's 1x1 with B3
+    C_out: int
+
+
+def eval_weights(A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig, dtype) -> EvalWeights | PackedEvalWeights:
+    """The operands of an eager eval call: folded and packed in one call of the backend where it has one (the
+    same operands as fold_eval_weights, bitwise), else fold_eval_weights'. Traced code calls fold_eval_weights:
+    its folding is part of the graph."""
     impl = pieces.packed_eval(cfg.backend)
-    if impl is None or not pieces.fused_gemms(cfg.backend, training=False):
-        return w
-    graph = impl.pack_gcn_relu_phases(w.A, w.gcn_weight, w.gcn_bias, w.phase_shift)
-    temporal = impl.pack_conv_frames(w.taps, w.bias, w.residual_weight)
-    return replace(w, packed=(graph, temporal))
+    if impl is not None and pieces.fused_gemms(cfg.backend, training=False) and A.device.type == "cpu":
+        packed = impl.pack_eval_block(A, params, bns, cfg.eps[:len(bns)], cfg.kernel_size, cfg.residual == "conv")
+        if packed is not None:
+            return PackedEvalWeights(*packed, C_out=params["tcn.2.weight"].shape[0])
+    return fold_eval_weights(A, params, bns, cfg, dtype)
 
 
-def eval_forward(x_tm: Tensor, w: EvalWeights, cfg: BlockConfig) -> Tensor:
+def eval_forward(x_tm: Tensor, w: EvalWeights | PackedEvalWeights, cfg: BlockConfig) -> Tensor:
     """Eval-mode block on time-major x: one pass into the phase buffer (graph convolution, bias map, B1 and ReLU;
     on an unfused backend an aggregation pass and a GEMM before it), the temporal convolution accumulating onto
-    the residual, one ReLU."""
-    if pieces.fused_gemms(cfg.backend, training=False):
+    the residual, one ReLU. Packed weights (eval_weights) only in eager calls of the backend that packed them."""
+    if isinstance(w, PackedEvalWeights) or pieces.fused_gemms(cfg.backend, training=False):
         return _eval_forward_fused_gemms(x_tm, w, cfg)
     be = cfg.backend
     T, N, V, C_in = x_tm.shape
@@ -490,7 +501,7 @@ def eval_forward(x_tm: Tensor, w: EvalWeights, cfg: BlockConfig) -> Tensor:
     return torch.relu_(u).view(T_out, N, V, C_out)
 
 
-def _eval_forward_fused_gemms(x_tm: Tensor, w: EvalWeights, cfg: BlockConfig) -> Tensor:
+def _eval_forward_fused_gemms(x_tm: Tensor, w: EvalWeights | PackedEvalWeights, cfg: BlockConfig) -> Tensor:
     """eval_forward on a backend whose kernels mix channels (pieces.FUSED_GEMMS): the graph convolution with B1
     folded into its weights and bias, B1's shift and ReLU in its epilogue, straight into the phase buffer (one
     kernel), and the temporal convolution with B2 folded in, the convolution residual (B3 folded in) as a pointwise
@@ -498,24 +509,23 @@ def _eval_forward_fused_gemms(x_tm: Tensor, w: EvalWeights, cfg: BlockConfig) ->
     and the identity residual and applies the final ReLU."""
     be = cfg.backend
     T, N, V, C_in = x_tm.shape
-    C_out = w.taps.shape[2]
     pad, T_out, Tq = phase_geometry(T, cfg.kernel_size, cfg.stride)
     identity = x_tm.view(T * N * V, C_in) if cfg.residual == "identity" else None
     x_read = x_tm.view(T, N * V, C_in) if cfg.residual == "conv" else None
-    if w.packed is not None and x_tm.numel() and not needs_registrations((x_tm,)):
-        impl, (graph, temporal) = pieces.packed_eval(be), w.packed
-        h = impl.gcn_relu_phases_packed(x_tm, graph, cfg.stride, pad, Tq, scratch="phases")
-        out = impl.conv_frames_packed(h.view(-1, N * V, C_out), temporal,
-                                      _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, identity, True,
-                                      pieces.tap_spans(T, cfg.kernel_size, cfg.stride), x_read, cfg.stride)
-        return out.view(T_out, N, V, C_out)
+    offsets = _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq)
+    spans = pieces.tap_spans(T, cfg.kernel_size, cfg.stride)
     # the phase buffer dies here (a reused buffer where the backend has one); the output is the caller's
+    if isinstance(w, PackedEvalWeights):
+        impl, C_out = pieces.packed_eval(be), w.C_out
+        h = impl.gcn_relu_phases_packed(x_tm, w.graph, cfg.stride, pad, Tq, scratch="phases")
+        out = impl.conv_frames_packed(h.view(-1, N * V, C_out), w.temporal, offsets, 1, T_out, identity, True, spans,
+                                      x_read, cfg.stride)
+        return out.view(T_out, N, V, C_out)
+    C_out = w.taps.shape[2]
     h = pieces.gcn_relu_phases(be, x_tm, w.A, w.gcn_weight, w.gcn_bias, w.phase_shift, cfg.stride, pad, Tq,
                                scratch="phases")
-    out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), w.taps, w.bias,
-                                   _tap_frame_offsets(cfg.kernel_size, cfg.stride, Tq), 1, T_out, identity, True, False,
-                                   pieces.tap_spans(T, cfg.kernel_size, cfg.stride), x_read, w.residual_weight,
-                                   cfg.stride)
+    out, _, _ = pieces.conv_frames(be, h.view(-1, N * V, C_out), w.taps, w.bias, offsets, 1, T_out, identity, True,
+                                   False, spans, x_read, w.residual_weight, cfg.stride)
     return out.view(T_out, N, V, C_out)
 
 

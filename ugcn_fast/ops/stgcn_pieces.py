@@ -50,9 +50,9 @@ NATIVE_TIME_MAJOR = ("cpu",)
 SCRATCH_RESULTS = ("cpu",)
 
 
-# Backends whose eval channel mixing takes weights packed once (csrc/cpu/stgcn_gemm.h): a frozen block keeps them
-# (ugcn_fast.ops.stgcn_block.pack_eval_weights). Packing and its setup are a fixed cost of every call, ~2.4 ms of
-# UGCN's 14 eval blocks, which dominates a batch of one window.
+# Backends whose eval channel mixing takes weights folded and packed by one call of theirs (pack_eval_block,
+# csrc/cpu/stgcn_gemm.h; ugcn_fast.ops.stgcn_block.eval_weights), which a frozen block keeps. Folding and packing are
+# a fixed cost of every unfrozen call, which dominates a batch of one window.
 PACKED_EVAL = ("cpu",)
 
 
