@@ -342,6 +342,16 @@ def header_line(info: dict) -> str:
             f"{gpu} | ugcn_fast {info['ugcn_fast']} backends {info['available_backends']}")
 
 
+def other_install_note(info: dict) -> str | None:
+    """A line saying so when the timed ugcn_fast is not the package of the checkout this script sits in (an older
+    `pip install .` is found first, as Python puts this script's folder, not the checkout, on the path)."""
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ugcn_fast")
+    if not os.path.isdir(checkout) or os.path.samefile(checkout, info["ugcn_fast_path"]):
+        return None
+    return (f"note: timing the installed ugcn_fast at {info['ugcn_fast_path']}, not this checkout's: `pip install .` "
+            f"first, or run with PYTHONPATH={os.path.dirname(checkout)}")
+
+
 def copy_bandwidth(device: torch.device, min_run_time: float, mib: int = 256) -> dict:
     numel = mib * MIB // 4
     src = torch.full((numel,), 1.5, dtype=torch.float32, device=device)
@@ -954,6 +964,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     info = machine_info()
     print(header_line(info))
+    note = other_install_note(info)
+    if note:
+        print(note)
     if args.keep_freed_memory:
         print("malloc: freed memory kept in the process for every row (--keep-freed-memory)")
     load = info["load_average"]

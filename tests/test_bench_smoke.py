@@ -158,3 +158,17 @@ def test_gpu_sh_keeps_within_its_total_time(tmp_path):
     assert "build: " in phases and "tests: not run" in phases, phases
     assert "bench motion_loss: not run" in phases and "bench ugcn_blocks: not run" in phases, phases
     assert "bench/speed.py" not in log.read_text()
+
+
+@pytest.mark.skipif(not SPEED.exists(), reason="bench/speed.py not beside the tests")
+def test_speed_says_when_it_times_another_install(tmp_path, monkeypatch):
+    """Python puts bench/ on the path, not the checkout, so an older `pip install .` is what gets timed: the header
+    says so (and names the fix); for the checkout's own package it says nothing."""
+    monkeypatch.syspath_prepend(str(SPEED.parent))
+    import speed
+    checkout = SPEED.parents[1] / "ugcn_fast"
+    assert speed.other_install_note({"ugcn_fast_path": str(checkout)}) is None
+    elsewhere = tmp_path / "site-packages" / "ugcn_fast"
+    elsewhere.mkdir(parents=True)
+    note = speed.other_install_note({"ugcn_fast_path": str(elsewhere)})
+    assert note is not None and str(elsewhere) in note and "pip install ." in note
