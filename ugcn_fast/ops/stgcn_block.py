@@ -459,7 +459,7 @@ def eval_weights(A: Tensor, params: dict, bns: list[dict], cfg: BlockConfig, dty
     same operands as fold_eval_weights, bitwise), else fold_eval_weights'. Traced code calls fold_eval_weights:
     its folding is part of the graph."""
     impl = pieces.packed_eval(cfg.backend)
-    if impl is not None and pieces.fused_gemms(cfg.backend, training=False) and A.device.type == "cpu":
+    if impl is not None and pieces.fused_gemms(cfg.backend, training=False):
         packed = impl.pack_eval_block(A, params, bns, cfg.eps[:len(bns)], cfg.kernel_size, cfg.residual == "conv")
         if packed is not None:
             return PackedEvalWeights(*packed, C_out=params["tcn.2.weight"].shape[0])
