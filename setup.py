@@ -116,7 +116,7 @@ def _extensions():
     # would leave the rounding error of one product, and a static target's den would be noise when eps = 0; it
     # costs nothing measurable here); on x86, AVX-512 CPUs run the simd loops 16 floats wide only when asked to
     # prefer 512-bit vectors. -fno-trapping-math (we never read floating-point exception flags) lets GCC
-    # if-convert ReLU's backward select `out > 0 ? grad : 0` feeding arithmetic; without it the ST-GCN block's
+    # if-convert ReLU's backward select `out <= 0 ? 0 : grad` feeding arithmetic; without it the ST-GCN block's
     # backward loops stay scalar (4-6x slower). It changes no result: rounding stays IEEE.
     cpu_flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
                  "-fvisibility=hidden"]

@@ -31,10 +31,11 @@ UGCN_HD T relu(T x) {
   return x < T(0) ? T(0) : x;
 }
 
-// ReLU's backward as autograd computes it for torch.relu: the gradient passes where the output is > 0.
+// ReLU's backward as autograd computes it for torch.relu (threshold_backward): 0 where the output is <= 0 (even for
+// a NaN gradient), the gradient elsewhere, a NaN output included.
 template <typename T>
 UGCN_HD T relu_backward(T grad, T out) {
-  return out > T(0) ? grad : T(0);
+  return out <= T(0) ? T(0) : grad;
 }
 
 // BatchNorm backward with batch statistics, the per-element part: given the channel's reductions

@@ -95,6 +95,13 @@ def _bn_backward_coefficients(W, MEAN, INVSTD, SUM_DY, SUM_DY_XHAT, c, cm, M, AC
 
 
 @triton.jit
+def _finite_shift(first):
+    """The shift of the shifted sums: the first value, 0 where it is +-inf or NaN (x - inf over the chunk would make
+    its sum NaN where the reference's, a plain sum, is +-inf)."""
+    return tl.where(first - first == 0, first, 0.0)
+
+
+@triton.jit
 def _moments(s1, s2, shift, n):
     """(sum x, sum x^2) in float64 from the shifted sums s1 = sum(x - k), s2 = sum((x - k)^2) of n values per
     lane: sum x = s1 + n k, sum x^2 = s2 + 2 k s1 + n k^2."""
@@ -201,7 +208,7 @@ def _channel_stats_kernel(X, PART, R, C, rows_per_program,
     cm = c < C
     start = p.to(tl.int64) * rows_per_program
     n = tl.minimum(R - start, rows_per_program)
-    shift = tl.load(X + start * C + c, mask=cm, other=0.0).to(ACC)
+    shift = _finite_shift(tl.load(X + start * C + c, mask=cm, other=0.0).to(ACC))
     s1 = tl.zeros([BLOCK_R, BLOCK_C], dtype=ACC)
     s2 = tl.zeros([BLOCK_R, BLOCK_C], dtype=ACC)
     for i in range(0, n, BLOCK_R):
@@ -231,7 +238,7 @@ def _bias_map_stats_kernel(X, BIAS, Y, PART, G, V, C, groups_per_program,
     n = tl.minimum(G - start, groups_per_program)
     bias = tl.load(BIAS + vc_off, mask=vc_mask, other=0.0).to(ACC)
     first = tl.load(X + start * V * C + vc_off, mask=vc_mask, other=0.0).to(ACC)
-    shift = (first + bias).to(Y.dtype.element_ty).to(ACC)
+    shift = _finite_shift((first + bias).to(Y.dtype.element_ty).to(ACC))
     s1 = tl.zeros([BLOCK_G, VP, BLOCK_C], dtype=ACC)
     s2 = tl.zeros([BLOCK_G, VP, BLOCK_C], dtype=ACC)
     for i in range(0, n, BLOCK_G):
@@ -277,7 +284,7 @@ def _bn_relu_phases_kernel(Z, SCALE, SHIFT, H, T, N, V, C, n_out_groups, stride,
 
 @triton.jit
 def _phase_grad_tile(DH, HPH, Z, gi, n_groups, v, vc_mask, vc_off, N, V, C, Tq, stride, pad, ACC: tl.constexpr):
-    """For groups gi = (t, n) of Z (T, N*V, C): (g, z, mask) tiles [BLOCK_G, VP, BLOCK_C], g = dh * (h > 0) read
+    """For groups gi = (t, n) of Z (T, N*V, C): (g, z, mask) tiles [BLOCK_G, VP, BLOCK_C], g = dh where h > 0 read
     from the phase buffers where frame t is stored, 0 where no tap reads it."""
     t = gi // N
     n = gi - t * N
@@ -289,7 +296,7 @@ def _phase_grad_tile(DH, HPH, Z, gi, n_groups, v, vc_mask, vc_off, N, V, C, Tq, 
     ph_mask = stored[:, None, None] & vc_mask[None, :, :]
     dh = tl.load(DH + ph_off, mask=ph_mask, other=0.0).to(ACC)
     h = tl.load(HPH + ph_off, mask=ph_mask, other=0.0).to(ACC)
-    g = dh * tl.where(h > 0, 1.0, 0.0)
+    g = tl.where(h <= 0, 0.0, dh)  # ReLU's backward as torch's: a NaN h passes dh, h <= 0 stops even a NaN dh
     z = tl.load(Z + gi[:, None, None] * V * C + vc_off[None, :, :], mask=m, other=0.0).to(ACC)
     return g, z, m
 
@@ -380,11 +387,11 @@ def _block_output_kernel(U, SCALE2, SHIFT2, MASK, RES, SCALE3, SHIFT3, OUT, R, C
 
 @triton.jit
 def _output_grad_tile(DOUT, OUT, MASK, off, m, HAS_MASK: tl.constexpr, ACC: tl.constexpr):
-    """(g, d_bn2): g = dout * (out > 0) (ReLU's backward, as autograd: a product, so a NaN dout stays NaN; exact in
-    any dtype), d_bn2 = g * mask (dropout's backward)."""
+    """(g, d_bn2): g = 0 where out <= 0, else dout (ReLU's backward as autograd's threshold_backward: a NaN out
+    passes dout, out <= 0 stops even a NaN dout), d_bn2 = g * mask (dropout's backward)."""
     dout = tl.load(DOUT + off, mask=m, other=0.0).to(ACC)
     out = tl.load(OUT + off, mask=m, other=0.0).to(ACC)
-    g = dout * tl.where(out > 0, 1.0, 0.0)
+    g = tl.where(out <= 0, 0.0, dout)
     if HAS_MASK:  # rounded to the input dtype like the contract's product (a no-op unless 16-bit)
         d_bn2 = (g * tl.load(MASK + off, mask=m, other=0.0).to(ACC)).to(DOUT.dtype.element_ty).to(ACC)
     else:

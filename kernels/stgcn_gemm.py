@@ -27,9 +27,9 @@ Statistics, deterministic, no atomics. Both kernels reduce the BatchNorm statist
 output channel) of the values they store, as rounded: each program writes the sums of its rows to a float64
 (P, 2, C_out) workspace (gcn_forward: P chunks of groups; conv_frames: P = the row tiles, a number that depends
 on the shape only), and `_sum_partials` adds the P partials in a fixed order. Each program sums x - k and
-(x - k)^2 about a shift k (the first stored row of its tile or chunk; per joint in gcn_forward) and turns them
-into sum x, sum x^2 in float64 (`_moments`), so a channel with a large mean and a small spread keeps its
-variance in float32.
+(x - k)^2 about a shift k (the first stored row of its tile or chunk, 0 where that is not finite; per joint in
+gcn_forward) and turns them into sum x, sum x^2 in float64 (`_moments`), so a channel with a large mean and a
+small spread keeps its variance in float32.
 
 Precision and dtypes: inputs float32 / float16 / bfloat16 (acc float32) or float64 (acc float64); float32
 products in "ieee" precision (not TF32, which the contract does not have); 16-bit operands multiply in tl.dot
@@ -46,8 +46,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .stgcn_block import (_LAUNCH, _MAX_BLOCK_C, _acc, _block_c, _device_of, _dot, _moments, _relu, _split,
-                          _store_partials, _sum_partials)
+from .stgcn_block import (_LAUNCH, _MAX_BLOCK_C, _acc, _block_c, _device_of, _dot, _finite_shift, _moments, _relu,
+                          _split, _store_partials, _sum_partials)
 
 # conv_frames' tile: BLOCK_M rows x up to _GEMM_MAX_BLOCK_N output channels, the inner dimension in chunks of up to
 # _GEMM_MAX_BLOCK_K. Modest on purpose: float64 tiles stay in registers and the interpreter stays quick. Every
@@ -152,7 +152,7 @@ def _gcn_forward_kernel(X, A, W, B, Z, PART, SHIFT, G, V, C_in, C_out, groups_pe
             tl.store(Z + g * V * C_out + vc_off, z, mask=vc_mask)
             z = tl.where(vc_mask, z.to(ACC), 0.0)
             if i == 0:
-                shift = z
+                shift = _finite_shift(z)
             d = z - shift
             s1 += d
             s2 += d * d
@@ -342,7 +342,7 @@ def _conv_frames_tile(SRC, W, BIAS, ADD, U, M, R, C_in, C_out, frame_step, strid
     if STATS:
         u = u.to(ACC)
         is_first = (tl.arange(0, BLOCK_M) == 0)[:, None]
-        shift = tl.sum(tl.where(is_first, u, 0.0), axis=0)  # row 0 of a tile always exists (m < M)
+        shift = _finite_shift(tl.sum(tl.where(is_first, u, 0.0), axis=0))  # row 0 of a tile always exists (m < M)
         d = tl.where(mask, u - shift[None, :], 0.0)
         rows = tl.minimum(M - tile_start, BLOCK_M)
         total, total_sq = _moments(tl.sum(d, axis=0), tl.sum(d * d, axis=0), shift, rows)

@@ -67,3 +67,59 @@ def give_reference_the_fused_mask(reference, fused, x, seed: int) -> None:
         torch.manual_seed(seed)
         mask = dropout_masks(draw_dropout_seed(), p, output_shape(fused, x), x.dtype, x.device)
         reference.tcn[4] = FixedMask(mask)
+
+
+# ---- non-finite values ----------------------------------------------------------------------------------------------
+NON_FINITE_CASES = ["nan", "inf", "-inf", "nan dout"]
+NON_FINITE_CONFIGS = [(4, 4, 1, True), (3, 6, 2, True), (4, 2, 1, False)]  # (C_in, C_out, stride, residual)
+
+
+def dense_graph(K: int = 2, V: int = 5) -> torch.Tensor:
+    """Every joint connected in every subset (positive weights): the fused kernels skip the adjacency's zeros, where
+    the reference's dense product makes 0 * inf = NaN (a documented difference), so the comparison of non-finite
+    values needs a graph without them."""
+    return torch.rand(K, V, V, generator=torch.Generator().manual_seed(7), dtype=torch.float64) + 0.1
+
+
+def non_finite_step_inputs(reference, case: str, N: int, C_in: int, T: int, V: int, dtype, device=None):
+    """(x, dout) for one training step: x with one NaN / +inf / -inf element, or ("nan dout") a finite x and dout
+    NaN at an element where the reference's output is 0 (ReLU's backward stops even a NaN gradient there)."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(N, C_in, T, V, generator=g, dtype=torch.float64)
+    if case != "nan dout":
+        x[N - 1, C_in // 2, T // 2, 1] = float(case)
+    x = x.to(device=device, dtype=dtype)
+    reference.train()
+    with torch.no_grad():
+        out = reference(x)
+    dout = torch.randn(out.shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+    if case == "nan dout":
+        zeros = (out == 0).nonzero()
+        assert len(zeros) > 0, "the ReLU has no zero output to put a NaN gradient on"
+        dout[tuple(zeros[len(zeros) // 2])] = float("nan")
+    return x, dout
+
+
+def assert_non_finite_like_reference(reference, fused, x, dout) -> None:
+    """One training step and then an eval forward of both blocks (the same state, dropout 0): every output,
+    gradient and running statistic is NaN, +inf and -inf exactly where the reference's is. What this pins: ReLU's
+    backward as autograd's (the gradient passes at a NaN activation; 0 at a non-positive one, even for a NaN
+    gradient) and statistics that sum +-inf to +-inf (not to NaN)."""
+    results = []
+    for block in (reference, fused):
+        block.train()
+        x_in = x.clone().requires_grad_()
+        out = block(x_in)
+        out.backward(dout)
+        values = {"output": out.detach(), "input gradient": x_in.grad}
+        values.update({f"{name} gradient": p.grad for name, p in block.named_parameters()})
+        values.update({name: b.clone() for name, b in block.named_buffers() if b.is_floating_point()})
+        block.eval()
+        with torch.no_grad():
+            values["eval output"] = block(x)
+        results.append(values)
+    want, got = results
+    assert want.keys() == got.keys()
+    for name in want:
+        for kind in (torch.isnan, torch.isposinf, torch.isneginf):
+            assert torch.equal(kind(got[name]), kind(want[name])), f"{name}: {kind.__name__} differs"

@@ -85,6 +85,30 @@ def test_another_skeleton_runs_with_its_own_flip_joints_or_without_flip():
     assert predict_sequence(model, x, window=32, left=[1], right=[3]).shape == (40, 5, 3)
 
 
+def test_inputs_of_another_skeleton_than_the_model_are_refused_as_such(tiny_model):
+    with pytest.raises(ValueError, match="inputs have 16 joints of 2 channels, but the model takes 17 joints"):
+        predict_sequence(tiny_model, torch.randn(40, 16, 2))
+
+
+def test_flip_joints_as_arrays_and_tensors(tiny_model):
+    x = torch.randn(40, 17, 2)
+    want = predict_sequence(tiny_model, x, left=[1, 2], right=[4, 5])
+    for kind in (np.array, torch.tensor):
+        torch.testing.assert_close(predict_sequence(tiny_model, x, left=kind([1, 2]), right=kind([4, 5])), want)
+
+
+def test_flip_joints_that_are_not_a_mirror_pairing_are_refused(tiny_model):
+    """The flipped input's prediction is flipped back and averaged in: the swap must be its own inverse."""
+    x = torch.randn(40, 17, 2)
+    with pytest.raises(ValueError, match="listed in two pairs"):
+        predict_sequence(tiny_model, x, left=[1, 1], right=[2, 3])
+    with pytest.raises(ValueError, match="listed in two pairs"):
+        predict_sequence(tiny_model, x, left=[1, 2], right=[2, 3])
+    # a pair given in both directions is the same swap
+    torch.testing.assert_close(predict_sequence(tiny_model, x, left=[1, 4], right=[4, 1]),
+                               predict_sequence(tiny_model, x, left=[1], right=[4]))
+
+
 # ----------------------------------------------------------------------------------------------------- metrics
 
 

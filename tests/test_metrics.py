@@ -86,3 +86,33 @@ def test_bad_inputs(fn):
         fn(torch.zeros(17, 2), torch.zeros(17, 2))
     with pytest.raises(TypeError, match="floating"):
         fn(torch.zeros(17, 3, dtype=torch.int64), torch.zeros(17, 3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("fn", [metrics.mpjpe, metrics.p_mpjpe, metrics.mpjve, metrics.pck, metrics.auc])
+def test_root_is_a_joint_index(fn):
+    """root counts from the end when negative, as Python indexing does; out of range or not an int, a clear error."""
+    torch.manual_seed(0)
+    pred, target = torch.randn(4, 17, 3, dtype=torch.float64), torch.randn(4, 17, 3, dtype=torch.float64)
+    assert fn(pred, target, root=-1) == fn(pred, target, root=16)
+    for root, error in ((17, ValueError), (-18, ValueError), (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="root"):
+            fn(pred, target, root=root)
+
+
+@pytest.mark.parametrize("fn", [metrics.pck, metrics.auc])
+def test_pck_joints_are_checked(fn):
+    pose = torch.zeros(5, 3)
+    with pytest.raises(ValueError, match="17-joint order; the poses have 5 joints"):
+        fn(pose, pose)  # the default joints are Human3.6M's
+    assert fn(pose, pose, joints=[1, 2, -1]) == fn(pose, pose, joints=[1, 2, 4])
+    with pytest.raises(ValueError, match="joints = 5 is out of range"):
+        fn(pose, pose, joints=[1, 5])
+    with pytest.raises(ValueError, match="joints must not be empty"):
+        fn(pose, pose, joints=[])
+
+
+def test_auc_needs_thresholds():
+    pose = torch.zeros(17, 3)
+    with pytest.raises(ValueError, match="thresholds"):
+        metrics.auc(pose, pose, thresholds=[])
+    assert metrics.auc(pose, pose, thresholds=iter([10.0, 20.0])) == 1.0  # any iterable, read once

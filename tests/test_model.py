@@ -3,7 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ugcn_fast import Graph, UGCN, UGCNLoss
+import numpy as np
+
+from ugcn_fast import FusedSTGCNBlock, Graph, UGCN, UGCNLoss
 
 from _cuda_env import CUDA_DEVICE, CUDA_MARK
 
@@ -94,3 +96,57 @@ def test_fused_and_reference_models_agree_and_share_state_dicts(training, backen
         torch.testing.assert_close(a, b, msg=name)
     back = UGCN(channels=(8, 8, 16, 16, 32))
     back.load_state_dict(reference.state_dict(), strict=True)
+
+
+def test_fused_model_runs_what_its_merge_and_regressor_modules_say():
+    """The fused network computes the merge and regressor 1x1 convolutions as linear maps over its time-major
+    buffers only while they are the constructor's plain nn.Conv2d without hooks; hooks run (feature extraction) and
+    a replaced module (another head) is called, as in the reference network."""
+    torch.manual_seed(2)
+    fused = UGCN(channels=(4, 8, 8, 16, 16), dropout=0.0).double().eval()
+    reference = UGCN(channels=(4, 8, 8, 16, 16), dropout=0.0, fused=False).double().eval()
+    reference.load_state_dict(fused.state_dict(), strict=True)
+    x = torch.randn(2, 16, 17, 2, dtype=torch.float64)
+    seen = {}
+    for name, model in (("fused", fused), ("reference", reference)):
+        seen[name] = []
+        model.regressor.register_forward_hook(lambda m, i, o, s=seen[name]: s.append(("regressor", o.shape)))
+        model.merge[0].register_forward_hook(lambda m, i, o, s=seen[name]: s.append(("merge0", o.shape)))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), reference(x))
+    assert seen["fused"] == seen["reference"] == [("merge0", (2, 4, 2, 17)), ("regressor", (2, 3, 16, 17))]
+    head = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1), torch.nn.Tanh(), torch.nn.Conv2d(8, 3, 1)).double()
+    fused.regressor, reference.regressor = head, head
+    fused.merge[1] = reference.merge[1] = torch.nn.Conv2d(8, 4, 3, padding=1).double()
+    with torch.no_grad():
+        y = fused(x)
+        torch.testing.assert_close(y, reference(x))
+    assert y.shape == (2, 16, 17, 3)
+
+
+def test_numpy_numbers_configure_blocks_models_and_graphs():
+    """Sizes and rates read from numpy (configs, arrays) are accepted and stored as Python numbers."""
+    block = FusedSTGCNBlock(np.int64(4), np.int64(8), Graph().A, kernel_size=np.int32(3), stride=np.int64(2),
+                            dropout=np.float32(0.25))
+    sizes = (block.in_channels, block.out_channels, block.kernel_size, block.stride)
+    assert sizes == (4, 8, 3, 2) and all(type(v) is int for v in sizes) and block.tcn[4].p == 0.25
+    model = UGCN(num_joints=np.int64(17), channels=np.array([4, 8, 8, 16, 16]), dropout=np.float64(0.1)).eval()
+    assert model(torch.randn(1, 16, 17, 2)).shape == (1, 16, 17, 3)
+    graph = Graph(layout=None, num_nodes=np.int64(3), edges=np.array([[0, 1], [1, 2]]), center=np.int64(1))
+    assert graph.A.shape == (3, 3, 3) and type(graph.num_nodes) is int and type(graph.center) is int
+    with pytest.raises(ValueError, match="dropout must be a number"):
+        FusedSTGCNBlock(4, 8, Graph().A, dropout="0.1")
+    with pytest.raises(ValueError, match="in_channels must be a positive int"):
+        FusedSTGCNBlock(np.float64(4), 8, Graph().A)
+    with pytest.raises(ValueError, match="out_channels must be a positive int"):
+        UGCN(out_channels=0)
+    with pytest.raises(TypeError, match="edges must be a sequence of"):
+        Graph(num_nodes=3, edges=[0, 1])
+
+
+def test_model_input_dtype_is_checked():
+    model = UGCN(channels=(4, 8, 8, 16, 16))
+    with pytest.raises(TypeError, match="x must have a floating-point dtype"):
+        model(torch.zeros(1, 16, 17, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="x is torch.float64 but the model's parameters are torch.float32"):
+        model(torch.zeros(1, 16, 17, 2, dtype=torch.float64))

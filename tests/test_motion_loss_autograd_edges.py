@@ -193,6 +193,25 @@ def test_position_loss_rejects_unknown_position_and_reduction():
         position_loss(pred, target, reduction="avg")
 
 
+def test_position_loss_checks_its_inputs():
+    """No broadcasting (a (1, T, J, D) target against B samples would be a wrong number, silently): pred and target
+    are (B, T, J, D) floating tensors of one shape, dtype and device, as for the motion loss."""
+    pred, target = _inputs()
+    with pytest.raises(ValueError, match="same shape"):
+        position_loss(pred, target[:1])
+    with pytest.raises(ValueError, match="pred must have shape"):
+        position_loss(pred[0], target[0], reduction="none")
+    with pytest.raises(TypeError, match="pred must have a floating-point dtype"):
+        position_loss(pred.long(), target.long())
+    with pytest.raises(TypeError, match="same dtype"):
+        position_loss(pred.float(), target.double())
+    with pytest.raises(TypeError, match="target must be a torch.Tensor"):
+        position_loss(pred, target.numpy())
+    nested = torch.nested.nested_tensor([pred[0], pred[1]], layout=torch.strided)
+    with pytest.raises(TypeError, match="dense"):
+        position_loss(nested, nested)
+
+
 def test_ugcn_loss_validates_inputs_whatever_lambda():
     pred, target = _inputs(T=8)
     for lam in (0, 0.5):

@@ -24,7 +24,8 @@ from _cuda_env import (CUDA_DEVICE, EMULATED, HAS_GPU, built_cuda_module, cuda_k
                        nan_filled_cpu_allocations)  # noqa: F401 (an autouse fixture)
 from _piece_bad_args import BAD_PIECE_ARGUMENTS
 from _relu_kinks import assert_16_bit_step, clear_relu_kinks, float64_twin_step
-from _stgcn import give_reference_the_fused_mask, output_shape
+from _stgcn import (NON_FINITE_CASES, NON_FINITE_CONFIGS, assert_non_finite_like_reference, dense_graph,
+                    give_reference_the_fused_mask, non_finite_step_inputs, output_shape, reference_and_fused)
 from _tolerances import RTOL, SCALED_ATOL, assert_close_scaled
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
@@ -491,6 +492,18 @@ BLOCK_CASES = [  # C_in, C_out, V, stride, residual, dropout
 @pytest.mark.parametrize("C_in, C_out, V, stride, residual, dropout", BLOCK_CASES)
 def test_block_matches_reference(dtype, C_in, C_out, V, stride, residual, dropout):
     check_block(CUDA_DEVICE, dtype, C_in, C_out, V, stride, residual, dropout)
+
+
+@cuda_kernel_test
+@pytest.mark.parametrize("case", NON_FINITE_CASES)
+@pytest.mark.parametrize("c_in,c_out,stride,residual", NON_FINITE_CONFIGS)
+def test_non_finite_values_propagate_as_in_the_reference(case, c_in, c_out, stride, residual):
+    """NaN and +-inf where the reference has them (tests/_stgcn.py says what this pins)."""
+    torch.manual_seed(5)
+    blocks = reference_and_fused(c_in, c_out, stride, residual, dense_graph(), 0.0, "cuda", torch.float64)
+    ref, fused = (b.to(CUDA_DEVICE) for b in blocks)
+    x, dout = non_finite_step_inputs(ref, case, 2, c_in, 8, 5, torch.float64, CUDA_DEVICE)
+    assert_non_finite_like_reference(ref, fused, x, dout)
 
 
 @cuda_kernel_test

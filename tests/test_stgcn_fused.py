@@ -12,7 +12,8 @@ from ugcn_fast.backends import torch_stgcn
 from ugcn_fast.ops import stgcn_pieces
 from ugcn_fast.reference import STGCNBlock
 
-from _stgcn import (A5, A17, CONFIGS, TOL, config_id as _config_id, give_reference_the_fused_mask,
+from _stgcn import (A5, A17, CONFIGS, NON_FINITE_CASES, NON_FINITE_CONFIGS, TOL, assert_non_finite_like_reference,
+                    config_id as _config_id, dense_graph, give_reference_the_fused_mask, non_finite_step_inputs,
                     output_shape as _out_shape, reference_and_fused as _pair)
 
 BACKENDS = ["torch"] + (["cpu"] if "cpu" in ugcn_fast.available_backends() else [])
@@ -407,3 +408,12 @@ def test_eval_scratch_across_inference_mode():
         want = ref(x)
     for y in outs:
         torch.testing.assert_close(y, want, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("case", NON_FINITE_CASES)
+@pytest.mark.parametrize("c_in,c_out,stride,residual", NON_FINITE_CONFIGS)
+def test_non_finite_values_propagate_as_in_the_reference(backend, case, c_in, c_out, stride, residual):
+    torch.manual_seed(5)
+    ref, fused = _pair(c_in, c_out, stride, residual, dense_graph(), 0.0, backend, torch.float64)
+    x, dout = non_finite_step_inputs(ref, case, 2, c_in, 8, 5, torch.float64)
+    assert_non_finite_like_reference(ref, fused, x, dout)

@@ -21,7 +21,9 @@ from ugcn_fast.backends import triton_stgcn as tri  # noqa: E402
 from ugcn_fast.fused_stgcn_block import FusedSTGCNBlock  # noqa: E402
 from ugcn_fast.reference import STGCNBlock  # noqa: E402
 from _relu_kinks import assert_16_bit_step, clear_relu_kinks, float64_twin_step  # noqa: E402
-from _stgcn import give_reference_the_fused_mask, output_shape  # noqa: E402
+from _stgcn import (NON_FINITE_CASES, NON_FINITE_CONFIGS, assert_non_finite_like_reference,  # noqa: E402
+                    dense_graph, give_reference_the_fused_mask, non_finite_step_inputs, output_shape,
+                    reference_and_fused)
 from ugcn_fast.kernels import stgcn_block as kst  # noqa: E402  (the module the backend runs)
 
 pytestmark = pytest.mark.triton  # registered in pyproject.toml: `-m "not triton"` deselects this module
@@ -369,3 +371,15 @@ def test_block_gradcheck(C_in, C_out, stride):
         return torch.func.functional_call(fused, dict(zip(names, ps)), (x,))
 
     assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+@pytest.mark.parametrize("case", NON_FINITE_CASES)
+@pytest.mark.parametrize("c_in,c_out,stride,residual", NON_FINITE_CONFIGS)
+def test_non_finite_values_propagate_as_in_the_reference(case, c_in, c_out, stride, residual):
+    """NaN and +-inf where the reference has them (tests/_stgcn.py says what this pins); the statistics' shifted
+    sums take no non-finite shift."""
+    torch.manual_seed(5)
+    blocks = reference_and_fused(c_in, c_out, stride, residual, dense_graph(), 0.0, "triton", torch.float64)
+    ref, fused = (b.to(DEVICE) for b in blocks)
+    x, dout = non_finite_step_inputs(ref, case, 2, c_in, 8, 5, torch.float64, DEVICE)
+    assert_non_finite_like_reference(ref, fused, x, dout)

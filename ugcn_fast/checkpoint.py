@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ._checks import is_int
 from ._files import write_atomically
 from .graph import LAYOUTS, Graph
 from .model import UGCN
@@ -94,7 +95,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: 
     """Write a checkpoint atomically: a temporary file in the same folder, then `os.replace`, so `path` always
     holds either the previous complete checkpoint or the new one, even if the process dies while writing."""
     config = _check_model_config(model_config)
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+    if not is_int(epoch) or epoch < 0:
         raise ValueError(f"epoch must be an int >= 0 (completed epochs), got {epoch!r}")
     checkpoint = {
         "format": FORMAT,
@@ -102,7 +103,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: 
         "model": _plain_state_dict(model),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": epoch,
+        "epoch": int(epoch),
         "extra": dict(extra) if extra is not None else {},
     }
     path = Path(path)

@@ -223,16 +223,29 @@ _TCN_LAYERS = (nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.Dropout)
 _RESIDUAL_LAYERS = (nn.Conv2d, nn.BatchNorm2d)
 
 
+def _global_hooks() -> bool:
+    hooks = nn.modules.module
+    return bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+                or hooks._global_backward_pre_hooks)
+
+
+def _own_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+
+
+def runs_hooks(module: nn.Module) -> bool:
+    """Whether calling `module` would run hooks (its own, or global module hooks)."""
+    return _global_hooks() or _own_hooks(module)
+
+
 def _hooks_on_submodules(block: nn.Module) -> bool:
     """Whether calling `block`'s submodules would run hooks (theirs, or global module hooks)."""
-    hooks = nn.modules.module
-    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
-            or hooks._global_backward_pre_hooks):
+    if _global_hooks():
         return True
     stack = list(block._modules.values())
     while stack:
         m = stack.pop()
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+        if _own_hooks(m):
             return True
         stack.extend(m._modules.values())
     return False

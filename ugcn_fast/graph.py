@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ._checks import is_int
+
 # Joint orders and bones (child, parent) of the layouts the package knows; "left" / "right" list the mirrored
 # joints (the i-th left joint is the mirror of the i-th right one), which horizontal flips swap.
 H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
@@ -87,20 +89,27 @@ class Graph:
             raise ValueError(f"layout must be one of {tuple(LAYOUTS)} (or pass num_nodes and edges), got {layout!r}")
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if isinstance(max_hop, bool) or not isinstance(max_hop, int) or max_hop < 1:
+        if not is_int(max_hop) or max_hop < 1:
             raise ValueError(f"max_hop must be an int >= 1, got {max_hop!r}")
-        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        if not is_int(dilation) or dilation < 1:
             raise ValueError(f"dilation must be an int >= 1, got {dilation!r}")
-        spec = LAYOUTS[layout] if layout is not None else {"num_nodes": num_nodes, "edges": list(edges), "center": 0}
+        max_hop, dilation = int(max_hop), int(dilation)
+        if layout is None:
+            edges = list(edges) if hasattr(edges, "__iter__") else edges
+            if not isinstance(edges, list) or not all(hasattr(e, "__len__") for e in edges):
+                raise TypeError(f"edges must be a sequence of (i, j) joint index pairs, got {edges!r}")
+        spec = LAYOUTS[layout] if layout is not None else {"num_nodes": num_nodes, "edges": edges, "center": 0}
         V = spec["num_nodes"]
-        if isinstance(V, bool) or not isinstance(V, int) or V < 1:
+        if not is_int(V) or V < 1:
             raise ValueError(f"num_nodes must be an int >= 1, got {V!r}")
+        V = int(V)
         for edge in spec["edges"]:
-            if len(edge) != 2 or not all(isinstance(k, (int, np.integer)) and 0 <= k < V for k in edge):
+            if len(edge) != 2 or not all(is_int(k) and 0 <= k < V for k in edge):
                 raise ValueError(f"edges must be pairs of joint indices in [0, {V}), got {edge!r}")
         center = spec["center"] if center is None else center
-        if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < V:
+        if not is_int(center) or not 0 <= center < V:
             raise ValueError(f"center must be a joint index in [0, {V}), got {center!r}")
+        center = int(center)
         self.layout, self.strategy, self.center, self.max_hop, self.dilation = layout, strategy, center, max_hop, dilation
         # the joints a horizontal flip swaps; unknown for a custom graph
         self.left, self.right = (spec["left"], spec["right"]) if layout is not None else (None, None)

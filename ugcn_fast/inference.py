@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._checks import is_int
 from .data.windows import edge_pad, flip_pose, window_starts
 from .fused_stgcn_block import frozen
 from .graph import H36M_LEFT, H36M_RIGHT
+from .model import UGCN
 
 
 # The commands' sliding windows when neither the flags nor the checkpoint say (SPEC §4: 96 frames, step 5).
@@ -44,9 +46,13 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
         raise ValueError("inputs must hold at least one frame")
     if not torch.isfinite(x).all():
         raise ValueError("inputs hold NaN or Inf: fill missing keypoints (e.g. by temporal interpolation) first")
+    ugcn = getattr(model, "module", model)  # (under DistributedDataParallel)
+    if isinstance(ugcn, UGCN) and tuple(x.shape[1:]) != (ugcn.num_joints, ugcn.in_channels):
+        raise ValueError(f"inputs have {x.shape[1]} joints of {x.shape[2]} channels, but the model takes "
+                         f"{ugcn.num_joints} joints of {ugcn.in_channels} channels (inputs (T, J, C))")
     if flip:
         left, right = _flip_joints(model, left, right)
-        _check_flip_joints(x.shape[1], left, right)
+        left, right = _check_flip_joints(x.shape[1], left, right)
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else x.device
     dtype = parameter.dtype if parameter is not None else torch.float32
@@ -93,19 +99,31 @@ def _flip_joints(model: nn.Module, left: Sequence[int] | None, right: Sequence[i
     return model.flip_joints
 
 
-def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int]) -> None:
+def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int]) -> tuple[list[int], list[int]]:
     """Flip test-time augmentation swaps the `left` and `right` joints; the Human3.6M defaults index up to joint
-    16, so a model of another skeleton would otherwise fail with a bare IndexError deep in flip_pose."""
+    16, so a model of another skeleton would otherwise fail with a bare IndexError deep in flip_pose. The swap must
+    be its own inverse (the flipped-back prediction is averaged in). -> the lists as ints (sequences, numpy arrays
+    or tensors of ints are accepted)."""
+    lists = []
     for name, joints in (("left", left), ("right", right)):
-        bad = [j for j in joints if isinstance(j, bool) or not isinstance(j, (int, np.integer))
-               or not 0 <= j < num_joints]
+        joints = joints.tolist() if isinstance(joints, (torch.Tensor, np.ndarray)) else list(joints)
+        bad = [j for j in joints if not is_int(j) or not 0 <= j < num_joints]
         if bad:
             raise ValueError(f"flip: {name} joint indices {bad} are out of range for {num_joints} joints (the "
                              "defaults are Human3.6M's 17); for another skeleton pass left= and right= (its mirrored "
                              "joint pairs) or flip=False")
+        lists.append([int(j) for j in joints])
+    left, right = lists
     if len(left) != len(right):
         raise ValueError(f"flip: left and right must list the same number of joints, got {len(left)} and "
                          f"{len(right)}")
+    order = list(range(num_joints))  # the joint permutation flip_pose applies
+    for a, b in zip(left, right):
+        order[a], order[b] = b, a
+    if any(order[order[j]] != j for j in range(num_joints)):
+        raise ValueError(f"flip: left {left} and right {right} do not pair each joint with one mirror joint (a "
+                         "joint is listed in two pairs), so flipping twice would not give the input back")
+    return left, right
 
 
 def check_inference_arguments(window: int | None, step: int | None, prefix: str = "--") -> None:
@@ -130,7 +148,7 @@ def trained_inference_arguments(window: int | None, step: int | None, trained: M
 
 def _check_positive_ints(*named_values) -> None:
     for name, value in named_values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import is_real
 from ._cli import show_defaults
 from ._files import write_atomically
 from .cpu_memory import keep_freed_memory
@@ -88,8 +89,7 @@ def prepare_keypoints(keypoints, width: float, height: float, layout: str = "h36
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     keypoints, scores = check_keypoints(keypoints, scores)
     width, height = _check_size("width", width), _check_size("height", height)
-    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)) \
-            or not math.isfinite(score_threshold):
+    if not is_real(score_threshold) or not math.isfinite(score_threshold):
         raise ValueError(f"score_threshold must be a number, got {score_threshold!r}")
     if layout == "coco":
         keypoints, scores = coco_to_h36m(keypoints, scores)

@@ -47,7 +47,9 @@ POSITIONS = ("l2sq", "mpjpe")
 
 def position_loss(pred: Tensor, target: Tensor, position: str = "l2sq", reduction: str = "mean") -> Tensor:
     """L_p: squared Euclidean joint error ("l2sq", paper eq. 5 up to a constant) or its root ("mpjpe"),
-    averaged over (b, t, j) ("mean"), summed ("sum"), or averaged per sample ("none")."""
+    averaged over (b, t, j) ("mean"), summed ("sum"), or averaged per sample ("none"). pred and target: (B, T,
+    J, D) of one shape, dtype and device (no broadcasting)."""
+    check_pose_pair(pred, target)
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
     if reduction not in REDUCTIONS:
@@ -75,8 +77,6 @@ class UGCNLoss(nn.Module):
         self.motion = FusedMotionLoss(**motion_loss_kwargs)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        if self.lambda_motion == 0:  # the motion loss checks the inputs otherwise (and its intervals against T)
-            check_pose_pair(pred, target)
         loss = position_loss(pred, target, self.position, self.motion.reduction)
         if self.lambda_motion != 0:
             loss = loss + self.lambda_motion * self.motion(pred, target)

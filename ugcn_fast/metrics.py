@@ -6,6 +6,7 @@ the standard thresholds (PCK@150, AUC over 0..150) assume millimetres.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -29,7 +30,27 @@ def _check_pair(pred: Tensor, target: Tensor, min_dims: int = 2) -> None:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
 
 
+def _joint_index(name: str, j, J: int) -> int:
+    """j as an index into J joints, negative ones counted from the end as in Python indexing."""
+    if isinstance(j, bool) or not isinstance(j, numbers.Integral):
+        raise TypeError(f"{name} must be an int joint index, got {j!r}")
+    if not -J <= j < J:
+        raise ValueError(f"{name} = {j} is out of range for {J} joints")
+    return int(j) % J
+
+
+def _joint_subset(joints: Sequence[int], J: int) -> list[int]:
+    joints = list(joints)
+    if not joints:
+        raise ValueError("joints must not be empty")
+    if joints == list(PCK_JOINTS_H36M) and J != 17:
+        raise ValueError(f"the default joints are the 14 PCK joints of the Human3.6M 17-joint order; the poses "
+                         f"have {J} joints: pass joints=... for this skeleton")
+    return [_joint_index("joints", j, J) for j in joints]
+
+
 def root_relative(x: Tensor, root: int = 0) -> Tensor:
+    root = _joint_index("root", root, x.shape[-2])
     return x - x[..., root:root + 1, :]
 
 
@@ -108,14 +129,19 @@ def mpjve(pred: Tensor, target: Tensor, root: int = 0) -> Tensor:
 def pck(pred: Tensor, target: Tensor, threshold: float = 150.0, joints: Sequence[int] = PCK_JOINTS_H36M,
         root: int = 0) -> Tensor:
     """Fraction of the selected joints whose error is strictly below `threshold` (MPI-INF-3DHP convention)."""
-    errors = joint_errors(pred, target, root)[..., list(joints)]
+    errors = joint_errors(pred, target, root)
+    errors = errors[..., _joint_subset(joints, errors.shape[-1])]
     return (errors < threshold).to(errors.dtype).mean()
 
 
 def auc(pred: Tensor, target: Tensor, thresholds: Iterable[float] = AUC_THRESHOLDS,
         joints: Sequence[int] = PCK_JOINTS_H36M, root: int = 0) -> Tensor:
     """Mean PCK over `thresholds` (0, 5, ..., 150 mm by default)."""
-    errors = joint_errors(pred, target, root)[..., list(joints)]
+    thresholds = list(thresholds)
+    if not thresholds:
+        raise ValueError("thresholds must not be empty")
+    errors = joint_errors(pred, target, root)
+    errors = errors[..., _joint_subset(joints, errors.shape[-1])]
     return torch.stack([(errors < th).to(errors.dtype).mean() for th in thresholds]).mean()
 
 

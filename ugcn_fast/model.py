@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fused_stgcn_block import FusedSTGCNBlock
+from ._checks import check_float_tensor, is_int
+from .fused_stgcn_block import FusedSTGCNBlock, runs_hooks
 from .graph import Graph
 from .reference.stgcn_block import STGCNBlock
 
@@ -34,8 +35,13 @@ class UGCN(nn.Module):
                  kernel_size: int = 5, dropout: float = 0.5, fused: bool = True, backend: str = "auto"):
         super().__init__()
         channels = tuple(channels)
-        if len(channels) != 5 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+        if len(channels) != 5 or any(not is_int(c) or c < 1 for c in channels):
             raise ValueError(f"channels must be 5 positive ints (one per temporal resolution), got {channels}")
+        channels = tuple(int(c) for c in channels)
+        for name, value in (("num_joints", num_joints), ("in_channels", in_channels), ("out_channels", out_channels)):
+            if not is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        num_joints, in_channels, out_channels = int(num_joints), int(in_channels), int(out_channels)
         graph = graph if graph is not None else Graph(layout="h36m")
         if graph.num_nodes != num_joints:
             raise ValueError(f"graph has {graph.num_nodes} joints but num_joints = {num_joints}")
@@ -79,6 +85,11 @@ class UGCN(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[2:] != (self.num_joints, self.in_channels):
             raise ValueError(f"x must have shape (B, T, {self.num_joints}, {self.in_channels}), "
                              f"got {tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        check_float_tensor("x", x)
+        weight = self.input_bn.weight  # (under autocast the layers cast their inputs themselves)
+        if weight is not None and x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"x is {x.dtype} but the model's parameters are {weight.dtype}: convert one of them "
+                            f"(e.g. x.to({weight.dtype}) or model.to({x.dtype}))")
         B, T, J, C = x.shape
         self.check_length(T)
         # input BatchNorm over the (J x C) channels, as ST-GCN's data_bn
@@ -109,8 +120,10 @@ class UGCN(nn.Module):
         def as_block_input(a_tm: Tensor) -> Tensor:
             return a_tm.permute(1, 3, 0, 2)
 
-        def conv1x1(conv: nn.Conv2d, a_tm: Tensor) -> Tensor:
-            return F.linear(a_tm, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
+        def conv1x1(conv: nn.Module, a_tm: Tensor) -> Tensor:
+            if _plain_pointwise(conv):
+                return F.linear(a_tm, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
+            return time_major(conv(as_block_input(a_tm)))  # hooks, a replaced module: what the module says runs
 
         merged = 0
         for blk, merge, skip in zip(self.up, self.merge, reversed(skips[:-1])):
@@ -119,3 +132,10 @@ class UGCN(nn.Module):
             merged = merged + conv1x1(merge, h_tm).repeat_interleave(T // h_tm.shape[0], dim=0)
         out_tm = conv1x1(self.regressor, time_major(self.head(as_block_input(merged))))  # (T, B, J, 3)
         return out_tm.permute(1, 0, 2, 3).contiguous()
+
+
+def _plain_pointwise(conv: nn.Module) -> bool:
+    """Whether `conv` is still the constructor's 1x1 nn.Conv2d with no hooks to run, so that a linear map over the
+    time-major channels computes exactly what calling it would (a parametrized weight is read through the module)."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1 and not runs_hooks(conv))

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._checks import is_int, is_real
 from ._files import write_atomically
 from .graph import H36M_LEFT, H36M_RIGHT
 
@@ -139,8 +140,9 @@ def encode_gif(frames: Sequence[np.ndarray], fps: float = 25) -> bytes:
     frames = [_check_image(f"frames[{i}]", f) for i, f in enumerate(frames)]
     if any(f.shape != frames[0].shape for f in frames):
         raise ValueError(f"all frames must have the same shape, got {sorted({f.shape for f in frames})}")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+    if not is_real(fps) or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
+    fps = float(fps)
     height, width = frames[0].shape[:2]
     if width > 65535 or height > 65535:
         raise ValueError(f"GIF frames are at most 65535 pixels a side, got {width} x {height}")
@@ -377,8 +379,9 @@ def render_skeleton(poses: np.ndarray, parents: Sequence[int], size: int = 256, 
     parents = [int(p) for p in parents]
     if len(parents) != J or any(p >= J or p < -1 for p in parents):
         raise ValueError(f"parents must give one parent index in [-1, {J}) per joint ({J}), got {parents}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
+    if not is_int(size) or size < 16:
         raise ValueError(f"size must be an int >= 16, got {size!r}")
+    size = int(size)
     if labels is not None and len(labels) != len(poses):
         raise ValueError(f"labels must hold one string per frame ({len(poses)}), got {len(labels)}")
     view = poses @ view_rotation(azimuth, elevation).T

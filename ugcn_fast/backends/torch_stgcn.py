@@ -83,6 +83,12 @@ def bn_relu_phases(z: Tensor, scale: Tensor, shift_map: Tensor, V: int, stride: 
     return h_ph
 
 
+def relu_backward(grad: Tensor, out: Tensor) -> Tensor:
+    """ReLU's backward as autograd's threshold_backward: 0 where out <= 0 (even for a NaN grad), grad elsewhere, a
+    NaN out included (a product with (out > 0) would differ on both)."""
+    return torch.where(out <= 0, torch.zeros((), dtype=grad.dtype, device=grad.device), grad)
+
+
 def _bn_backward(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """Batch-statistics BatchNorm backward over rows: (dx, dweight, dbias) for y = weight * (x - mean) * invstd + b."""
@@ -136,7 +142,7 @@ def block_output_backward(dout: Tensor, out: Tensor, u: Tensor, mask: Tensor | N
     dbias2, dweight3, dbias3, dbias_t, dbias_r). dres is dL/d(res) for the identity residual, dL/d(r0) for the
     convolution residual (BN3 backward applied), None without residual; dbias_t = sum(du), dbias_r = sum(dres)
     (conv), the gradients of the biases of the convolutions feeding BN2 / BN3. Unused entries are None."""
-    g = dout * (out > 0)
+    g = relu_backward(dout, out)
     d_bn2 = g * mask if mask is not None else g
     du, dweight2, dbias2 = _bn_backward(d_bn2, u, mean2, invstd2, weight2)
     dres = dweight3 = dbias3 = dbias_r = None
@@ -158,7 +164,7 @@ def bn_relu_phases_backward(dh_ph: Tensor, h_ph: Tensor, z: Tensor, mean1: Tenso
     Tq = h_ph.shape[1]
     phase, slot, stored = _phase_index(T, pad, stride, Tq, z.device)
     g = z.new_zeros(z.shape)
-    g[stored] = dh_ph[phase[stored], slot[stored]] * (h_ph[phase[stored], slot[stored]] > 0)
+    g[stored] = relu_backward(dh_ph[phase[stored], slot[stored]], h_ph[phase[stored], slot[stored]])
     dz, dweight1, dbias1 = _bn_backward(g, z, mean1, invstd1, weight1)
     joint_sums = dz.double().view(T, NV // V, V, C).sum((0, 1))
     return dz, dweight1, dbias1, joint_sums

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_float_tensor
+from .._checks import check_float_tensor, is_int, is_real
 
 
 class GraphConvolution(nn.Module):
@@ -26,10 +26,13 @@ class GraphConvolution(nn.Module):
         return torch.einsum("nkctv,kvw->nctw", y, A)
 
 
-def check_block_config(in_channels, out_channels, A, kernel_size, stride, dropout, residual) -> None:
+def check_block_config(in_channels, out_channels, A, kernel_size, stride, dropout,
+                       residual) -> tuple[int, int, int, int, float]:
+    """The constructor's arguments checked -> (in_channels, out_channels, kernel_size, stride) as Python ints and
+    dropout as a float (numpy scalars are accepted)."""
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride),
                         ("kernel_size", kernel_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd (symmetric zero padding), got {kernel_size}")
@@ -39,10 +42,11 @@ def check_block_config(in_channels, out_channels, A, kernel_size, stride, dropou
         raise ValueError(f"A must hold at least one subset of at least one joint, got shape {tuple(A.shape)}")
     if not A.dtype.is_floating_point:
         raise TypeError(f"A must be floating point, got {A.dtype}")
-    if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if not (is_real(dropout) and 0.0 <= dropout < 1.0):
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+    return int(in_channels), int(out_channels), int(kernel_size), int(stride), float(dropout)
 
 
 def check_block_input(x, A: Tensor, in_channels: int) -> None:
@@ -62,7 +66,8 @@ class STGCNBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, A: Tensor, kernel_size: int = 5, stride: int = 1,
                  dropout: float = 0.0, residual: bool = True):
         super().__init__()
-        check_block_config(in_channels, out_channels, A, kernel_size, stride, dropout, residual)
+        in_channels, out_channels, kernel_size, stride, dropout = check_block_config(
+            in_channels, out_channels, A, kernel_size, stride, dropout, residual)
         self.in_channels, self.out_channels, self.kernel_size, self.stride = in_channels, out_channels, kernel_size, stride
         padding = (kernel_size - 1) // 2
         self.register_buffer("A", A.detach().clone().float(), persistent=False)
