@@ -114,3 +114,39 @@ def test_model_from_config_and_diff():
         model_from_config({**CONFIG, "width": 3})
     with pytest.raises(ValueError, match="layout"):
         model_from_config({**CONFIG, "layout": "smpl"})
+
+
+def test_save_refuses_what_load_could_not_read_back(tmp_path):
+    """extra and model_config hold plain data only (torch.load(weights_only=True) refuses numpy scalars, paths, other
+    objects), and model_config must describe the model: either mistake is refused when saving, not when loading."""
+    import pathlib
+
+    import numpy as np
+    path = tmp_path / "c.pt"
+    for extra, where in (({"best": np.float64(1.0)}, r"extra\['best'\] is a float64"),
+                         ({"runs": [1, np.arange(2)]}, r"extra\['runs'\]\[1\] is a ndarray"),
+                         ({"out": pathlib.Path("x")}, r"extra\['out'\] is a PosixPath|WindowsPath"),
+                         ({1: "a"}, "key 1 is not a str")):
+        with pytest.raises(ValueError, match=where):
+            save_checkpoint(path, model=tiny_model(), model_config=CONFIG, epoch=0, extra=extra)
+    with pytest.raises(ValueError, match="does not describe the model"):
+        save_checkpoint(path, model=tiny_model(), model_config=make_model_config(), epoch=0)
+    assert not path.exists()
+    save_checkpoint(path, model=tiny_model(), model_config=CONFIG, epoch=0,
+                    extra={"a": [1, 2.5, "x", None, True, (3, 4)], "t": torch.ones(2)})
+    assert load_checkpoint(path)["extra"]["a"] == [1, 2.5, "x", None, True, (3, 4)]
+
+
+def test_load_says_what_is_wrong_with_the_place(tmp_path):
+    with pytest.raises(ValueError, match="is a folder, not a file"):
+        load_checkpoint(tmp_path)
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, model=tiny_model(), model_config=CONFIG, epoch=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            load_model(path, map_location="cuda")
+    broken = torch.load(path, weights_only=True)
+    broken["model_config"]["layout"] = ["h36m"]
+    torch.save(broken, path)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        load_checkpoint(path)

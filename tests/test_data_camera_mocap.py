@@ -30,6 +30,10 @@ def test_projection_and_screen_normalisation_by_hand():
                        [[-1.0, -1.002], [1.0, 1.002]])
     with pytest.raises(ValueError, match="in front"):
         cam.project(np.array([0.0, 0.0, -1.0]))
+    for width, height, name in ((0, 1000, "width"), (1000, -1, "height"), (np.nan, 1000, "width"),
+                                (1000, "1000", "height")):
+        with pytest.raises(ValueError, match=f"{name} must be a positive number of pixels"):
+            normalize_screen(np.zeros((1, 2)), width, height)
 
 
 def test_virtual_cameras_cover_every_combination():

@@ -307,3 +307,17 @@ def test_load_sequences_reads_h36m(file_3d, tmp_path):
     detected = load_sequences(path_3d, "test", h36m_2d=str(path_2d))
     np.testing.assert_allclose(detected[0].inputs, normalize_screen(pixels["S9"]["WalkDog"][0], 1000, 1002),
                                atol=1e-6)
+
+
+def test_non_finite_3d_ground_truth_is_refused_naming_the_entry(tmp_path):
+    """NaN in the ground truth would turn every position metric into NaN (and `evaluate` would exit 0)."""
+    data = {s: {a: _positions_32(10 * k + j) for j, a in enumerate(ACTIONS_IN_FILE)}
+            for k, s in enumerate(SUBJECTS_IN_FILE)}
+    data["S9"]["WalkDog"][10, 6, 1] = np.nan
+    path = tmp_path / "data_3d_h36m.npz"
+    np.savez_compressed(path, positions_3d=data)
+    with pytest.raises(ValueError, match=r"positions_3d\['S9'\]\['WalkDog'\] holds NaN or Inf positions "
+                                         r"\(first at frame 10, joint 6\)"):
+        load_h36m_3d(path)
+    with pytest.raises(ValueError, match="holds NaN or Inf"):
+        load_h36m(path, split="train")  # even a split without the sequence: the file is read whole

@@ -44,3 +44,8 @@ def test_fill_missing_refuses_a_joint_that_is_never_seen():
     k[:, 2] = np.nan
     with pytest.raises(ValueError, match="joint 2"):
         fill_missing(k)
+
+
+def test_fill_missing_needs_a_frame():
+    with pytest.raises(ValueError, match=r"T >= 1, got \(0, 17, 2\)"):
+        fill_missing(np.zeros((0, 17, 2)))

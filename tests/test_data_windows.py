@@ -70,3 +70,33 @@ def test_bad_sequences_are_rejected():
         WindowDataset([_pair(100)], window=0)
     with pytest.raises(ValueError, match="empty"):
         WindowDataset([])
+
+
+def test_indexing_ends_and_counts_from_the_end():
+    """IndexError past the end (a plain `for x in dataset` loop relies on it), negative indices as in a list."""
+    ds = WindowDataset([_pair(100)], window=32)
+    n = len(ds)
+    assert sum(1 for _ in ds) == n
+    for i in (n, n + 7, -n - 1, 10 ** 6):
+        with pytest.raises(IndexError, match="out of range"):
+            ds[i]
+    x, y = ds[-1]
+    x_last, y_last = ds[n - 1]
+    assert torch.equal(x, x_last) and torch.equal(y, y_last)
+    with pytest.raises(IndexError):
+        ds[1.0]
+
+
+def test_joint_counts_must_agree_with_each_other_and_the_flip():
+    inputs, targets = _pair(100)
+    with pytest.raises(ValueError, match="same T >= 1 and J"):
+        WindowDataset([(inputs, targets[:, :16])])
+    with pytest.raises(ValueError, match="16 joints, but the flip's left/right joints"):
+        WindowDataset([(inputs[:, :16], targets[:, :16])])
+    assert len(WindowDataset([(inputs[:, :16], targets[:, :16])], flip=False)) > 0
+
+
+def test_flip_of_another_skeleton_needs_its_own_joints():
+    with pytest.raises(ValueError, match="out of range for poses of 16 joints"):
+        flip_pose(np.zeros((3, 16, 2)))
+    assert flip_pose(np.zeros((3, 5, 2)), left=[1], right=[3]).shape == (3, 5, 2)

@@ -175,7 +175,8 @@ def test_command_line_defaults_to_the_runs_validation_settings(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--checkpoint", "missing.pt"], "missing.pt"),
-    (["--window", "40"], "multiple of 16"),
+    (["--window", "40"], "--window must be a multiple of 16"),
+    (["--json", "."], "--json . is a folder; name a file"),
     (["--data", "nowhere.npz"], "nowhere.npz"),
 ])
 def test_command_line_errors(tiny_checkpoint, capsys, flags, message):
@@ -222,3 +223,23 @@ def test_ablation_quick_smoke_run(tmp_path):
     # the loss changes the training: the variants end at different weights
     assert len({r["mpjve"] for r in rows}) == 3
     assert "MPJVE vs L_p" in run.stdout
+
+
+def test_command_line_reports_a_model_predicting_nan(tmp_path, capsys):
+    """A diverged model's NaN metrics print as nan (not as "-", which means not applicable), with a note, and the
+    JSON holds null for them: JSON has no NaN."""
+    from ugcn_fast.checkpoint import make_model_config, model_from_config, save_checkpoint
+
+    config = make_model_config(channels=(4, 4, 4, 4, 4))
+    model = model_from_config(config)
+    with torch.no_grad():
+        model.regressor.bias.fill_(float("nan"))
+    path = tmp_path / "nan.pt"
+    save_checkpoint(path, model=model, model_config=config, epoch=1)
+    out = tmp_path / "eval.json"
+    assert main(["--checkpoint", str(path), "--num-sequences", "1", "--frames", "32", "--window", "32",
+                 "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "nan" in captured.out and "note: some metrics are NaN" in captured.err
+    results = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))
+    assert results["average"]["mpjpe"] is None and results["average"]["pck150"] == 0.0

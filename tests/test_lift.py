@@ -174,6 +174,49 @@ def test_command_line_refuses_bad_files(tmp_path, tiny_checkpoint, capsys, conte
     assert not (tmp_path / "o.npz").exists()
 
 
+def _lift_command(tmp_path, flags, content=None, source_name="video.npz"):
+    source = tmp_path / source_name
+    content = content if content is not None else {"keypoints": pixel_track(20), "width": WIDTH, "height": HEIGHT}
+    if source_name.endswith(".npy"):
+        np.save(source, content["keypoints"])
+    else:
+        np.savez(source, **content)
+    return [str(source)] + flags
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--render-size", "8"], "--render-size must be >= 16"),
+    (["--fps", "0"], "--fps must be a positive number"),
+    (["--render", "{tmp}/o.gif", "--fps", "0.001"], r"--fps / --render-stride must be at least 0.00153"),
+    (["--render", "{tmp}/o.gif", "--render-stride", "40000"], r"the frame rate of .*video.npz / --render-stride"),
+    (["--window", "40"], "--window must be a multiple of 16"),
+    (["--out", "{tmp}"], "--out .* is a folder; name a file"),
+    (["--render", "{tmp}/missing/o.png"], "--render .*: its folder .* does not exist"),
+])
+def test_command_line_refuses_bad_flags_before_writing(tmp_path, tiny_checkpoint, capsys, flags, message):
+    """Bad output flags are refused with their name and status 2 before anything is lifted or written."""
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    out = ["--out", str(tmp_path / "o.npz")] if "--out" not in flags else []
+    with pytest.raises(SystemExit) as exit_info:
+        main(_lift_command(tmp_path, ["--checkpoint", str(tiny_checkpoint)] + out + flags))
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_command_line_reads_npy_and_size_flags_clearly(tmp_path, tiny_checkpoint, capsys):
+    flags = ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o.npz")]
+    with pytest.raises(SystemExit):
+        main(_lift_command(tmp_path, flags, source_name="video.npy"))
+    assert re.search(r"video.npy is not a readable .npz file: it holds one array \(a .npy file\)",
+                     capsys.readouterr().err)
+    # --width / --height replace the file's values without reading them (here: not one number each)
+    content = {"keypoints": pixel_track(20), "width": np.array([1.0, 2.0]), "height": np.array("1002")}
+    assert main(_lift_command(tmp_path, flags + ["--width", str(WIDTH), "--height", str(HEIGHT)], content)) == 0
+    with np.load(tmp_path / "o.npz") as data:
+        assert float(data["width"]) == WIDTH and float(data["height"]) == HEIGHT
+
+
 def test_untrained_ugcn_lifts_short_videos():
     model = UGCN(channels=(4, 4, 4, 4, 4))
     poses = lift(pixel_track(3), model, WIDTH, HEIGHT, window=16)

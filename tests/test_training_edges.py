@@ -76,3 +76,20 @@ def test_out_that_is_a_file_is_refused_before_training(tmp_path, capsys, monkeyp
         assert main(tiny_args(out, "--epochs", 1, *extra)) == 2
         assert "is an existing file, not a folder" in capsys.readouterr().err
     assert out.read_text() == "not a folder"
+
+
+def test_out_inside_a_file_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    monkeypatch.setattr(train_module, "load_sequences", lambda *a, **k: pytest.fail("data loaded"))
+    assert main(tiny_args(taken / "run", "--epochs", 1)) == 2
+    assert f"would be inside {taken}, which is an existing file" in capsys.readouterr().err
+
+
+def test_resume_from_a_checkpoint_without_optimiser_state_is_refused(tmp_path, capsys):
+    """A weights-only checkpoint (a copy of best.pt, or one saved without optimizer=) cannot continue a run."""
+    assert main(tiny_args(tmp_path, "--epochs", 1)) == 0
+    (tmp_path / "last.pt").write_bytes((tmp_path / "best.pt").read_bytes())
+    capsys.readouterr()
+    assert main(tiny_args(tmp_path, "--epochs", 2, "--resume")) == 2
+    assert "holds no optimizer or scheduler state" in capsys.readouterr().err

@@ -293,3 +293,12 @@ def test_tile_frames_side_by_side():
     tiled = viz.tile_frames([a, b], gap=2)
     assert tiled.shape == (4, 12, 3)
     assert (tiled[:, :5] == 0).all() and (tiled[:, 5:7] == 255).all() and (tiled[:, 7:] == 7).all()
+
+
+def test_gif_frame_rate_must_fit_the_format():
+    """A GIF frame's delay is 16-bit centiseconds: rates below 100 / 65535 frames/s cannot be written."""
+    frame = np.zeros((4, 4, 3), np.uint8)
+    assert viz.encode_gif([frame], fps=viz.GIF_MIN_FPS * 1.001)[:6] == b"GIF89a"
+    for fps in (viz.GIF_MIN_FPS / 2, 1e-300, 5e-324):
+        with pytest.raises(ValueError, match="fps must be at least 0.00153 frames/s"):
+            viz.encode_gif([frame], fps=fps)

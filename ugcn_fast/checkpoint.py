@@ -47,7 +47,7 @@ def _check_model_config(config: Any, source: str = "model_config") -> dict:
     if missing or unknown:
         raise ValueError(f"{source}: missing keys {missing}, unknown keys {unknown}; expected exactly "
                          f"{list(MODEL_CONFIG_KEYS)}")
-    if config["layout"] not in LAYOUTS:
+    if not isinstance(config["layout"], str) or config["layout"] not in LAYOUTS:
         raise ValueError(f"{source}: layout must be one of {tuple(LAYOUTS)}, got {config['layout']!r}")
     if isinstance(config["channels"], (str, bytes)) or not hasattr(config["channels"], "__iter__"):
         raise ValueError(f"{source}: channels must be a list of 5 ints, got {config['channels']!r}")
@@ -89,6 +89,39 @@ def _plain_state_dict(model: nn.Module) -> dict:
     return {(key[len("module."):] if key.startswith("module.") else key): value for key, value in state.items()}
 
 
+_PLAIN_SCALARS = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """`value` holds only what torch.load(weights_only=True) reads back: dicts with str keys, lists, tuples,
+    str / int / float / bool / None and tensors (not numpy scalars or arrays, paths or other objects)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: key {key!r} is not a str")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif type(value) not in _PLAIN_SCALARS and not isinstance(value, torch.Tensor):
+        raise ValueError(f"{where} is a {type(value).__name__}: a checkpoint holds plain Python data and tensors "
+                         "only (torch.load(weights_only=True) reads nothing else back); convert it, e.g. with "
+                         "float(), .tolist() or str()")
+
+
+def _check_config_fits(config: dict, state: dict) -> None:
+    """The state dict has the parameters and buffers, of the shapes, that `config`'s UGCN has (built on the meta
+    device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        expected = model_from_config(config, fused=False).state_dict()
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    wanted = {key: tuple(value.shape) for key, value in expected.items()}
+    if shapes != wanted:
+        differ = sorted(key for key in shapes.keys() | wanted.keys() if shapes.get(key) != wanted.get(key))
+        raise ValueError(f"model_config {config} does not describe the model: {len(differ)} entries differ "
+                         f"(first: {differ[0]!r}: model {shapes.get(differ[0])}, config {wanted.get(differ[0])})")
+
+
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: Mapping, epoch: int,
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None,
                     extra: dict | None = None) -> None:
@@ -97,14 +130,20 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: 
     config = _check_model_config(model_config)
     if not is_int(epoch) or epoch < 0:
         raise ValueError(f"epoch must be an int >= 0 (completed epochs), got {epoch!r}")
+    config = {**config, "channels": list(config["channels"])}
+    _check_plain(config, "model_config")
+    extra = dict(extra) if extra is not None else {}
+    _check_plain(extra, "extra")
+    state = _plain_state_dict(model)
+    _check_config_fits(config, state)
     checkpoint = {
         "format": FORMAT,
-        "model_config": {**config, "channels": list(config["channels"])},
-        "model": _plain_state_dict(model),
+        "model_config": config,
+        "model": state,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "epoch": int(epoch),
-        "extra": dict(extra) if extra is not None else {},
+        "extra": extra,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,8 +162,17 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """The checkpoint dict of `path`, checked for the ugcn_fast format. A missing file raises
     FileNotFoundError; a corrupt, truncated or foreign file raises ValueError naming the path."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        device = torch.device(map_location) if isinstance(map_location, (str, torch.device)) else None
+    except RuntimeError:
+        device = None  # torch.load reports it
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"cannot load checkpoint {path} onto {device}: this machine has no CUDA device; use "
+                         "map_location='cpu' (--device cpu)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch.load reports truncation / garbage with many exception types

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import metrics
 from ._cli import show_defaults
-from ._files import write_atomically
+from ._files import check_output_file, write_atomically
 from .cpu_memory import keep_freed_memory
 from .inference import (add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device,
                         trained_inference_arguments)
@@ -128,7 +128,17 @@ def format_table(results: dict) -> str:
 
 
 def _cell(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+    return "-" if value is None else f"{value:.1f}"  # (None: not applicable; NaN prints as nan)
+
+
+def _strict_json(value):
+    """value with every NaN / +-Inf float replaced by None: JSON has no such numbers (Python's json would write
+    bare NaN, which other readers refuse)."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,12 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keep_freed_memory()  # the command owns its process (ugcn_fast/cpu_memory.py)
     try:  # before anything is read: a bad flag is reported as such, not as a bad file
-        check_inference_arguments(args.window, args.step)
+        check_inference_arguments(args.window, args.step, ugcn=True)
+        if args.json:
+            check_output_file("--json", args.json)
         device = resolve_device(args.device)
     except ValueError as error:
         parser.error(str(error))
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        parser.error(f"--json {args.json}: its folder does not exist")
     try:
         model, checkpoint = load_model(args.checkpoint, map_location=device, fused=args.fused)
         check_source_layout(checkpoint["model_config"]["layout"], f"the model layout of {args.checkpoint}")
@@ -190,8 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"sequences, {results['num_frames']} frames, window {args.window} step {args.step}"
           f"{' + flip' if args.flip else ''}")
     print(format_table(results))
+    if any(isinstance(v, float) and math.isnan(v) for v in results["average"].values()):
+        print("note: some metrics are NaN: the model predicted NaN or Inf poses"
+              + (f" ({args.json} holds null for them)" if args.json else ""), file=sys.stderr)
     if args.json:
-        text = json.dumps(results, indent=2) + "\n"
+        text = json.dumps(_strict_json(results), indent=2, allow_nan=False) + "\n"
         write_atomically(args.json, lambda handle: handle.write(text.encode()))
     return 0
 

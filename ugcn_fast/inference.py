@@ -126,14 +126,17 @@ def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int
     return left, right
 
 
-def check_inference_arguments(window: int | None, step: int | None, prefix: str = "--") -> None:
-    """The sliding windows' sizes (SPEC §4: step <= window, else frames between two windows are predicted by none);
-    the commands check their flags (prefix "--") before they load anything, where None (not given) passes."""
+def check_inference_arguments(window: int | None, step: int | None, prefix: str = "--", ugcn: bool = False) -> None:
+    """The sliding windows' sizes (SPEC §4: step <= window, else frames between two windows are predicted by none;
+    with `ugcn`, a window UGCN takes: a multiple of 16); the commands check their flags (prefix "--") before they
+    load anything, where None (not given) passes."""
     _check_positive_ints(*[(prefix + name, value) for name, value in (("window", window), ("step", step))
                            if value is not None])
     if window is not None and step is not None and step > window:
         raise ValueError(f"{prefix}step must be <= {prefix}window, got {prefix}step = {step} > {prefix}window = "
                          f"{window}: the frames between two windows would be predicted by none")
+    if ugcn and window is not None and (window < 16 or window % 16):
+        raise ValueError(f"{prefix}window must be a multiple of 16 (UGCN's four stride-2 stages), got {window}")
 
 
 def trained_inference_arguments(window: int | None, step: int | None, trained: Mapping) -> tuple[int, int]:

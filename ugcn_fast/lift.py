@@ -26,7 +26,7 @@ from torch import nn
 
 from ._checks import is_real
 from ._cli import show_defaults
-from ._files import write_atomically
+from ._files import check_output_file, write_atomically
 from .cpu_memory import keep_freed_memory
 from .data import coco_to_h36m, fill_missing, normalize_screen
 from .graph import H36M_PARENTS
@@ -42,8 +42,7 @@ def _check_size(name: str, value) -> float:
     if value is None:
         raise ValueError(f"{name} is missing: the image size in pixels (width and height) is needed to normalise "
                          "the keypoints; store `width` and `height` in the keypoints file or pass --width/--height")
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value <= 0:
+    if not is_real(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
     return float(value)
 
@@ -118,13 +117,18 @@ def lift(keypoints, model: nn.Module, width: float, height: float, layout: str =
     return poses - poses[:, :1]
 
 
-def read_keypoints_file(path: str | os.PathLike) -> dict:
-    """{"keypoints", "scores" (or None), "width", "height" (or None)} from a keypoints .npz."""
+def read_keypoints_file(path: str | os.PathLike, width: float | None = None, height: float | None = None) -> dict:
+    """{"keypoints", "scores" (or None), "width", "height" (or None)} from a keypoints .npz; a `width` / `height`
+    given here overrides (and skips reading) the file's."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"keypoints file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array (a .npy file); save the keypoints with "
+                             "np.savez(path, keypoints=..., width=..., height=...)")
+        with data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, AttributeError) as err:
         raise ValueError(f"{path} is not a readable .npz file: {err}") from err
@@ -132,9 +136,9 @@ def read_keypoints_file(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} has no 'keypoints' array (found {sorted(arrays) or 'nothing'}); expected "
                          "keypoints (T, 17, 2) in pixels, optional scores (T, 17), width and height")
     out = {"keypoints": arrays["keypoints"], "scores": arrays.get("scores")}
-    for name in ("width", "height"):
-        value = arrays.get(name)
-        if value is not None:
+    for name, given in (("width", width), ("height", height)):
+        value = given if given is not None else arrays.get(name)
+        if given is None and value is not None:
             if value.size != 1 or not np.issubdtype(value.dtype, np.number):
                 raise ValueError(f"{path}: {name} must be one number (pixels), got {value!r}")
             value = value.item()
@@ -194,17 +198,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--render must name a .png or .gif file, got {args.render}")
     if args.render_stride < 1:
         parser.error(f"--render-stride must be >= 1, got {args.render_stride}")
-    try:  # before anything is read: a bad flag is reported as such, not as a bad file
-        check_inference_arguments(args.window, args.step)
+    if args.render_size < 16:
+        parser.error(f"--render-size must be >= 16 pixels, got {args.render_size}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        parser.error(f"--fps must be a positive number, got {args.fps}")
+    try:  # before anything is read or computed: a bad flag is reported as such, not as a bad file
+        check_inference_arguments(args.window, args.step, ugcn=True)
+        check_output_file("--out", args.out)
+        if args.render is not None:
+            check_output_file("--render", args.render)
         device = resolve_device(args.device)
     except ValueError as error:
         parser.error(str(error))
     try:
-        data = read_keypoints_file(args.keypoints)
-        width = args.width if args.width is not None else data["width"]
-        height = args.height if args.height is not None else data["height"]
+        data = read_keypoints_file(args.keypoints, args.width, args.height)
+        width, height = data["width"], data["height"]
         pixels, inputs = prepare_keypoints(data["keypoints"], width, height, args.layout, data["scores"],
                                            args.score_threshold)
+        fps = args.fps if args.fps is not None else _file_fps(args.keypoints)
+        if args.render is not None and args.render.lower().endswith(".gif"):  # checked before anything is written
+            from .viz import check_gif_fps
+            check_gif_fps(fps / args.render_stride, "--fps / --render-stride" if args.fps is not None
+                          else f"the frame rate of {args.keypoints} / --render-stride")
         model, checkpoint = load_model(args.checkpoint, map_location=device, fused=args.fused)
         args.window, args.step = trained_inference_arguments(args.window, args.step, training_config(checkpoint))
         model.check_length(args.window)
@@ -214,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                   width=np.float64(width), height=np.float64(height), layout=np.str_(args.layout),
                   parents=np.array(H36M_PARENTS))
         if args.render:
-            fps = args.fps if args.fps is not None else _file_fps(args.keypoints)
             render(args.render, poses, size=args.render_size, fps=fps, stride=args.render_stride)
     except (FileNotFoundError, ValueError, TypeError, NotImplementedError) as error:
         parser.error(str(error))

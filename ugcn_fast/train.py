@@ -41,7 +41,7 @@ from torch import nn
 
 from . import metrics
 from ._cli import show_defaults
-from ._files import write_atomically
+from ._files import check_output_folder, write_atomically
 from .checkpoint import (load_checkpoint, make_model_config, model_config_diff, model_from_config, save_checkpoint,
                          unwrap_model)
 from .cpu_memory import keep_freed_memory
@@ -476,8 +476,7 @@ def _load_data(config: TrainConfig, train_sequences, val_sequences, evaluate_at_
 
 def _resume_state(config: TrainConfig, path: Path, model_config: dict, log) -> dict | None:
     """The checkpoint to continue from, checked against this run's settings, or None to start afresh."""
-    if path.parent.exists() and not path.parent.is_dir():  # refused now, not by mkdir after the data is loaded
-        raise ValueError(f"--out {config.out} is an existing file, not a folder; choose another --out")
+    check_output_folder("--out", path.parent)  # refused now, not by mkdir after the data is loaded
     if not config.resume:
         if path.exists():
             raise ValueError(f"--out {config.out} already holds a checkpoint ({path}); pass --resume to continue "
@@ -487,6 +486,11 @@ def _resume_state(config: TrainConfig, path: Path, model_config: dict, log) -> d
         log(f"--resume: {path} does not exist yet; starting from epoch 0")
         return None
     checkpoint = load_checkpoint(path, map_location="cpu")
+    missing = [key for key in ("optimizer", "scheduler") if checkpoint.get(key) is None]
+    if missing:
+        raise ValueError(f"cannot resume {path}: it holds no {' or '.join(missing)} state (a weights-only "
+                         "checkpoint, e.g. a copy of best.pt or one saved without them); resume from the run's own "
+                         "last.pt, or train afresh into another --out")
     differences = model_config_diff(checkpoint["model_config"], model_config)
     if differences:
         listed = "; ".join(f"{key}: checkpoint {saved!r}, requested {wanted!r}"

@@ -131,6 +131,19 @@ def _sub_blocks(data: bytes) -> bytes:
     return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\x00"
 
 
+GIF_MIN_FPS = 100 / 65535  # a GIF frame's delay is 16-bit, in centiseconds: at most 655.35 s
+
+
+def check_gif_fps(fps, name: str = "fps") -> float:
+    """fps as a float, or a ValueError naming `name` unless a GIF can show frames at that rate."""
+    if not is_real(fps) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"{name} must be a positive number, got {fps!r}")
+    if 100 / fps >= 65535.5:
+        raise ValueError(f"{name} must be at least {GIF_MIN_FPS:.5f} frames/s (a GIF frame shows for at most "
+                         f"655.35 s), got {fps!r}")
+    return float(fps)
+
+
 def encode_gif(frames: Sequence[np.ndarray], fps: float = 25) -> bytes:
     """The bytes of a looping GIF89a animation of uint8 (H, W, 3) frames of one size."""
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
@@ -140,9 +153,7 @@ def encode_gif(frames: Sequence[np.ndarray], fps: float = 25) -> bytes:
     frames = [_check_image(f"frames[{i}]", f) for i, f in enumerate(frames)]
     if any(f.shape != frames[0].shape for f in frames):
         raise ValueError(f"all frames must have the same shape, got {sorted({f.shape for f in frames})}")
-    if not is_real(fps) or not math.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
-    fps = float(fps)
+    fps = check_gif_fps(fps)
     height, width = frames[0].shape[:2]
     if width > 65535 or height > 65535:
         raise ValueError(f"GIF frames are at most 65535 pixels a side, got {width} x {height}")

@@ -8,6 +8,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._checks import is_real
+
 # Human3.6M camera 54138969 (the one shared/data/README.md suggests): focal lengths and principal point in
 # pixels, image width and height.
 H36M_INTRINSICS = {"f": (1145.04940459, 1143.78109572), "c": (512.54150496, 515.45148698), "size": (1000, 1002)}
@@ -75,4 +77,7 @@ def normalize_screen(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     pixels = np.asarray(pixels, dtype=np.float64)
     if pixels.shape[-1] != 2:
         raise ValueError(f"pixels must have shape (..., 2), got {pixels.shape}")
+    for name, value in (("width", width), ("height", height)):
+        if not is_real(value) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
     return pixels / width * 2 - np.array([1.0, height / width])

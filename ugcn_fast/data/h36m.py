@@ -295,7 +295,12 @@ def load_h36m_3d(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
                              f"got {type(actions).__name__}")
         out[subject] = {}
         for action, positions in actions.items():
-            positions = _pose_array(path, f"positions_3d[{subject!r}][{action!r}]", positions, (32, 17), 3)
+            where = f"positions_3d[{subject!r}][{action!r}]"
+            positions = _pose_array(path, where, positions, (32, 17), 3)
+            finite = np.isfinite(positions).all(axis=-1)
+            if not finite.all():  # ground truth has no missing joints: NaN here would turn the metrics to NaN
+                t, j = np.argwhere(~finite)[0]
+                raise ValueError(f"{path}: {where} holds NaN or Inf positions (first at frame {t}, joint {j})")
             if positions.shape[1] == NUM_JOINTS_RAW:
                 positions = reduce_joints(positions)
             out[subject][action] = positions.astype(np.float32)

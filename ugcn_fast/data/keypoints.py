@@ -47,8 +47,8 @@ def fill_missing(keypoints: np.ndarray, scores: np.ndarray | None = None, thresh
     time between the joint's nearest valid frames (the nearest valid value before the first / after the last).
     A joint with no valid frame at all is an error that names it."""
     keypoints = np.asarray(keypoints, dtype=np.float64)
-    if keypoints.ndim != 3:
-        raise ValueError(f"keypoints must have shape (T, J, 2), got {keypoints.shape}")
+    if keypoints.ndim != 3 or len(keypoints) == 0:
+        raise ValueError(f"keypoints must have shape (T, J, 2) with T >= 1, got {keypoints.shape}")
     valid = np.isfinite(keypoints).all(axis=-1)
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float64)

@@ -159,9 +159,10 @@ def _in_view(camera: Camera, sequence_mm: np.ndarray) -> bool:
     return bool(np.all((pixels >= 0) & (pixels <= np.asarray(camera.size))))
 
 
-def _filmed(name: str, action: str, sequence_mm: np.ndarray, rng: np.random.Generator) -> list[LiftingSequence]:
+def _filmed(name: str, action: str, sequence_mm: np.ndarray, rng: np.random.Generator,
+            source: str = "data") -> list[LiftingSequence]:
     if not np.isfinite(sequence_mm).all():
-        raise ValueError(f"sequence {name!r} holds NaN or Inf positions")
+        raise ValueError(f"{source}: sequence {name!r} holds NaN or Inf positions")
     out = []
     for k, camera in enumerate(_view_cameras(rng, sequence_mm)):
         inputs, targets = lifting_pair(sequence_mm, camera)
@@ -209,14 +210,15 @@ def _mocap(path: str, split: str, seed: int, num_sequences: int | None,
     sequences = load_mocap(path)
     names = mocap_split(sequences, split)
     if not names:
-        raise ValueError(f"{path} holds {len(sequences)} sequence(s): too few for a {split!r} split "
-                         "(the test split takes at least one); use split='all'")
+        raise ValueError(f"{path} holds {len(sequences)} sequence(s): too few for a {split!r} split (the test "
+                         "split takes at least one, training needs one more); load_sequences(..., split='all') "
+                         "reads them all")
     names = names[:num_sequences]
     out = []
     for name in names:
         motion = sequences[name][:frames]
         # The cameras depend on the name, not on the split, so a sequence is filmed the same way in "all".
-        out += _filmed(name, name, motion, np.random.default_rng([seed, _stable_key(name)]))
+        out += _filmed(name, name, motion, np.random.default_rng([seed, _stable_key(name)]), path)
     return out
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import is_int
 from ..graph import H36M_LEFT, H36M_RIGHT
 
 
@@ -18,8 +19,12 @@ def flip_pose(x: np.ndarray | torch.Tensor, left: Sequence[int] = H36M_LEFT, rig
     flipped = x.clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
     flipped[..., 0] = -flipped[..., 0]
     order = list(range(x.shape[-2]))
-    for a, b in zip(left, right):
-        order[a], order[b] = b, a
+    try:
+        for a, b in zip(left, right):
+            order[a], order[b] = b, a
+    except IndexError:
+        raise ValueError(f"left {list(left)} / right {list(right)} joint indices are out of range for poses of "
+                         f"{x.shape[-2]} joints (the defaults are Human3.6M's 17)") from None
     return flipped[..., order, :]
 
 
@@ -67,9 +72,13 @@ class WindowDataset(Dataset):
         self.sequences = []
         for k, (inputs, targets) in enumerate(sequences):
             inputs, targets = np.asarray(inputs), np.asarray(targets)
-            if inputs.ndim != 3 or targets.ndim != 3 or len(inputs) != len(targets) or len(inputs) == 0:
+            if (inputs.ndim != 3 or targets.ndim != 3 or len(inputs) != len(targets) or len(inputs) == 0
+                    or inputs.shape[1] != targets.shape[1]):
                 raise ValueError(f"sequence {k}: inputs {inputs.shape} and targets {targets.shape} must be "
-                                 "(T, J, C) arrays with the same T >= 1")
+                                 "(T, J, C) arrays with the same T >= 1 and J")
+            if flip and any(not 0 <= j < inputs.shape[1] for j in (*left, *right)):
+                raise ValueError(f"sequence {k} has {inputs.shape[1]} joints, but the flip's left/right joints "
+                                 "(Human3.6M's by default) index past them: pass left= and right= or flip=False")
             if not (np.isfinite(inputs).all() and np.isfinite(targets).all()):
                 raise ValueError(f"sequence {k} holds NaN or Inf values; clean or interpolate it first")
             self.sequences.append((edge_pad(inputs, window)[0], edge_pad(targets, window)[0]))
@@ -87,7 +96,10 @@ class WindowDataset(Dataset):
         return len(self.index) * (2 if self.flip else 1)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        flipped, i = divmod(i, len(self.index))
+        n = len(self)
+        if not is_int(i) or not -n <= i < n:  # (IndexError ends a plain `for x in dataset` loop)
+            raise IndexError(f"window index {i!r} out of range for {n} windows")
+        flipped, i = divmod(int(i) % n, len(self.index))
         k, start = self.index[i]
         inputs, targets = self.sequences[k]
         x = torch.from_numpy(np.array(inputs[start:start + self.window], dtype=np.float32))
