@@ -39,7 +39,8 @@ except ImportError:  # running from a source checkout without an install: put th
 
 from ugcn_fast.data.sources import load_sequences
 from ugcn_fast.evaluate import evaluate
-from ugcn_fast.train import train
+from ugcn_fast._files import check_output_file, write_atomically
+from ugcn_fast.train import check_config, train
 
 SCHEMA = "ugcn_fast.bench.ablation/1"
 # (name, uses the motion loss, intervals)
@@ -94,6 +95,8 @@ def settings_of(args: argparse.Namespace) -> dict:
     if settings["window"] % 16 or settings["window"] <= max(max(v[2]) for v in VARIANTS):
         raise ValueError(f"--window must be a multiple of 16 above the largest interval "
                          f"({max(max(v[2]) for v in VARIANTS)}), got {settings['window']}")
+    if not 1 <= settings["eval_step"] <= settings["window"]:
+        raise ValueError(f"--eval-step must be in [1, --window = {settings['window']}], got {settings['eval_step']}")
     return settings
 
 
@@ -102,15 +105,20 @@ def milestones(epochs: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(epochs * m / 110)) for m in (80, 90, 100)}))
 
 
-def run_variant(name: str, motion: bool, intervals: tuple[int, ...], settings: dict, args, train_sequences,
-                test_sequences, out: str) -> dict:
-    config = {
+def variant_config(motion: bool, intervals: tuple[int, ...], settings: dict, args, out: str) -> dict:
+    """The training config of one variant."""
+    return {
         "epochs": settings["epochs"], "lr": settings["lr"], "milestones": milestones(settings["epochs"]),
         "batch_size": settings["batch_size"], "lambda_motion": args.lambda_motion if motion else 0.0,
         "intervals": intervals, "window": settings["window"], "channels": settings["channels"],
         "dropout": settings["dropout"], "seed": args.seed, "workers": args.workers, "threads": args.threads,
         "device": args.device, "fused": args.fused, "eval_every": 0, "out": out, "data": args.data,
     }
+
+
+def run_variant(name: str, motion: bool, intervals: tuple[int, ...], settings: dict, args, train_sequences,
+                test_sequences, out: str) -> dict:
+    config = variant_config(motion, intervals, settings, args, out)
     started = time.perf_counter()
     result = train(config, train_sequences=train_sequences, val_sequences=[])
     train_seconds = time.perf_counter() - started
@@ -127,9 +135,13 @@ def run_variant(name: str, motion: bool, intervals: tuple[int, ...], settings: d
 def format_table(rows: list[dict]) -> str:
     header = ("variant", "lambda", "MPJPE mm", "P-MPJPE mm", "MPJVE mm", "MPJVE vs L_p", "steps", "train s")
     base = rows[0]["mpjve"]
-    lines = [(r["variant"], f"{r['lambda_motion']:g}", f"{r['mpjpe']:.1f}", f"{r['p_mpjpe']:.1f}",
-              f"{r['mpjve']:.2f}", "-" if i == 0 else f"{100 * (r['mpjve'] / base - 1):+.1f} %", str(r["steps"]),
-              f"{r['train_seconds']:.0f}") for i, r in enumerate(rows)]
+    def number(value, digits):  # (None: not measured, e.g. MPJVE of one-frame sequences)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [(r["variant"], f"{r['lambda_motion']:g}", number(r["mpjpe"], 1), number(r["p_mpjpe"], 1),
+              number(r["mpjve"], 2),
+              "-" if i == 0 or None in (r["mpjve"], base) else f"{100 * (r['mpjve'] / base - 1):+.1f} %",
+              str(r["steps"]), f"{r['train_seconds']:.0f}") for i, r in enumerate(rows)]
     widths = [max(len(x[i]) for x in [header] + lines) for i in range(len(header))]
 
     def line(cells):
@@ -141,10 +153,12 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        parser.error(f"--json {args.json}: its folder does not exist")
     try:
+        if args.json:
+            check_output_file("--json", args.json)
         settings = settings_of(args)
+        for k, (_, motion, intervals) in enumerate(VARIANTS):  # every variant's settings before any trains
+            check_config(variant_config(motion, intervals, settings, args, f"variant{k}"))
         train_sequences = load_sequences(args.data, "train", h36m_2d=args.h36m_2d, seed=args.seed,
                                          num_sequences=settings["num_sequences"], frames=settings["frames"])
         test_sequences = load_sequences(args.data, "test", h36m_2d=args.h36m_2d, seed=args.seed,
@@ -167,8 +181,9 @@ def main(argv=None) -> int:
                                         out))
             except ValueError as error:  # a setting train() refuses (e.g. a batch larger than the data)
                 parser.error(str(error))
-            print(f"    MPJPE {rows[-1]['mpjpe']:.1f} mm, MPJVE {rows[-1]['mpjve']:.2f} mm "
-                  f"({rows[-1]['train_seconds']:.0f} s)", flush=True)
+            row = rows[-1]
+            mpjve = "-" if row["mpjve"] is None else f"{row['mpjve']:.2f}"
+            print(f"    MPJPE {row['mpjpe']:.1f} mm, MPJVE {mpjve} mm ({row['train_seconds']:.0f} s)", flush=True)
     print(format_table(rows))
     if args.json:
         result = {"schema": SCHEMA, "data": args.data, "seed": args.seed, "settings": settings,
@@ -176,9 +191,8 @@ def main(argv=None) -> int:
                   "machine": {"platform": platform.platform(), "torch": torch.__version__,
                               "threads": torch.get_num_threads(), "ugcn_fast": ugcn_fast.__version__},
                   "rows": rows}
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2, default=list)
-            f.write("\n")
+        text = json.dumps(result, indent=2, default=list) + "\n"
+        write_atomically(args.json, lambda f: f.write(text.encode()))
     return 0
 
 

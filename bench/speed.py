@@ -80,6 +80,7 @@ except ImportError:  # running from a source checkout without an install: put th
 
 from ugcn_fast import backends as ugcn_backends
 from ugcn_fast import reference as ugcn_reference
+from ugcn_fast._files import check_output_file, write_atomically
 from ugcn_fast.cpu_memory import keep_freed_memory
 
 SCHEMA = "ugcn_fast.bench.speed/1"
@@ -888,13 +889,40 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, shape: dict, 
     return [row for i in range(len(impls)) for row in measured[i]]
 
 
-def parse_shape(text: str | None) -> dict:
+def _positive_int(text: str) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value >= 1 else None
+
+
+def parse_shape(text: str | None, known: set[str]) -> dict:
+    """--shape "K=V,..." -> {K: V}: every K a size of the selected cases' shapes, every V an int >= 1; else a
+    ValueError that says which part is wrong."""
     out = {}
-    if text:
-        for part in text.split(","):
-            key, _, val = part.partition("=")
-            out[key.strip()] = int(val)
+    if text is None:
+        return out
+    for part in text.split(","):
+        key, sep, val = (s.strip() for s in part.partition("="))
+        value = _positive_int(val)
+        if not sep or value is None:
+            raise ValueError(f"--shape: {part.strip()!r} is not K=V with V an int >= 1 (e.g. B=128,T=48)")
+        if key not in known:
+            raise ValueError(f"--shape: {key!r} is not a size of the selected cases (they take "
+                             f"{', '.join(sorted(known))})")
+        out[key] = value
     return out
+
+
+def parse_sweep(text: str | None) -> list[int]:
+    """--sweep-b "B,B,..." -> the batch sizes (ints >= 1, at least one)."""
+    if text is None:
+        return []
+    values = [_positive_int(v) for v in text.split(",") if v.strip()]
+    if not values or None in values:
+        raise ValueError(f"--sweep-b takes batch sizes B,B,... (ints >= 1), got {text!r}")
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -924,6 +952,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(ugcn_fast/cpu_memory.py; every row gets it): fewer page faults in training")
     ap.add_argument("--verbose", action="store_true", help="progress lines and tracebacks of failures")
     args = ap.parse_args(argv)
+    cases = [CASES[n] for n in (args.case or CASES)]
+    try:  # every flag checked before anything is measured
+        args.shape_override = parse_shape(args.shape, {k for c in cases for k in c.default_shape(False)})
+        args.sweep_values = parse_sweep(args.sweep_b)
+        if args.json:
+            check_output_file("--json", args.json)
+    except ValueError as error:
+        ap.error(str(error))
+    if args.min_run_time is not None and not (math.isfinite(args.min_run_time) and args.min_run_time > 0):
+        ap.error(f"--min-run-time must be a positive number of seconds, got {args.min_run_time}")
+    if args.warmup is not None and args.warmup < 0:
+        ap.error(f"--warmup must be >= 0, got {args.warmup}")
 
     if args.threads is not None:
         if args.threads < 1:
@@ -1006,7 +1046,7 @@ def _measure_and_report(args, devices: list, dtype: torch.dtype, settings: dict,
                     print(f"GEMM rate {dev}: {rates[str(dev)]['GFLOPs']:.0f} GFLOP/s", flush=True)
                 except Exception as err:  # noqa: BLE001
                     print(f"GEMM rate {dev}: not measured ({_short(err)})")
-        override = parse_shape(args.shape)
+        override = args.shape_override
         for case in cases:
             if _INTERRUPTED["signal"]:
                 break
@@ -1022,7 +1062,7 @@ def _measure_and_report(args, devices: list, dtype: torch.dtype, settings: dict,
                 sys.stdout.flush()
 
             if args.sweep_b and not _INTERRUPTED["signal"] and case.sweep_dim and "forward_backward" in case.modes:
-                values = [int(v) for v in args.sweep_b.split(",") if v.strip()]
+                values = args.sweep_values
                 for dev in devices:
                     reset_compiler()
                     if args.sweep_compile == "dynamic":
@@ -1075,11 +1115,8 @@ def _measure_and_report(args, devices: list, dtype: torch.dtype, settings: dict,
             "elapsed_s": elapsed,
             "interrupted": interrupted,
         }
-        partial = f"{args.json}.partial"  # then renamed: a run killed while writing leaves no truncated file
-        with open(partial, "w") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(partial, args.json)
+        text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+        write_atomically(args.json, lambda f: f.write(text.encode()))  # a killed run leaves no truncated file
         print(f"wrote {args.json}")
     return 130 if interrupted else 0
 

@@ -172,3 +172,22 @@ def test_speed_says_when_it_times_another_install(tmp_path, monkeypatch):
     elsewhere.mkdir(parents=True)
     note = speed.other_install_note({"ugcn_fast_path": str(elsewhere)})
     assert note is not None and str(elsewhere) in note and "pip install ." in note
+
+
+@pytest.mark.skipif(not SPEED.exists(), reason="bench/speed.py not beside the tests")
+@pytest.mark.parametrize("flags, message", [
+    (["--shape", "B=x"], "'B=x' is not K=V with V an int >= 1"),
+    (["--shape", "B=0"], "'B=0' is not K=V"),
+    (["--case", "motion_loss", "--shape", "b=8"], "'b' is not a size of the selected cases"),
+    (["--sweep-b", "16,x"], "--sweep-b takes batch sizes"),
+    (["--min-run-time", "nan"], "--min-run-time must be a positive number"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--json", "{tmp}"], "is a folder; name a file"),
+    (["--json", "{tmp}/missing/x.json"], "its folder .* does not exist"),
+])
+def test_speed_refuses_bad_flags_before_measuring(flags, message, tmp_path):
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    run = subprocess.run([sys.executable, str(SPEED), "--device", "cpu", *flags], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "copy bandwidth" not in run.stdout, run.stdout + run.stderr
+    assert __import__("re").search(message, run.stderr), run.stderr

@@ -227,3 +227,19 @@ def test_distributed_shares_cover_the_epoch():
         make_loader(dataset, 0)
     with pytest.raises(ValueError, match="num_workers"):
         make_loader(dataset, 2, num_workers=-1)
+
+
+def test_loader_arguments_are_checked():
+    """Replica counts and flags of the wrong kind are refused, not misread (num_replicas=0 gave every rank the whole
+    dataset; shuffle="no" shuffled)."""
+    dataset = WindowDataset([(np.zeros((64, 17, 2), np.float32), np.zeros((64, 17, 3), np.float32))], window=16)
+    for kwargs, message in ((dict(num_replicas=0, rank=0), "num_replicas must be an int >= 1"),
+                            (dict(num_replicas=2.0, rank=1), "num_replicas must be an int >= 1"),
+                            (dict(num_replicas=2, rank=2), r"rank must be an int in \[0, num_replicas = 2\)"),
+                            (dict(num_replicas=2, rank=1.0), "rank must be an int")):
+        with pytest.raises(ValueError, match=message):
+            make_loader(dataset, 2, num_workers=0, distributed=True, **kwargs)
+    with pytest.raises(ValueError, match="shuffle must be True or False"):
+        make_loader(dataset, 2, num_workers=0, shuffle="no")
+    loader = make_loader(dataset, 2, num_workers=0, distributed=True, num_replicas=np.int64(2), rank=np.int64(1))
+    assert len(list(loader)) > 0

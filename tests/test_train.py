@@ -2,6 +2,8 @@
 import csv
 import io
 import math
+import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -203,6 +205,36 @@ def test_config_errors():
         train_module.check_config(TrainConfig(window=16))  # the paper's intervals need longer windows
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
         train({"data": "nowhere.npz", "window": 16, "intervals": (2,), "eval_every": 0, "out": "/nonexistent/x"})
+
+
+def test_config_values_are_normalised_or_refused_by_field():
+    """numpy numbers (configs read from arrays) become Python numbers, since the checkpoint stores the config as
+    plain data; values of the wrong kind are refused naming the flag, not misread (flip="no" was truthy)."""
+    given = TrainConfig(window=np.int64(32), batch_size=np.int64(4), lr=np.float32(0.5), intervals=np.array([8, 12]),
+                        channels=[np.int64(4)] * 5, out=pathlib.Path("runs/x"))
+    config = train_module.check_config(given)
+    assert (config.window, config.batch_size, config.lr, config.intervals, config.channels, config.out) == (
+        32, 4, 0.5, (8, 12), (4,) * 5, os.fspath(pathlib.Path("runs/x")))
+    assert type(config.window) is int and type(config.lr) is float and type(config.intervals[0]) is int
+    assert type(given.window) is np.int64  # the caller's config is not changed
+    for field, value in (("flip", "no"), ("resume", "yes"), ("out", 123), ("device", None), ("intervals", 8)):
+        with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} must be"):
+            train_module.check_config(TrainConfig(**{"window": 32, "intervals": (8,), field: value}))
+
+
+def test_given_sequences_are_checked_before_training(tmp_path):
+    sequences = load_sequences("procedural", "train", num_sequences=1, frames=40)
+    config = {"epochs": 1, "batch_size": 2, "window": 32, "channels": (4, 4, 4, 4, 4), "workers": 0, "threads": 1,
+              "intervals": (8,), "eval_step": 16, "out": str(tmp_path / "run")}
+    cases = [([], sequences, ValueError, "train_sequences: no training sequence"),
+             (sequences, [], ValueError, r"val_sequences: no validation sequence \(--eval-every 0"),
+             ([(s.inputs, s.targets) for s in sequences], sequences, TypeError, "LiftingSequence"),
+             (sequences, [type(s)(s.name, s.action, s.inputs, s.targets * np.nan) for s in sequences[:1]], ValueError,
+              "val_sequences: sequence .* holds NaN or Inf")]
+    for train_sequences, val_sequences, error, message in cases:
+        with pytest.raises(error, match=message):
+            train(config, train_sequences=train_sequences, val_sequences=val_sequences)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 def test_batch_must_divide_over_processes(tmp_path):

@@ -30,7 +30,7 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import metrics
+from ._checks import is_int, is_real
 from ._cli import show_defaults
 from ._files import check_output_folder, write_atomically
 from .checkpoint import (load_checkpoint, make_model_config, model_config_diff, model_from_config, save_checkpoint,
@@ -178,20 +179,33 @@ def check_config(config: TrainConfig | Mapping) -> TrainConfig:
         config = TrainConfig(**config)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
+    config = replace(config)  # a copy: the values are normalised below (numpy numbers to Python ones, tuples)
 
     def integer(name, minimum, optional=False):
         value = getattr(config, name)
         if optional and value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        if not is_int(value) or value < minimum:
             raise ValueError(f"{_flag(name)} must be an int >= {minimum}, got {value!r}")
+        setattr(config, name, int(value))  # (a checkpoint stores the config: plain Python numbers only)
 
     def real(name, minimum, strict):
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value < minimum or (strict and value == minimum):
+        if not is_real(value) or not math.isfinite(value) or value < minimum or (strict and value == minimum):
             relation = ">" if strict else ">="
             raise ValueError(f"{_flag(name)} must be a finite number {relation} {minimum}, got {value!r}")
+        setattr(config, name, float(value))
+
+    for name in ("flip", "resume"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{_flag(name)} must be True or False, got {getattr(config, name)!r}")
+    for name, optional in (("data", False), ("out", False), ("device", False), ("h36m_2d", True)):
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"{_flag(name)} must be a str, got {value!r}")
+        setattr(config, name, os.fspath(value))
 
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("window", 16), ("kernel_size", 1), ("workers", 0),
                           ("seed", 0), ("eval_every", 0), ("eval_step", 1)):
@@ -212,18 +226,22 @@ def check_config(config: TrainConfig | Mapping) -> TrainConfig:
                          f"{config.window}: the frames between two windows would be predicted by none")
     if config.kernel_size % 2 == 0:
         raise ValueError(f"--kernel-size must be odd, got {config.kernel_size}")
-    config.milestones, config.intervals, config.channels = (
-        tuple(config.milestones), tuple(config.intervals), tuple(config.channels))
-    if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in config.milestones) \
+    for name in ("milestones", "intervals", "channels"):
+        values = getattr(config, name)
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ValueError(f"{_flag(name)} must be a sequence of ints, got {values!r}")
+        setattr(config, name, tuple(values))
+    if any(not is_int(m) or m < 1 for m in config.milestones) \
             or list(config.milestones) != sorted(set(config.milestones)):
         raise ValueError(f"--milestones must be increasing epoch numbers >= 1, got {list(config.milestones)}")
     if not config.intervals or len(set(config.intervals)) != len(config.intervals) or any(
-            isinstance(t, bool) or not isinstance(t, int) or not 1 <= t < config.window for t in config.intervals):
+            not is_int(t) or not 1 <= t < config.window for t in config.intervals):
         raise ValueError(f"--intervals must be distinct ints in [1, --window = {config.window}), "
                          f"got {list(config.intervals)}")
-    if len(config.channels) != 5 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
-                                        for c in config.channels):
+    if len(config.channels) != 5 or any(not is_int(c) or c < 1 for c in config.channels):
         raise ValueError(f"--channels must be 5 positive ints, got {list(config.channels)}")
+    config.milestones, config.intervals, config.channels = (
+        tuple(int(v) for v in getattr(config, name)) for name in ("milestones", "intervals", "channels"))
     for name, choices in (("operator", ("cross", "inner", "sub")), ("normalize", ("sample", "joint", "none")),
                           ("position", ("l2sq", "mpjpe")), ("layout", tuple(LAYOUTS))):
         if getattr(config, name) not in choices:
@@ -456,6 +474,7 @@ def evaluate(model: nn.Module, sequences: Sequence[LiftingSequence], *, window: 
 # ------------------------------------------------------------------------------------------ training
 
 def _load_data(config: TrainConfig, train_sequences, val_sequences, evaluate_at_all: bool):
+    train_given, val_given = train_sequences is not None, val_sequences is not None
     if train_sequences is None or (val_sequences is None and evaluate_at_all):
         check_source_layout(config.layout, "--layout")
     if train_sequences is None:
@@ -464,8 +483,21 @@ def _load_data(config: TrainConfig, train_sequences, val_sequences, evaluate_at_
     if val_sequences is None and evaluate_at_all:
         val_sequences = load_sequences(config.data, "test", h36m_2d=config.h36m_2d, seed=config.seed,
                                        num_sequences=config.val_sequences, frames=config.frames)
-    if not train_sequences:
-        raise ValueError(f"--data {config.data}: no training sequence")
+    given = {"train_sequences": train_given, "val_sequences": val_given}
+    for name, sequences in (("train_sequences", train_sequences), ("val_sequences", val_sequences)):
+        if sequences is None:
+            continue
+        if not sequences and (name == "train_sequences" or evaluate_at_all):
+            where = name if given[name] else f"--data {config.data}"
+            raise ValueError(f"{where}: no {'training' if name == 'train_sequences' else 'validation'} sequence"
+                             + ("" if name == "train_sequences" else " (--eval-every 0 trains without validation)"))
+        for sequence in sequences:
+            if not isinstance(sequence, LiftingSequence):
+                raise TypeError(f"{name} must hold ugcn_fast.data.LiftingSequence objects (name, action, inputs, "
+                                f"targets), got a {type(sequence).__name__}")
+            if not (np.isfinite(sequence.inputs).all() and np.isfinite(sequence.targets).all()):
+                raise ValueError(f"{name}: sequence {sequence.name} holds NaN or Inf values; clean or interpolate "
+                                 "it first")
     num_joints = LAYOUTS[config.layout]["num_nodes"]
     for sequence in list(train_sequences) + list(val_sequences or []):
         if sequence.inputs.shape[1] != num_joints:

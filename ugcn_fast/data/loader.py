@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .._checks import is_int
+
 
 class EpochKeyedDataset(Dataset):
     """Wraps a dataset so that it is fetched with (epoch, index) keys: the first key of a new epoch in a process
@@ -129,11 +131,12 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = True, num_
     DistributedSampler (`num_replicas` and `rank` default to torch.distributed's world size and rank).
     `pin_memory` defaults to whether CUDA is available.
     """
-    for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+    for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("seed", seed, 0)):
+        if not is_int(value) or value < least:
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    for name, value in (("shuffle", shuffle), ("drop_last", drop_last), ("distributed", distributed)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
     if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
         raise TypeError(f"dataset must be a map-style dataset (with __getitem__ and __len__), "
                         f"got {type(dataset).__name__}")
@@ -143,6 +146,11 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = True, num_
                 raise ValueError("distributed=True needs torch.distributed initialised, or num_replicas and rank")
             num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
             rank = dist.get_rank() if rank is None else rank
+        if not is_int(num_replicas) or num_replicas < 1:
+            raise ValueError(f"num_replicas must be an int >= 1, got {num_replicas!r}")
+        if not is_int(rank) or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be an int in [0, num_replicas = {num_replicas}), got {rank!r}")
+        num_replicas, rank = int(num_replicas), int(rank)
     elif num_replicas is not None or rank is not None:
         raise ValueError("num_replicas and rank are only used with distributed=True")
     keyed = EpochKeyedDataset(dataset)
