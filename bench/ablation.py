@@ -132,14 +132,15 @@ def run_variant(name: str, motion: bool, intervals: tuple[int, ...], settings: d
             "history": result["history"], "per_action": metrics["per_action"]}
 
 
+def _number(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"  # (None: not measured, e.g. MPJVE of one-frame data)
+
+
 def format_table(rows: list[dict]) -> str:
     header = ("variant", "lambda", "MPJPE mm", "P-MPJPE mm", "MPJVE mm", "MPJVE vs L_p", "steps", "train s")
     base = rows[0]["mpjve"]
-    def number(value, digits):  # (None: not measured, e.g. MPJVE of one-frame sequences)
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    lines = [(r["variant"], f"{r['lambda_motion']:g}", number(r["mpjpe"], 1), number(r["p_mpjpe"], 1),
-              number(r["mpjve"], 2),
+    lines = [(r["variant"], f"{r['lambda_motion']:g}", _number(r["mpjpe"], 1), _number(r["p_mpjpe"], 1),
+              _number(r["mpjve"], 2),
               "-" if i == 0 or None in (r["mpjve"], base) else f"{100 * (r['mpjve'] / base - 1):+.1f} %",
               str(r["steps"]), f"{r['train_seconds']:.0f}") for i, r in enumerate(rows)]
     widths = [max(len(x[i]) for x in [header] + lines) for i in range(len(header))]
@@ -182,8 +183,8 @@ def main(argv=None) -> int:
             except ValueError as error:  # a setting train() refuses (e.g. a batch larger than the data)
                 parser.error(str(error))
             row = rows[-1]
-            mpjve = "-" if row["mpjve"] is None else f"{row['mpjve']:.2f}"
-            print(f"    MPJPE {row['mpjpe']:.1f} mm, MPJVE {mpjve} mm ({row['train_seconds']:.0f} s)", flush=True)
+            print(f"    MPJPE {_number(row['mpjpe'], 1)} mm, MPJVE {_number(row['mpjve'], 2)} mm "
+                  f"({row['train_seconds']:.0f} s)", flush=True)
     print(format_table(rows))
     if args.json:
         result = {"schema": SCHEMA, "data": args.data, "seed": args.seed, "settings": settings,

@@ -89,7 +89,7 @@ def _plain_state_dict(model: nn.Module) -> dict:
     return {(key[len("module."):] if key.startswith("module.") else key): value for key, value in state.items()}
 
 
-_PLAIN_SCALARS = (str, int, float, bool, type(None), torch.Tensor)
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
 def _check_plain(value: Any, where: str) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import is_int
-from .data.windows import edge_pad, flip_pose, window_starts
+from .data.windows import edge_pad, flip_order, flip_pose, window_starts
 from .fused_stgcn_block import frozen
 from .graph import H36M_LEFT, H36M_RIGHT
 from .model import UGCN
@@ -117,9 +117,7 @@ def _check_flip_joints(num_joints: int, left: Sequence[int], right: Sequence[int
     if len(left) != len(right):
         raise ValueError(f"flip: left and right must list the same number of joints, got {len(left)} and "
                          f"{len(right)}")
-    order = list(range(num_joints))  # the joint permutation flip_pose applies
-    for a, b in zip(left, right):
-        order[a], order[b] = b, a
+    order = flip_order(num_joints, left, right)
     if any(order[order[j]] != j for j in range(num_joints)):
         raise ValueError(f"flip: left {left} and right {right} do not pair each joint with one mirror joint (a "
                          "joint is listed in two pairs), so flipping twice would not give the input back")

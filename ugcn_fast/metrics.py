@@ -6,13 +6,12 @@ the standard thresholds (PCK@150, AUC over 0..150) assume millimetres.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from ._checks import check_float_tensor
+from ._checks import check_float_tensor, is_int
 
 # The 14 joints of the MPI-INF-3DHP PCK convention in the Human3.6M 17-joint order: all but hip (0), spine (7)
 # and head (10).
@@ -32,7 +31,7 @@ def _check_pair(pred: Tensor, target: Tensor, min_dims: int = 2) -> None:
 
 def _joint_index(name: str, j, J: int) -> int:
     """j as an index into J joints, negative ones counted from the end as in Python indexing."""
-    if isinstance(j, bool) or not isinstance(j, numbers.Integral):
+    if not is_int(j):
         raise TypeError(f"{name} must be an int joint index, got {j!r}")
     if not -J <= j < J:
         raise ValueError(f"{name} = {j} is out of range for {J} joints")

@@ -483,21 +483,20 @@ def _load_data(config: TrainConfig, train_sequences, val_sequences, evaluate_at_
     if val_sequences is None and evaluate_at_all:
         val_sequences = load_sequences(config.data, "test", h36m_2d=config.h36m_2d, seed=config.seed,
                                        num_sequences=config.val_sequences, frames=config.frames)
-    given = {"train_sequences": train_given, "val_sequences": val_given}
-    for name, sequences in (("train_sequences", train_sequences), ("val_sequences", val_sequences)):
-        if sequences is None:
-            continue
-        if not sequences and (name == "train_sequences" or evaluate_at_all):
-            where = name if given[name] else f"--data {config.data}"
-            raise ValueError(f"{where}: no {'training' if name == 'train_sequences' else 'validation'} sequence"
-                             + ("" if name == "train_sequences" else " (--eval-every 0 trains without validation)"))
+    if not train_sequences:
+        raise ValueError(f"{'train_sequences' if train_given else f'--data {config.data}'}: no training sequence")
+    if evaluate_at_all and not val_sequences:
+        raise ValueError(f"{'val_sequences' if val_given else f'--data {config.data}'}: no validation sequence "
+                         "(--eval-every 0 trains without validation)")
+    for name, sequences in (("train_sequences", train_sequences), ("val_sequences", val_sequences or [])):
         for sequence in sequences:
             if not isinstance(sequence, LiftingSequence):
                 raise TypeError(f"{name} must hold ugcn_fast.data.LiftingSequence objects (name, action, inputs, "
                                 f"targets), got a {type(sequence).__name__}")
-            if not (np.isfinite(sequence.inputs).all() and np.isfinite(sequence.targets).all()):
-                raise ValueError(f"{name}: sequence {sequence.name} holds NaN or Inf values; clean or interpolate "
-                                 "it first")
+    for sequence in val_sequences or []:  # (the training windows refuse non-finite data themselves)
+        if not (np.isfinite(sequence.inputs).all() and np.isfinite(sequence.targets).all()):
+            raise ValueError(f"val_sequences: sequence {sequence.name} holds NaN or Inf values; clean or "
+                             "interpolate it first")
     num_joints = LAYOUTS[config.layout]["num_nodes"]
     for sequence in list(train_sequences) + list(val_sequences or []):
         if sequence.inputs.shape[1] != num_joints:

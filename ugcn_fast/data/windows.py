@@ -16,16 +16,23 @@ def flip_pose(x: np.ndarray | torch.Tensor, left: Sequence[int] = H36M_LEFT, rig
     swap the left and right joints. Its own inverse."""
     if len(left) != len(right):
         raise ValueError("left and right must list the same number of joints")
+    order = flip_order(x.shape[-2], left, right)
     flipped = x.clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
     flipped[..., 0] = -flipped[..., 0]
-    order = list(range(x.shape[-2]))
+    return flipped[..., order, :]
+
+
+def flip_order(num_joints: int, left: Sequence[int], right: Sequence[int]) -> list[int]:
+    """The joint permutation of flip_pose (left[i] and right[i] swapped), or a ValueError where an index is out of
+    range for `num_joints`."""
+    order = list(range(num_joints))
     try:
         for a, b in zip(left, right):
             order[a], order[b] = b, a
     except IndexError:
         raise ValueError(f"left {list(left)} / right {list(right)} joint indices are out of range for poses of "
-                         f"{x.shape[-2]} joints (the defaults are Human3.6M's 17)") from None
-    return flipped[..., order, :]
+                         f"{num_joints} joints (the defaults are Human3.6M's 17)") from None
+    return order
 
 
 def window_starts(T: int, window: int, step: int, offset: int = 0) -> list[int]:
@@ -76,9 +83,11 @@ class WindowDataset(Dataset):
                     or inputs.shape[1] != targets.shape[1]):
                 raise ValueError(f"sequence {k}: inputs {inputs.shape} and targets {targets.shape} must be "
                                  "(T, J, C) arrays with the same T >= 1 and J")
-            if flip and any(not 0 <= j < inputs.shape[1] for j in (*left, *right)):
-                raise ValueError(f"sequence {k} has {inputs.shape[1]} joints, but the flip's left/right joints "
-                                 "(Human3.6M's by default) index past them: pass left= and right= or flip=False")
+            if flip:
+                try:
+                    flip_order(inputs.shape[1], left, right)
+                except ValueError as error:
+                    raise ValueError(f"sequence {k}: {error}; pass left= and right= or flip=False") from None
             if not (np.isfinite(inputs).all() and np.isfinite(targets).all()):
                 raise ValueError(f"sequence {k} holds NaN or Inf values; clean or interpolate it first")
             self.sequences.append((edge_pad(inputs, window)[0], edge_pad(targets, window)[0]))
