@@ -96,6 +96,60 @@ def test_func_grad_vjp_jacrev_and_vmap():
         pred, target))
 
 
+def test_forward_mode_ad_with_dual_tensors():
+    """torch.autograd.forward_ad and forward-mode Jacobians: the reference's tangents (the fused op has no jvp; it
+    raised torch's "You must implement the jvp function")."""
+    import torch.autograd.forward_ad as fwAD
+    pred, target = _inputs()
+    v = torch.randn_like(pred)
+    tangents = []
+    for fn in (_fused, _ref):
+        with fwAD.dual_level():
+            tangents.append(fwAD.unpack_dual(fn(fwAD.make_dual(pred, v), target)).tangent)
+    assert tangents[1].abs() > 0
+    assert_close_scaled(tangents[0], tangents[1])
+    jac = torch.autograd.functional.jacobian(lambda p: _fused(p, target, "none"), pred, vectorize=True,
+                                             strategy="forward-mode")
+    assert_close_scaled(jac, torch.autograd.functional.jacobian(lambda p: _ref(p, target, "none"), pred))
+
+
+# ---- inputs that do not require grad ------------------------------------------------------------------------------
+def test_target_made_under_inference_mode():
+    """A target computed under torch.inference_mode() (a teacher model's output): the fused loss backpropagates to
+    pred as the reference does (saving it for backward raised "Inference tensors cannot be saved")."""
+    pred, target = _inputs()
+    with torch.inference_mode():
+        target = target.clone()
+    grads = []
+    for fn in (_fused, _ref, lambda p, g: UGCNLoss(intervals=INTERVALS)(p, g)):
+        p = pred.clone().requires_grad_()
+        fn(p, target).backward()
+        grads.append(p.grad)
+    assert_close_scaled(grads[0], grads[1])
+    p = pred.clone().requires_grad_()
+    (UGCNLoss(intervals=INTERVALS, backend="reference")(p, target)).backward()
+    assert_close_scaled(grads[2], p.grad)
+
+
+def test_target_changed_in_place_after_the_forward():
+    """A first-order backward uses the gradient computed in the forward (as the reference's saved intermediates
+    do); a double backward, which recomputes it from the inputs, refuses a target changed since."""
+    pred, target = _inputs()
+    grads = []
+    for fn in (_fused, _ref):
+        p, g = pred.clone().requires_grad_(), target.clone()
+        loss = fn(p, g)
+        g.mul_(2)
+        loss.backward()
+        grads.append(p.grad)
+    assert_close_scaled(grads[0], grads[1])
+    p, g = pred.clone().requires_grad_(), target.clone()
+    loss = _fused(p, g)
+    g.add_(1)
+    with pytest.raises(RuntimeError, match="target was modified in place.*double backward"):
+        torch.autograd.grad(loss, p, create_graph=True)
+
+
 # ---- repeated backwards: results never share memory ---------------------------------------------------------------
 def _inputs_with_reference_grad():
     """(pred requiring grad, target, the reference loss's gradient with respect to pred)."""

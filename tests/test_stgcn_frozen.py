@@ -2,9 +2,11 @@
 on the CPU packed) once and reused while nothing changes, folded again when something does. A frozen block's eval
 output is bitwise the unfrozen one's."""
 import copy
+import threading
 
 import pytest
 import torch
+from torch import nn
 
 import ugcn_fast
 from ugcn_fast import UGCN, FusedSTGCNBlock, frozen
@@ -304,6 +306,91 @@ def test_predict_sequence_runs_frozen_and_restores(fold_count):
     with torch.no_grad():
         ugcn_fast.unfreeze(twin)
         assert torch.equal(got, predict_sequence(twin, inputs, window=32, step=8, batch_size=4))
+
+
+def test_overlapping_frozen_contexts_and_a_freeze_inside_one():
+    """frozen() contexts that overlap without nesting (two threads' predict_sequence calls) keep the blocks frozen
+    until the last one ends; a freeze() made inside a context outlives it, an unfreeze() inside one takes effect."""
+    model = UGCN(channels=(8, 8, 8, 8, 8)).eval()
+    blocks = [m for m in model.modules() if isinstance(m, FusedSTGCNBlock)]
+    first, second = frozen(model), frozen(model)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first ends while the second still runs
+    assert all(b.is_frozen for b in blocks)
+    second.__exit__(None, None, None)
+    assert not any(b.is_frozen for b in blocks)
+    with frozen(model):
+        ugcn_fast.freeze(model)  # e.g. another thread following the real-time recipe
+    assert all(b.is_frozen for b in blocks)
+    with frozen(model):
+        blocks[0].unfreeze()
+        assert not blocks[0].is_frozen and blocks[1].is_frozen
+    assert not blocks[0].is_frozen and all(b.is_frozen for b in blocks[1:])
+    # a copy made inside a context does not depend on it
+    ugcn_fast.unfreeze(model)
+    with frozen(model):
+        twin = copy.deepcopy(model)
+    assert not any(b.is_frozen for b in blocks)
+    assert all(b.is_frozen for b in twin.modules() if isinstance(b, FusedSTGCNBlock))
+
+
+class _Rendezvous(nn.Module):
+    """Wraps a model (as DistributedDataParallel does: `.module`) so that two threads' predict_sequence calls
+    overlap in the order that used to break them: the first call enters, the second enters and stops at its first
+    window, the first runs to its end, then the second finishes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.module = model
+        self.first_in, self.second_in, self.first_done = (threading.Event() for _ in range(3))
+        self.first_thread = None
+
+    def forward(self, x):
+        if threading.current_thread() is self.first_thread:
+            if not self.first_in.is_set():
+                self.first_in.set()
+                assert self.second_in.wait(60)
+        elif not self.second_in.is_set():
+            self.second_in.set()
+            assert self.first_done.wait(60)
+        return self.module(x)
+
+
+def test_overlapping_predict_sequence_calls_on_a_model_in_train_mode():
+    """Two threads' predict_sequence on one model in train mode: both predict in eval mode (no batch statistics,
+    running statistics untouched) and the model ends in train mode. Each call saving and restoring the modes on its
+    own put train mode back under the second call's remaining windows, and left the model in eval mode."""
+    torch.manual_seed(11)
+    model = UGCN(channels=(8, 8, 8, 8, 8)).train()
+    model.layers_in_eval = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:3]
+    for m in model.layers_in_eval:
+        m.eval()  # a submodule's own mode is put back too
+    modes = [m.training for m in model.modules()]
+    state = copy.deepcopy(model.state_dict())
+    inputs = torch.randn(150, 17, 2)
+    want = predict_sequence(copy.deepcopy(model), inputs, window=32, step=8, batch_size=2)
+    wrapped = _Rendezvous(model)
+    results = {}
+
+    def first():
+        results["first"] = predict_sequence(wrapped, inputs, window=32, step=8, batch_size=2)
+        wrapped.first_done.set()
+
+    def second():
+        results["second"] = predict_sequence(wrapped, inputs, window=32, step=8, batch_size=2)
+
+    wrapped.first_thread = threading.Thread(target=first)
+    wrapped.first_thread.start()
+    assert wrapped.first_in.wait(60)
+    other = threading.Thread(target=second)
+    other.start()
+    wrapped.first_thread.join(120)
+    other.join(120)
+    assert torch.equal(results["first"], want) and torch.equal(results["second"], want)
+    assert [m.training for m in model.modules()] == modes
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert not any(m.is_frozen for m in model.modules() if isinstance(m, FusedSTGCNBlock))
 
 
 @needs_cpu

@@ -335,3 +335,51 @@ def test_jit_trace_records_the_reference_computation(backend):
         traced = torch.jit.trace(fused, _x())
         x = _x()
         torch.testing.assert_close(traced(x), ref(x), **TOL[DT])
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_mode_derivatives_match_the_reference(backend, training):
+    """Forward-mode AD (dual tensors, torch.func.jvp / jacfwd) carries tangents the fused ops have no formula for:
+    the block computes the reference then. An input with a tangent and no requires_grad used to take the fused
+    passes, which dropped the tangent (zeros, or none at all) without an error."""
+    import torch.autograd.forward_ad as fwAD
+    ref, fused = _pair(backend)
+    ref.train(training), fused.train(training)
+    x, v = _x(), _x()
+    results = []
+    for block in (ref, fused):
+        torch.manual_seed(5)  # the same dropout draw (dropout is 0 here) and the same state afterwards
+        with torch.no_grad(), fwAD.dual_level():
+            out = fwAD.unpack_dual(block(fwAD.make_dual(x, v)))
+        results.append(out)
+    assert results[0].tangent is not None and results[0].tangent.abs().max() > 0
+    torch.testing.assert_close(results[1].primal, results[0].primal, **TOL[DT])
+    torch.testing.assert_close(results[1].tangent, results[0].tangent, **TOL[DT])
+    if not training:
+        params = {k: p.detach() for k, p in ref.named_parameters()}
+        (_, want), (_, got) = (torch.func.jvp(lambda x: torch.func.functional_call(m, params, (x,)), (x,), (v,))
+                               for m in (ref, fused))
+        torch.testing.assert_close(got, want, **TOL[DT])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_func_grad_of_a_training_block(backend):
+    """torch.func.grad through a training-mode block (functional_call with its parameters and buffers, as for
+    per-sample gradients or meta-learning): the reference's gradients. The fused training op's autograd.Function
+    cannot serve functorch transforms (it raised torch's setup_context error)."""
+    ref, fused = _pair(backend)
+    x = _x()
+    grads = []
+    for block in (ref.train(), fused.train()):
+        params = {k: p.detach() for k, p in block.named_parameters()}
+        buffers = {k: b.clone() for k, b in block.named_buffers()}
+
+        def loss(params, x, buffers):  # (buffers an input: the running statistics' update mutates them)
+            return torch.func.functional_call(block, (params, buffers), (x,)).pow(2).sum()
+
+        grads.append(torch.func.grad(loss, argnums=(0, 1))(params, x, buffers))
+    (ref_params, ref_x), (fused_params, fused_x) = grads
+    torch.testing.assert_close(fused_x, ref_x, **TOL[DT])
+    for name, g in ref_params.items():
+        torch.testing.assert_close(fused_params[name], g, **TOL[DT], msg=name)

@@ -22,6 +22,7 @@ triton). Under autocast the fused passes compute in the input's dtype.
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import torch
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from . import backends
 from .backends.torch_stgcn import dropout_multipliers
-from .ops._eager import needs_registrations
+from .ops._eager import needs_plain_torch, needs_registrations
 from .ops.stgcn_block import (BlockConfig, EvalWeights, PackedEvalWeights, draw_dropout_seed, eval_forward,
                               eval_weights, fold_eval_weights, from_time_major, phase_geometry, to_time_major,
                               training_forward)
@@ -49,6 +50,8 @@ class FusedSTGCNBlock(STGCNBlock):
             raise ValueError(f"backend must be one of {backends.BLOCK_BACKENDS}, got {backend!r}")
         self.backend = backend
         self._eval_cache: dict | None = None  # None: not frozen; else {"entry": (key, ..., operands)} once folded
+        self._frozen_by_user = False  # freeze() called (frozen() contexts leave such a block frozen)
+        self._frozen_holds = 0  # frozen() contexts holding the block frozen
 
     def freeze(self) -> "FusedSTGCNBlock":
         """Keep the eval operands (BatchNorm folded into the convolutions, weights in the kernels' layouts) from one
@@ -61,11 +64,15 @@ class FusedSTGCNBlock(STGCNBlock):
         built under torch.inference_mode() (inference tensors have no version counter); call freeze() again after
         one.
         Returns self. Training-mode calls are not affected."""
-        self._eval_cache = {}
+        with _FREEZE_LOCK:
+            self._eval_cache = {}
+            self._frozen_by_user = True
         return self
 
     def unfreeze(self) -> "FusedSTGCNBlock":
-        self._eval_cache = None
+        with _FREEZE_LOCK:
+            self._eval_cache = None
+            self._frozen_by_user = False
         return self
 
     @property
@@ -75,9 +82,12 @@ class FusedSTGCNBlock(STGCNBlock):
     def __getstate__(self):
         # copies and pickles stay frozen but hold no operands (the packed ones are native objects; a copy's tensors
         # are new ones anyway): they fold again on their first eval call
+        # (a copy made inside a frozen() context is frozen as if by the user: no context of the copy's will thaw it)
         state = self.__dict__.copy()
         if state.get("_eval_cache") is not None:
             state["_eval_cache"] = {}
+        state["_frozen_by_user"] = state.get("_eval_cache") is not None
+        state["_frozen_holds"] = 0
         return state
 
     def _apply(self, fn, recurse=True):
@@ -137,6 +147,8 @@ class FusedSTGCNBlock(STGCNBlock):
         configuration the constructor built (see _rebuilt, checked before) and run no submodule's hooks."""
         if torch.jit.is_tracing():
             return True  # the JIT tracer cannot record the fused ops (their optional int-list arguments)
+        if needs_plain_torch((x,)):
+            return True  # torch.func transforms and forward-mode AD: the fused ops have no formulas for them
         if any(not (bn.affine and bn.track_running_stats) for bn in bns):
             return True  # a BatchNorm reconfigured after construction
         dropout = self._modules["tcn"]._modules["4"]
@@ -266,19 +278,35 @@ def unfreeze(module: nn.Module) -> nn.Module:
     return module
 
 
+# frozen() contexts may overlap, also across threads (concurrent predict_sequence calls on one model): each block
+# counts the contexts that hold it and thaws when the last one ends, unless the user froze it (freeze()), before or
+# during them. Without the count, the first context to end thawed the blocks another was still using, and a context
+# entered while the user's freeze() was in flight undid it.
+_FREEZE_LOCK = threading.Lock()
+
+
 @contextmanager
 def frozen(module: nn.Module):
     """Every fused block in `module` frozen for the duration (FusedSTGCNBlock.freeze), as it was afterwards: for a
-    run of eval calls that change no weight, e.g. inference over a sequence's windows."""
-    # blocks frozen already keep their operands (and stay frozen: a nested frozen() changes nothing)
-    thawed = [m for m in module.modules() if isinstance(m, FusedSTGCNBlock) and not m.is_frozen]
-    for m in thawed:
-        m.freeze()
+    run of eval calls that change no weight, e.g. inference over a sequence's windows. Contexts may nest and
+    overlap (also from several threads): a block thaws when the last context holding it ends, and not at all if
+    freeze() was called on it (before or during the contexts); unfreeze() thaws it at once."""
+    blocks = [m for m in module.modules() if isinstance(m, FusedSTGCNBlock)]
+    with _FREEZE_LOCK:
+        held = [m for m in blocks if getattr(m, "_frozen_holds", 0) or not m.is_frozen]
+        for m in held:
+            if not m.is_frozen:
+                m._eval_cache = {}
+                m._frozen_by_user = False
+            m._frozen_holds = getattr(m, "_frozen_holds", 0) + 1
     try:
         yield module
     finally:
-        for m in thawed:
-            m.unfreeze()
+        with _FREEZE_LOCK:
+            for m in held:
+                m._frozen_holds -= 1
+                if not m._frozen_holds and not getattr(m, "_frozen_by_user", True):
+                    m._eval_cache = None
 
 
 def dropout_masks(seed: Tensor, p: float, shape: tuple[int, int, int, int], dtype=torch.float32,

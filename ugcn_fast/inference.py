@@ -3,6 +3,8 @@ windows that cover it, and horizontal-flip test-time augmentation."""
 from __future__ import annotations
 
 import argparse
+import threading
+from contextlib import contextmanager
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -60,29 +62,53 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     T = x.shape[0]
     x, before = edge_pad(x, window)  # a short sequence is padded to one window, then cropped back
     starts = window_starts(x.shape[0], window, step)
-    # model.train(flag) would force every submodule to that flag; each module's own flag is put back instead
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        with frozen(model):  # no weight changes during the call: each block folds (and packs) them once
-            total, count = None, torch.zeros(x.shape[0], device=device, dtype=dtype)
-            for variant in ((False, True) if flip else (False,)):
-                source = flip_pose(x, left, right) if variant else x
-                for b in range(0, len(starts), batch_size):
-                    chunk = starts[b:b + batch_size]
-                    out = model(torch.stack([source[s:s + window] for s in chunk]))
-                    if variant:
-                        out = flip_pose(out, left, right)
-                    if total is None:
-                        total = torch.zeros((x.shape[0],) + tuple(out.shape[2:]), device=device, dtype=out.dtype)
-                    for s, o in zip(chunk, out):
-                        total[s:s + window] += o
-                        count[s:s + window] += 1
-    finally:
-        for module, training in modes:
-            module.training = training
+    with evaluating(model):  # eval mode, blocks frozen: no weight changes during the call, each block folds once
+        total, count = None, torch.zeros(x.shape[0], device=device, dtype=dtype)
+        for variant in ((False, True) if flip else (False,)):
+            source = flip_pose(x, left, right) if variant else x
+            for b in range(0, len(starts), batch_size):
+                chunk = starts[b:b + batch_size]
+                out = model(torch.stack([source[s:s + window] for s in chunk]))
+                if variant:
+                    out = flip_pose(out, left, right)
+                if total is None:
+                    total = torch.zeros((x.shape[0],) + tuple(out.shape[2:]), device=device, dtype=out.dtype)
+                for s, o in zip(chunk, out):
+                    total[s:s + window] += o
+                    count[s:s + window] += 1
     prediction = total / count.view(-1, *([1] * (total.dim() - 1)))
     return prediction[before:before + T]
+
+
+# Calls of evaluating() on one model may overlap (predict_sequence from several threads): the first saves every
+# submodule's train/eval flag and switches to eval, the last puts the flags back. Each call saving and restoring its
+# own had a call that began while another ran save "eval", and the first to end put train mode back under the
+# other's remaining windows (batch statistics, running-statistic updates, dropout).
+_SESSIONS_LOCK = threading.Lock()
+_sessions: dict[int, list] = {}  # id(model) -> [calls, flags] (a session holds its model: the id is its own)
+
+
+@contextmanager
+def evaluating(model: nn.Module):
+    """`model` in eval mode with its fused blocks frozen (ugcn_fast.frozen) for the duration; afterwards every
+    submodule's train/eval flag as it was (model.train(flag) would force one flag on all; a model in train mode
+    may hold submodules in eval mode). Overlapping calls on one model share one session."""
+    with _SESSIONS_LOCK:
+        session = _sessions.get(id(model))
+        if session is None:
+            session = _sessions[id(model)] = [0, [(module, module.training) for module in model.modules()]]
+            model.eval()
+        session[0] += 1
+    try:
+        with frozen(model):
+            yield model
+    finally:
+        with _SESSIONS_LOCK:
+            session[0] -= 1
+            if not session[0]:
+                del _sessions[id(model)]
+                for module, training in session[1]:
+                    module.training = training
 
 
 def _flip_joints(model: nn.Module, left: Sequence[int] | None, right: Sequence[int] | None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 
 def needs_registrations(tensors) -> bool:
@@ -29,14 +30,15 @@ def is_subclass_tensor(t) -> bool:
     return isinstance(t, Tensor) and type(t) is not Tensor and type(t) is not torch.nn.Parameter
 
 
-def under_functorch(tensors) -> bool:
-    """True in eager code under a torch.func transform (grad, vjp, jvp, vmap, jacrev, ...) or given a tensor one of
-    them wrapped. An op whose autograd formula reuses forward-time results cannot serve those transforms (forward
-    mode has no formula at all), so callers fall back to plain torch ops. torch.compile traces transforms itself and
-    keeps the op: False while compiling."""
+def needs_plain_torch(tensors) -> bool:
+    """True in eager code under a torch.func transform (grad, vjp, jvp, vmap, jacrev, ...), given a tensor one of
+    them wrapped, or inside a forward-mode AD level (torch.autograd.forward_ad.dual_level: dual tensors). The fused
+    ops' autograd formulas reuse forward-time results and have no forward-mode formula, so they cannot serve those
+    (forward mode would raise, or, where an input carries a tangent but no requires_grad, drop the tangent): callers
+    fall back to plain torch ops. torch.compile traces transforms itself and keeps the op: False while compiling."""
     if torch.compiler.is_compiling():
         return False
-    if torch._C._are_functorch_transforms_active():
+    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
         return True
     return any(isinstance(t, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 

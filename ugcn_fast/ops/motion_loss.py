@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import backends
 from .._options import MotionLossOptions, resolve_options
-from ._eager import differentiable_backward, is_batched, needs_registrations, under_functorch
+from ._eager import differentiable_backward, is_batched, needs_registrations, needs_plain_torch
 from ..reference.motion_loss import motion_loss as reference_motion_loss
 
 
@@ -101,25 +101,49 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # the unit-gradient outputs never receive gradients: no zeros to build
 
 
-def _save(ctx, pred, target, grad_pred, grad_target, opts: MotionLossOptions, need_grad) -> None:
-    """What both backwards need. pred and target are saved (inputs: no copy) for a double backward only, which
-    recomputes the gradients differentiably from the reference."""
+def _save(ctx, pred, target, grad_pred, grad_target, opts: MotionLossOptions, need_grad, eager: bool = False) -> None:
+    """What both backwards need. pred and target are kept (inputs: no copy) for a double backward only, which
+    recomputes the gradients differentiably from the reference. In eager calls an input that does not require grad
+    is kept as a plain reference with its version instead of being saved: an inference tensor (a target computed
+    under torch.inference_mode()) cannot be saved, and a first-order backward never reads it, so changing it in
+    place after the forward is an error only for a double backward (which says so)."""
+    kept = (None, None)
+    if eager:
+        kept = tuple(None if t.requires_grad else (t, None if t.is_inference() else t._version) for t in (pred, target))
+        pred, target = (None if k else t for t, k in zip((pred, target), kept))
     ctx.save_for_backward(pred, target, grad_pred, grad_target)
-    ctx.opts, ctx.input_dtype, ctx.need_grad = opts, pred.dtype, need_grad
+    ctx.kept = kept
+    ctx.opts, ctx.input_dtype, ctx.need_grad = opts, pred.dtype if pred is not None else kept[0][0].dtype, need_grad
     ctx.handed_out = False  # whether a backward of this node already returned a saved unit gradient itself
+
+
+def _saved_inputs(ctx) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(pred, target, grad_pred, grad_target) as the forward saw them (see _save)."""
+    pred, target, grad_pred, grad_target = ctx.saved_tensors
+    return (*(_unchanged(*k, name) if k else t for t, k, name in zip((pred, target), ctx.kept, ("pred", "target"))),
+            grad_pred, grad_target)
+
+
+def _unchanged(t: Tensor, version: int | None, name: str) -> Tensor:
+    if version is not None and t._version != version:
+        raise RuntimeError(f"motion_loss: {name} was modified in place after the forward (version {version} -> "
+                           f"{t._version}); a double backward (create_graph=True) recomputes the gradient from it. "
+                           f"Pass a clone, or change it after the backward.")
+    return t
 
 
 def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
     """(dL/dpred, dL/dtarget): the saved unit gradients scaled by grad_output, None where not needed. With
     create_graph=True the result must itself be differentiable, which scaled constants are not: the reference
     recomputes it then."""
-    pred, target, grad_pred, grad_target = ctx.saved_tensors
     if grad_loss is None:
         return None, None
     need_pred = ctx.need_grad[0] and ctx.needs_input_grad[0]
     need_target = ctx.need_grad[1] and ctx.needs_input_grad[1]
-    if differentiable_backward((pred, target, grad_loss)):
+    if differentiable_backward((grad_loss,) + tuple(ctx.saved_tensors)):
+        pred, target, _, _ = _saved_inputs(ctx)
         return _reference_input_grads(pred, target, ctx.opts, grad_loss, need_pred, need_target)
+    _, _, grad_pred, grad_target = ctx.saved_tensors
     scale = grad_loss.view(-1, 1, 1, 1) if ctx.opts.reduction == "none" else grad_loss
     may_alias, ctx.handed_out = not ctx.handed_out, True
     return (
@@ -180,7 +204,7 @@ class _EagerMotionLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pred, target, opts, backend, need_grad_pred, need_grad_target):
         loss, grad_pred, grad_target = _launch(pred, target, opts, backend, need_grad_pred, need_grad_target)
-        _save(ctx, pred, target, grad_pred, grad_target, opts, (need_grad_pred, need_grad_target))
+        _save(ctx, pred, target, grad_pred, grad_target, opts, (need_grad_pred, need_grad_target), eager=True)
         return loss
 
     @staticmethod
@@ -207,7 +231,7 @@ def motion_loss(
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     chosen = backends.select(backend, pred.device, pred.dtype, pred.shape[-1], len(opts.intervals))
-    if chosen == "reference" or under_functorch((pred, target)):  # torch.func transforms need plain torch ops
+    if chosen == "reference" or needs_plain_torch((pred, target)):  # torch.func, forward-mode AD
         return reference_motion_loss(pred, target, opts.intervals, opts.operator, opts.normalize, opts.eps,
                                      opts.reduction)
     grad_enabled = torch.is_grad_enabled()
