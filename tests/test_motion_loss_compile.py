@@ -49,6 +49,22 @@ def test_compile_fullgraph_training_step(reduction):
         assert_close_scaled(g, p.grad)
 
 
+@pytest.mark.parametrize("fullgraph", [True, False])
+def test_compiled_func_grad_runs_the_reference(fullgraph):
+    """torch.compile of torch.func.grad over the loss (per-sample gradients compiled): the transform's body takes
+    the reference, as in eager (the op's autograd cannot serve functorch transforms; it raised torch's
+    setup_context error)."""
+    torch._dynamo.reset()
+    pred, target = _inputs()
+
+    def grad_of(loss):
+        return torch.func.grad(lambda p: loss(p, target, (1, 4)))(pred)
+
+    got = torch.compile(lambda: grad_of(lambda *a: ugcn_fast.motion_loss(*a, backend="cpu")), fullgraph=fullgraph,
+                        backend="aot_eager")()
+    assert_close_scaled(got, grad_of(reference.motion_loss))
+
+
 def test_compile_fullgraph_module_without_graph_breaks():
     torch._dynamo.reset()
     loss_fn = ugcn_fast.FusedMotionLoss(intervals=(1, 3), backend="cpu")

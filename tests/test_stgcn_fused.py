@@ -307,6 +307,48 @@ def test_compile_traces_the_block_without_graph_breaks():
         torch.testing.assert_close(y, reference(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("residual", [True, False], ids=["conv-residual", "no-residual"])
+def test_compiled_training_block_under_autocast_keeps_its_dtype(residual):
+    """The usual AMP pattern around a compiled model: the fused passes, backward included, compute in the input's
+    dtype as in eager. AOTAutograd traces the backward inside the caller's autocast region: the backward's GEMMs
+    ran in bfloat16 (gradients off by ~3e-3) or the trace failed on mixed dtypes (a convolution residual)."""
+    torch.manual_seed(8)
+    block = FusedSTGCNBlock(4, 8 if residual else 4, A17, residual=residual)
+    twin = copy.deepcopy(block)
+    x = torch.randn(2, 4, 8, 17)
+    grads = []
+    for run in (torch.compile(block, fullgraph=True, backend="aot_eager"), twin):
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = run(xg)
+        assert y.dtype == torch.float32
+        y.pow(2).sum().backward()
+        grads.append([xg.grad] + [p.grad for p in (block if run is not twin else twin).parameters()])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+def test_exported_training_block_is_differentiable(strict):
+    """torch.export of a training-mode block records the reference computation: export does not keep the fused
+    training block's autograd.Function (non-strict: backward raised "no autograd formula"; strict: the output had
+    no grad_fn and the gradients stayed None)."""
+    torch.manual_seed(9)
+    block = FusedSTGCNBlock(4, 8, A17, stride=2)
+    reference = STGCNBlock(4, 8, A17, stride=2)
+    reference.load_state_dict(block.state_dict())
+    x = torch.randn(2, 4, 9, 17)
+    exported = torch.export.export(copy.deepcopy(block), (x,), strict=strict).module()
+    results = []
+    for run in (exported, reference):
+        xg = x.clone().requires_grad_()
+        y = run(xg)
+        y.pow(2).sum().backward()
+        results.append((y, xg.grad, run.get_parameter("gcn.conv.weight").grad))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 # ---- the cpu backend's reused eval buffers (ugcn_fast/backends/_scratch.py) ------------------------------------
 needs_cpu = pytest.mark.skipif("cpu" not in BACKENDS, reason="the native CPU module is not built")
 

@@ -379,7 +379,13 @@ def test_torch_func_grad_of_a_training_block(backend):
             return torch.func.functional_call(block, (params, buffers), (x,)).pow(2).sum()
 
         grads.append(torch.func.grad(loss, argnums=(0, 1))(params, x, buffers))
-    (ref_params, ref_x), (fused_params, fused_x) = grads
-    torch.testing.assert_close(fused_x, ref_x, **TOL[DT])
-    for name, g in ref_params.items():
-        torch.testing.assert_close(fused_params[name], g, **TOL[DT], msg=name)
+        if block is fused:  # compiled too (the transform's body traced by dynamo)
+            torch._dynamo.reset()
+            buffers = {k: b.clone() for k, b in block.named_buffers()}
+            compiled = torch.compile(torch.func.grad(loss, argnums=(0, 1)), fullgraph=True, backend="aot_eager")
+            grads.append(compiled(params, x, buffers))
+    (ref_params, ref_x), *fused = grads
+    for fused_params, fused_x in fused:
+        torch.testing.assert_close(fused_x, ref_x, **TOL[DT])
+        for name, g in ref_params.items():
+            torch.testing.assert_close(fused_params[name], g, **TOL[DT], msg=name)

@@ -149,6 +149,8 @@ class FusedSTGCNBlock(STGCNBlock):
             return True  # the JIT tracer cannot record the fused ops (their optional int-list arguments)
         if needs_plain_torch((x,)):
             return True  # torch.func transforms and forward-mode AD: the fused ops have no formulas for them
+        if self.training and torch.compiler.is_exporting():
+            return True  # torch.export does not keep the training block's autograd.Function: no backward
         if any(not (bn.affine and bn.track_running_stats) for bn in bns):
             return True  # a BatchNorm reconfigured after construction
         dropout = self._modules["tcn"]._modules["4"]

@@ -35,10 +35,13 @@ def needs_plain_torch(tensors) -> bool:
     them wrapped, or inside a forward-mode AD level (torch.autograd.forward_ad.dual_level: dual tensors). The fused
     ops' autograd formulas reuse forward-time results and have no forward-mode formula, so they cannot serve those
     (forward mode would raise, or, where an input carries a tangent but no requires_grad, drop the tangent): callers
-    fall back to plain torch ops. torch.compile traces transforms itself and keeps the op: False while compiling."""
+    fall back to plain torch ops. While compiling, only an active transform counts: traced tensors are functional or
+    fake ones."""
+    if torch._C._are_functorch_transforms_active():
+        return True  # (also while compiling: a compiled torch.func.grad of the loss traces the transform's body)
     if torch.compiler.is_compiling():
         return False
-    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+    if forward_ad._current_level >= 0:
         return True
     return any(isinstance(t, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 

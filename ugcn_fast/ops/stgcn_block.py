@@ -258,6 +258,13 @@ class _TrainingBlock(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, *_stat_grads):
+        # in the input's dtype whatever autocast says, as the forward (FusedSTGCNBlock.forward turns it off there):
+        # a compiled graph's backward is traced inside the caller's autocast region
+        with torch.autocast(dout.device.type, enabled=False):
+            return _TrainingBlock._backward(ctx, dout)
+
+    @staticmethod
+    def _backward(ctx, dout):
         if differentiable_backward((dout,)):  # create_graph=True: the gradients must be differentiable themselves
             return _differentiable_grads(ctx, dout)
         if not torch.compiler.is_compiling() and is_batched(dout):
