@@ -282,3 +282,34 @@ def test_train_refuses_an_eval_step_larger_than_the_window_before_training(tmp_p
 
     with pytest.raises(ValueError, match=r"--eval-step.*--window"):
         parse_args(["--window", "16", "--eval-step", "20", "--out", str(tmp_path / "run")])
+
+
+def _mocap_file(tmp_path, walk, **metadata):
+    path = tmp_path / "meta.npz"
+    np.savez(path, walk=walk, **metadata)
+    return path
+
+
+def test_mocap_metadata_units_and_up_axis_are_converted(tmp_path):
+    """A file that says metres or y-up is converted to the format's millimetres, z-up (its targets were 1000x too
+    small, with metrics to match, and the poses lay on their side)."""
+    from ugcn_fast.graph import H36M_PARENTS
+    walk = np.random.default_rng(0).random((5, 17, 3), dtype=np.float32)
+    meta = dict(parents=np.array(H36M_PARENTS), fps=50.0)
+    as_is = load_mocap(_mocap_file(tmp_path, walk * 1000, units="mm", up_axis="z", **meta))["walk"]
+    np.testing.assert_allclose(load_mocap(_mocap_file(tmp_path, walk, units="m", up_axis="z", **meta))["walk"],
+                               as_is, rtol=1e-6)
+    y_up = np.stack([walk[..., 0], walk[..., 2], -walk[..., 1]], axis=-1) * 1000  # z-up seen with y up
+    np.testing.assert_allclose(load_mocap(_mocap_file(tmp_path, y_up, units="mm", up_axis="y", **meta))["walk"],
+                               as_is, rtol=1e-6)
+    np.testing.assert_array_equal(load_mocap(_mocap_file(tmp_path, walk * 1000))["walk"], as_is)  # no metadata
+
+
+@pytest.mark.parametrize("metadata, message", [
+    (dict(units="furlong"), "units 'furlong'"), (dict(up_axis="x"), "up_axis 'x'"),
+    (dict(fps=120.0), "fps 120.0.*resample"), (dict(parents=np.arange(-1, 16)), "parents.*SPEC"),
+])
+def test_mocap_metadata_the_loader_cannot_honour_is_refused(tmp_path, metadata, message):
+    walk = np.zeros((5, 17, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=message):
+        load_mocap(_mocap_file(tmp_path, walk, **metadata))

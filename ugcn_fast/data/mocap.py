@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 
+from ..graph import H36M_PARENTS
 from .camera import Camera, normalize_screen
 
 METADATA_KEYS = ("joint_names", "parents", "fps", "units", "up_axis")
@@ -17,10 +18,23 @@ METADATA_KEYS = ("joint_names", "parents", "fps", "units", "up_axis")
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
+# The format's units, up axis and frame rate (shared/data/README.md): metadata saying otherwise is converted where
+# that is exact (other length units; y-up turned z-up by a rotation about x, which keeps the handedness: the
+# heading is arbitrary anyway) and refused otherwise (another frame rate changes what the motion loss's intervals
+# mean; resample first).
+_MILLIMETRES_PER_UNIT = {"mm": 1.0, "millimetre": 1.0, "millimetres": 1.0, "millimeter": 1.0, "millimeters": 1.0,
+                         "cm": 10.0, "m": 1000.0, "metre": 1000.0, "metres": 1000.0, "meter": 1000.0,
+                         "meters": 1000.0}
+FORMAT_FPS = 50.0
+
+
 def load_mocap(path: str | os.PathLike, num_joints: int = 17) -> dict[str, np.ndarray]:
-    """{sequence name: (T, J, 3) float32 millimetres, T >= 1}; metadata keys are skipped. A missing file raises
-    FileNotFoundError; a corrupt file, one that is not an .npz archive of sequences (a plain .npy array), or a
-    mis-shaped or empty sequence raises a ValueError that names the file and the sequence."""
+    """{sequence name: (T, J, 3) float32 millimetres, world frame z-up, T >= 1}. The metadata keys, where present,
+    are checked: `units` other than millimetres are converted, a y-up `up_axis` is turned z-up, and another `fps`
+    (the format is 50 fps), another up axis or unit, or (for 17 joints) `parents` other than SPEC §2's joint order
+    are refused. A missing file raises FileNotFoundError; a corrupt file, one that is not an .npz archive of
+    sequences (a plain .npy array), or a mis-shaped or empty sequence raises a ValueError that names the file and
+    the sequence."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"motion-capture file not found: {path}")
@@ -37,6 +51,7 @@ def load_mocap(path: str | os.PathLike, num_joints: int = 17) -> dict[str, np.nd
                          f"{num_joints}, 3) array, ...)")
     sequences = {}
     with data:
+        to_format = _format_conversion(path, data, num_joints)
         for name in data.files:
             if name in METADATA_KEYS:
                 continue
@@ -51,10 +66,50 @@ def load_mocap(path: str | os.PathLike, num_joints: int = 17) -> dict[str, np.nd
             if seq.shape[0] == 0:
                 # refused here: training would fail much later on an empty reduction
                 raise ValueError(f"{path}: sequence {name!r} has no frame (shape {seq.shape}); expected T >= 1")
-            sequences[name] = seq.astype(np.float32)
+            sequences[name] = to_format(seq).astype(np.float32)
     if not sequences:
         raise ValueError(f"{path} holds no motion sequence")
     return sequences
+
+
+def _metadata(path: str, data, key: str):
+    try:
+        value = data[key]
+    except _READ_ERRORS as err:
+        raise ValueError(f"{path}: metadata {key!r} cannot be read (damaged archive): {err}") from err
+    return value.item() if value.ndim == 0 else value
+
+
+def _format_conversion(path: str, data, num_joints: int):
+    """The map from the file's sequences to the format's millimetres, z-up, from its metadata (see above)."""
+    scale, y_up = 1.0, False
+    if "units" in data.files:
+        units = _metadata(path, data, "units")
+        scale = _MILLIMETRES_PER_UNIT.get(str(units).strip().lower()) if isinstance(units, str) else None
+        if scale is None:
+            raise ValueError(f"{path}: units {units!r} is not a length unit this loader knows (mm, cm, m)")
+    if "up_axis" in data.files:
+        up = _metadata(path, data, "up_axis")
+        if not isinstance(up, str) or up.strip().lower() not in ("z", "y"):
+            raise ValueError(f"{path}: up_axis {up!r}: the loader takes z-up (the format) or y-up motion")
+        y_up = up.strip().lower() == "y"
+    if "fps" in data.files:
+        fps = _metadata(path, data, "fps")
+        if not isinstance(fps, (int, float)) or fps != FORMAT_FPS:
+            raise ValueError(f"{path}: fps {fps!r}: the format is {FORMAT_FPS:g} fps (the motion loss's intervals are "
+                             f"counted in frames); resample the sequences to {FORMAT_FPS:g} fps first")
+    if "parents" in data.files and num_joints == len(H36M_PARENTS):
+        parents = _metadata(path, data, "parents")
+        if np.shape(parents) != (num_joints,) or tuple(int(p) for p in parents) != H36M_PARENTS:
+            raise ValueError(f"{path}: parents {np.asarray(parents).tolist()} are not the 17-joint order of SPEC §2 "
+                             f"({list(H36M_PARENTS)}): reorder the joints first")
+
+    def to_format(seq: np.ndarray) -> np.ndarray:
+        if y_up:  # (x, y, z) -> (x, -z, y): a rotation about x taking y (up) to z
+            seq = np.stack([seq[..., 0], -seq[..., 2], seq[..., 1]], axis=-1)
+        return seq * scale if scale != 1.0 else seq
+
+    return to_format
 
 
 def lifting_pair(sequence_mm: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
