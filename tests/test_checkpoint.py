@@ -150,3 +150,20 @@ def test_load_says_what_is_wrong_with_the_place(tmp_path):
     torch.save(broken, path)
     with pytest.raises(ValueError, match="layout must be one of"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("graph, layout", [(dict(layout="ntu", center=3), "ntu"), (dict(layout="coco"), "h36m"),
+                                           (dict(layout="h36m", strategy="spatial", center=8), "h36m")],
+                         ids=["other-centre", "other-layout", "h36m-other-centre"])
+def test_a_model_on_another_graph_than_its_config_says_is_refused(tmp_path, graph, layout):
+    """A checkpoint records the layout's name only (the adjacency is not in the state dict): a model on another
+    graph used to be saved and came back on the layout's default graph, with other outputs."""
+    from ugcn_fast import Graph
+    g = Graph(**graph)
+    model = UGCN(num_joints=g.num_nodes, channels=(4, 4, 4, 4, 4), graph=g)
+    config = make_model_config(num_joints=g.num_nodes, channels=(4, 4, 4, 4, 4), layout=layout)
+    with pytest.raises(ValueError, match="graph.*is not Graph"):
+        save_checkpoint(tmp_path / "x.pt", model=model, model_config=config, epoch=0)
+    assert not (tmp_path / "x.pt").exists()
+    default = UGCN(num_joints=g.num_nodes, channels=(4, 4, 4, 4, 4), graph=Graph(layout=layout))
+    save_checkpoint(tmp_path / "x.pt", model=default, model_config=config, epoch=0)  # its own graph: fine

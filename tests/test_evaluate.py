@@ -243,3 +243,25 @@ def test_command_line_reports_a_model_predicting_nan(tmp_path, capsys):
     assert "nan" in captured.out and "note: some metrics are NaN" in captured.err
     results = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))
     assert results["average"]["mpjpe"] is None and results["average"]["pck150"] == 0.0
+
+
+def test_metrics_follow_the_model_layout_conventions():
+    """An MPI-INF-3DHP model is scored about its pelvis (joint 14) with PCK over MPI's 14 joints (Human3.6M's root
+    and joint subset were applied to every 17-joint layout); a layout without conventions is refused; train's
+    validation uses the same root."""
+    from ugcn_fast import Graph
+    from ugcn_fast.train import evaluate as validation
+    torch.manual_seed(0)
+    model = UGCN(channels=(4, 4, 4, 4, 4), graph=Graph(layout="mpi_inf_3dhp")).eval()
+    sequences = make_sequences({"walk": [40]}, seed=2)
+    results = evaluate(model, sequences, window=16, step=3, flip=False)
+    pred = predict_sequence(model, sequences[0].inputs, window=16, step=3, flip=False).double() * 1000
+    target = torch.as_tensor(sequences[0].targets).double() * 1000
+    mpi_joints = tuple(range(14))
+    assert results["average"]["mpjpe"] == pytest.approx(float(metrics.mpjpe(pred, target, root=14)))
+    assert results["average"]["mpjpe"] != pytest.approx(float(metrics.mpjpe(pred, target, root=0)))
+    assert results["average"]["pck150"] == pytest.approx(100 * float(metrics.pck(pred, target, 150.0, mpi_joints, 14)))
+    assert validation(model, sequences, window=16, step=3, flip=False)["mpjpe"] == pytest.approx(
+        results["average"]["mpjpe"])
+    with pytest.raises(ValueError, match="no metric conventions.*'coco'"):
+        evaluate(UGCN(channels=(4, 4, 4, 4, 4), graph=Graph(layout="coco")), sequences, window=16)

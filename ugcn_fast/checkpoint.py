@@ -122,6 +122,24 @@ def _check_config_fits(config: dict, state: dict) -> None:
                          f"(first: {differ[0]!r}: model {shapes.get(differ[0])}, config {wanted.get(differ[0])})")
 
 
+def _check_graph_fits(config: dict, model: nn.Module) -> None:
+    """The model's blocks aggregate with the adjacency that `config`'s layout builds: the file stores the layout's
+    name only (the adjacency is a non-persistent buffer), so a model on another graph (another centre or strategy,
+    a custom edge list, an adjacency changed in place) would come back on the layout's default graph."""
+    model = unwrap_model(model)
+    expected = Graph(layout=config["layout"]).A
+    layout = getattr(model, "layout", config["layout"])
+    for name, buffer in model.named_buffers():
+        if name != "A" and not name.endswith(".A"):
+            continue
+        if (layout != config["layout"] or tuple(buffer.shape) != tuple(expected.shape)
+                or not torch.equal(buffer.detach().to("cpu", expected.dtype), expected)):
+            raise ValueError(f"the model's graph ({name}: layout {layout!r}, adjacency {tuple(buffer.shape)}) is not "
+                             f"Graph(layout={config['layout']!r}) with its defaults, which is all a checkpoint "
+                             "records (model_config's layout); a model on another graph (centre, strategy, custom "
+                             "edges) would load back on that one. Save its state_dict with torch.save instead")
+
+
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: Mapping, epoch: int,
                     optimizer: torch.optim.Optimizer | None = None, scheduler=None,
                     extra: dict | None = None) -> None:
@@ -136,6 +154,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, model_config: 
     _check_plain(extra, "extra")
     state = _plain_state_dict(model)
     _check_config_fits(config, state)
+    _check_graph_fits(config, model)
     checkpoint = {
         "format": FORMAT,
         "model_config": config,

@@ -25,6 +25,7 @@ from torch import nn
 from . import metrics
 from ._cli import show_defaults
 from ._files import check_output_file, write_atomically
+from .checkpoint import unwrap_model
 from .cpu_memory import keep_freed_memory
 from .inference import (add_inference_arguments, check_inference_arguments, predict_sequence, resolve_device,
                         trained_inference_arguments)
@@ -36,16 +37,19 @@ METRIC_TITLES = {"mpjpe": "MPJPE mm", "p_mpjpe": "P-MPJPE mm", "mpjve": "MPJVE m
 FRAME_METRICS = ("mpjpe", "p_mpjpe", "pck150", "auc")
 
 
-def sequence_sums(pred_mm: torch.Tensor, target_mm: torch.Tensor) -> dict[str, float]:
+def sequence_sums(pred_mm: torch.Tensor, target_mm: torch.Tensor, layout: str | None = "h36m") -> dict[str, float]:
     """Per-frame metric sums of one (T, J, 3) sequence in millimetres, so that sequences of different lengths
-    can be pooled by frame: {"frames", "velocity_frames", metric: sum over its frames}."""
+    can be pooled by frame: {"frames", "velocity_frames", metric: sum over its frames}; root joint and PCK joints
+    by the layout's conventions (metrics.layout_conventions)."""
+    conventions = metrics.layout_conventions(layout)
+    root, joints = conventions["root"], conventions["pck_joints"]
     T = pred_mm.shape[0]
     sums = {"frames": T, "velocity_frames": T - 1,
-            "mpjpe": float(metrics.mpjpe(pred_mm, target_mm)) * T,
-            "p_mpjpe": float(metrics.p_mpjpe(pred_mm, target_mm)) * T,
-            "pck150": 100.0 * float(metrics.pck(pred_mm, target_mm, threshold=150.0)) * T,
-            "auc": 100.0 * float(metrics.auc(pred_mm, target_mm)) * T,
-            "mpjve": float(metrics.mpjve(pred_mm, target_mm)) * (T - 1) if T >= 2 else 0.0}
+            "mpjpe": float(metrics.mpjpe(pred_mm, target_mm, root)) * T,
+            "p_mpjpe": float(metrics.p_mpjpe(pred_mm, target_mm, root)) * T,
+            "pck150": 100.0 * float(metrics.pck(pred_mm, target_mm, 150.0, joints, root)) * T,
+            "auc": 100.0 * float(metrics.auc(pred_mm, target_mm, joints=joints, root=root)) * T,
+            "mpjve": float(metrics.mpjve(pred_mm, target_mm, root)) * (T - 1) if T >= 2 else 0.0}
     return sums
 
 
@@ -80,10 +84,13 @@ def evaluate(model: nn.Module, sequences: Sequence, *, window: int = 96, step: i
     Returns {"average": {metric: mean over actions}, "all_frames": {metric: mean over every frame},
     "per_action": {action: {metric: ..., "frames": n, "sequences": k}}, "per_sequence": {name: {...}},
     "num_sequences", "num_frames", "num_actions", "settings"}. Metrics: "mpjpe", "p_mpjpe", "mpjve" (mm),
-    "pck150", "auc" (% over the 14 joints of the MPI-INF-3DHP convention). MPJVE is None where no sequence has
+    "pck150", "auc" (% over the 14 joints of the MPI-INF-3DHP convention), relative to the root joint, both by the
+    model's layout (metrics.layout_conventions; a model without one: Human3.6M's; other layouts are refused). MPJVE is None where no sequence has
     two frames. The model runs in eval mode on its own device; its mode is restored.
     """
     _check_sequences(sequences, getattr(model, "num_joints", None))
+    layout = getattr(unwrap_model(model), "layout", None)
+    metrics.layout_conventions(layout)  # before any prediction: a layout without conventions is refused
     per_action_sums: dict[str, dict[str, float]] = {}
     per_sequence: dict[str, dict] = {}
     total: dict[str, float] = {}
@@ -92,7 +99,7 @@ def evaluate(model: nn.Module, sequences: Sequence, *, window: int = 96, step: i
         # metrics in float64 on the CPU: sums over long sequences would lose digits in float32
         pred_mm = pred.detach().to("cpu", torch.float64) * 1000.0
         target_mm = torch.as_tensor(seq.targets).to(torch.float64) * 1000.0
-        sums = sequence_sums(pred_mm, target_mm)
+        sums = sequence_sums(pred_mm, target_mm, layout)
         per_sequence[seq.name] = {**_means(sums), "action": seq.action, "frames": sums["frames"]}
         action = per_action_sums.setdefault(seq.action, {"sequences": 0})
         action["sequences"] += 1

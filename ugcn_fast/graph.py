@@ -95,6 +95,8 @@ class Graph:
             raise ValueError(f"dilation must be an int >= 1, got {dilation!r}")
         max_hop, dilation = int(max_hop), int(dilation)
         if layout is None:
+            if isinstance(edges, (torch.Tensor, np.ndarray)):
+                edges = edges.tolist()  # an (E, 2) index tensor or array
             edges = list(edges) if hasattr(edges, "__iter__") else edges
             if not isinstance(edges, list) or not all(hasattr(e, "__len__") for e in edges):
                 raise TypeError(f"edges must be a sequence of (i, j) joint index pairs, got {edges!r}")

@@ -16,6 +16,24 @@ from ._checks import check_float_tensor, is_int
 # The 14 joints of the MPI-INF-3DHP PCK convention in the Human3.6M 17-joint order: all but hip (0), spine (7)
 # and head (10).
 PCK_JOINTS_H36M = tuple(j for j in range(17) if j not in (0, 7, 10))
+# Each layout's metric conventions: the root joint the poses are made relative to, and the 14 joints PCK / AUC
+# count (all but hip / pelvis, spine and head). Layouts without a pelvis joint or a PCK convention (COCO-17,
+# NTU-25) have none: their models are not evaluated by ugcn_fast.evaluate / train's validation.
+LAYOUT_CONVENTIONS = {
+    "h36m": {"root": 0, "pck_joints": PCK_JOINTS_H36M},
+    "mpi_inf_3dhp": {"root": 14, "pck_joints": tuple(range(14))},  # pelvis 14, spine 15, head 16 left out
+}
+
+
+def layout_conventions(layout: str | None) -> dict:
+    """{"root", "pck_joints"} of a model's layout (UGCN.layout); None (a model that does not say) is Human3.6M's,
+    the package's data order. A layout without conventions raises ValueError."""
+    layout = "h36m" if layout is None else layout
+    if layout not in LAYOUT_CONVENTIONS:
+        raise ValueError(f"no metric conventions (root joint, PCK joints) for the {layout!r} layout: the metrics "
+                         f"are defined for {tuple(LAYOUT_CONVENTIONS)}; call ugcn_fast.metrics with root= and "
+                         "joints= of your choice")
+    return LAYOUT_CONVENTIONS[layout]
 AUC_THRESHOLDS = tuple(range(0, 151, 5))
 
 

@@ -437,6 +437,15 @@ def write_curves(out: Path, history: Sequence[Mapping]) -> None:
 # ------------------------------------------------------------------------------------------ evaluation
 
 @torch.no_grad()
+def _validation_root(layout: str | None) -> int:
+    """The root joint of the layout's metric conventions (MPI-INF-3DHP: the pelvis, 14); joint 0 for a layout
+    without conventions (COCO-17, NTU-25, a custom graph), whose sequences the user gives root-relative there."""
+    try:
+        return metrics.layout_conventions(layout)["root"]
+    except ValueError:
+        return 0
+
+
 def evaluate(model: nn.Module, sequences: Sequence[LiftingSequence], *, window: int, step: int = 5,
              flip: bool = True, processes: Processes | None = None) -> dict:
     """Validation errors in millimetres: {"mpjpe": ..., "mpjve": ...}, each averaged over the frames of an action
@@ -444,16 +453,17 @@ def evaluate(model: nn.Module, sequences: Sequence[LiftingSequence], *, window: 
     over the processes and the sums gathered, so every process gets the same numbers."""
     processes = processes or Processes()
     model = unwrap_model(model)
+    root = _validation_root(getattr(model, "layout", None))
     sums: dict[str, list[float]] = {}  # action -> [position error sum, frames, velocity error sum, velocity frames]
     for sequence in sequences[processes.rank::processes.world_size]:
         prediction = predict_sequence(model, sequence.inputs, window=window, step=step, flip=flip).cpu().double()
         target = torch.from_numpy(sequence.targets).double()
         frames = len(target)
         entry = sums.setdefault(sequence.action, [0.0, 0, 0.0, 0])
-        entry[0] += float(metrics.mpjpe(prediction * 1000, target * 1000)) * frames
+        entry[0] += float(metrics.mpjpe(prediction * 1000, target * 1000, root)) * frames
         entry[1] += frames
         if frames > 1:
-            entry[2] += float(metrics.mpjve(prediction * 1000, target * 1000)) * (frames - 1)
+            entry[2] += float(metrics.mpjve(prediction * 1000, target * 1000, root)) * (frames - 1)
             entry[3] += frames - 1
     if processes.distributed and processes.world_size > 1:
         gathered = [None] * processes.world_size
