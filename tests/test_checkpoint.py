@@ -167,3 +167,13 @@ def test_a_model_on_another_graph_than_its_config_says_is_refused(tmp_path, grap
     assert not (tmp_path / "x.pt").exists()
     default = UGCN(num_joints=g.num_nodes, channels=(4, 4, 4, 4, 4), graph=Graph(layout=layout))
     save_checkpoint(tmp_path / "x.pt", model=default, model_config=config, epoch=0)  # its own graph: fine
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_a_half_precision_model_saves(tmp_path, dtype):
+    """The adjacency cast with the model (1/3 in bfloat16) is still the layout's graph."""
+    model = tiny_model().to(dtype)
+    save_checkpoint(tmp_path / "half.pt", model=model, model_config=CONFIG, epoch=0)
+    loaded, _ = load_model(tmp_path / "half.pt")
+    assert all(torch.equal(a.float(), b.float()) for a, b in zip(loaded.state_dict().values(),
+                                                                 model.state_dict().values()))

@@ -303,6 +303,9 @@ def test_mocap_metadata_units_and_up_axis_are_converted(tmp_path):
     np.testing.assert_allclose(load_mocap(_mocap_file(tmp_path, y_up, units="mm", up_axis="y", **meta))["walk"],
                                as_is, rtol=1e-6)
     np.testing.assert_array_equal(load_mocap(_mocap_file(tmp_path, walk * 1000))["walk"], as_is)  # no metadata
+    other_spellings = dict(units=np.bytes_(b"m"), up_axis=np.array(["Z"]), fps=np.array([50], np.int16),
+                           parents=np.array(H36M_PARENTS, dtype=np.float32))
+    np.testing.assert_allclose(load_mocap(_mocap_file(tmp_path, walk, **other_spellings))["walk"], as_is, rtol=1e-6)
 
 
 @pytest.mark.parametrize("metadata, message", [

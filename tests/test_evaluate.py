@@ -265,3 +265,7 @@ def test_metrics_follow_the_model_layout_conventions():
         results["average"]["mpjpe"])
     with pytest.raises(ValueError, match="no metric conventions.*'coco'"):
         evaluate(UGCN(channels=(4, 4, 4, 4, 4), graph=Graph(layout="coco")), sequences, window=16)
+    chain = Graph(num_nodes=17, edges=[(j, j + 1) for j in range(16)])
+    with pytest.raises(ValueError, match="no metric conventions.*custom graph"):
+        evaluate(UGCN(channels=(4, 4, 4, 4, 4), graph=chain), sequences, window=16)
+    assert hasattr(validation, "__wrapped__")  # (torch.no_grad on the validation itself)

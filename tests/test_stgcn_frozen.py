@@ -393,6 +393,33 @@ def test_overlapping_predict_sequence_calls_on_a_model_in_train_mode():
     assert not any(m.is_frozen for m in model.modules() if isinstance(m, FusedSTGCNBlock))
 
 
+def test_evaluating_overlaps_through_a_wrapper_and_survives_a_failing_eval():
+    """evaluating() calls on a wrapper and on the model inside it may overlap (each module gets its flag back when
+    the last call holding it ends), and a model whose eval() raises is left as it was, holding nothing."""
+    from ugcn_fast.inference import _holds, evaluating
+    model = UGCN(channels=(4, 4, 4, 4, 4)).train()
+    wrapper = nn.Sequential(model)
+    outer, inner = evaluating(wrapper), evaluating(model)
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert not model.training and wrapper.training  # the inner call still holds the model in eval
+    inner.__exit__(None, None, None)
+    assert model.training and wrapper.training and not _holds
+
+    class Refuses(nn.Module):
+        def train(self, mode=True):
+            if not mode:
+                raise KeyboardInterrupt
+            return super().train(mode)
+
+    broken = nn.Sequential(model, Refuses())
+    with pytest.raises(KeyboardInterrupt):
+        with evaluating(broken):
+            pass
+    assert model.training and not _holds
+
+
 @needs_cpu
 def test_frozen_module_built_under_inference_mode():
     """Inference tensors have no version counter: a block whose weights are inference tensors still freezes (the

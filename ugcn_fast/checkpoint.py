@@ -133,7 +133,7 @@ def _check_graph_fits(config: dict, model: nn.Module) -> None:
         if name != "A" and not name.endswith(".A"):
             continue
         if (layout != config["layout"] or tuple(buffer.shape) != tuple(expected.shape)
-                or not torch.equal(buffer.detach().to("cpu", expected.dtype), expected)):
+                or not torch.equal(buffer.detach().cpu(), expected.to(buffer.dtype))):  # (a model cast to half)
             raise ValueError(f"the model's graph ({name}: layout {layout!r}, adjacency {tuple(buffer.shape)}) is not "
                              f"Graph(layout={config['layout']!r}) with its defaults, which is all a checkpoint "
                              "records (model_config's layout); a model on another graph (centre, strategy, custom "

@@ -85,11 +85,12 @@ def evaluate(model: nn.Module, sequences: Sequence, *, window: int = 96, step: i
     "per_action": {action: {metric: ..., "frames": n, "sequences": k}}, "per_sequence": {name: {...}},
     "num_sequences", "num_frames", "num_actions", "settings"}. Metrics: "mpjpe", "p_mpjpe", "mpjve" (mm),
     "pck150", "auc" (% over the 14 joints of the MPI-INF-3DHP convention), relative to the root joint, both by the
-    model's layout (metrics.layout_conventions; a model without one: Human3.6M's; other layouts are refused). MPJVE is None where no sequence has
+    model's layout (metrics.layout_conventions; a model without a `layout` attribute: Human3.6M's; other layouts
+    and custom graphs are refused). MPJVE is None where no sequence has
     two frames. The model runs in eval mode on its own device; its mode is restored.
     """
     _check_sequences(sequences, getattr(model, "num_joints", None))
-    layout = getattr(unwrap_model(model), "layout", None)
+    layout = getattr(unwrap_model(model), "layout", "h36m")  # a model that does not say: the package's data order
     metrics.layout_conventions(layout)  # before any prediction: a layout without conventions is refused
     per_action_sums: dict[str, dict[str, float]] = {}
     per_sequence: dict[str, dict] = {}

@@ -147,7 +147,7 @@ class FusedSTGCNBlock(STGCNBlock):
         configuration the constructor built (see _rebuilt, checked before) and run no submodule's hooks."""
         if torch.jit.is_tracing():
             return True  # the JIT tracer cannot record the fused ops (their optional int-list arguments)
-        if needs_plain_torch((x,)):
+        if needs_plain_torch((x,), lambda: (*self.parameters(), *self.buffers())):
             return True  # torch.func transforms and forward-mode AD: the fused ops have no formulas for them
         if self.training and torch.compiler.is_exporting():
             return True  # torch.export does not keep the training block's autograd.Function: no backward
@@ -284,7 +284,7 @@ def unfreeze(module: nn.Module) -> nn.Module:
 # counts the contexts that hold it and thaws when the last one ends, unless the user froze it (freeze()), before or
 # during them. Without the count, the first context to end thawed the blocks another was still using, and a context
 # entered while the user's freeze() was in flight undid it.
-_FREEZE_LOCK = threading.Lock()
+_FREEZE_LOCK = threading.RLock()  # (re-entrant: a context's cleanup may run on a thread that holds it)
 
 
 @contextmanager

@@ -80,36 +80,55 @@ def predict_sequence(model: nn.Module, inputs: Tensor | np.ndarray, window: int 
     return prediction[before:before + T]
 
 
-# Calls of evaluating() on one model may overlap (predict_sequence from several threads): the first saves every
-# submodule's train/eval flag and switches to eval, the last puts the flags back. Each call saving and restoring its
-# own had a call that began while another ran save "eval", and the first to end put train mode back under the
-# other's remaining windows (batch statistics, running-statistic updates, dropout).
-_SESSIONS_LOCK = threading.Lock()
-_sessions: dict[int, list] = {}  # id(model) -> [calls, flags] (a session holds its model: the id is its own)
+# Calls of evaluating() may overlap (predict_sequence from several threads, on one model or on a wrapper of it):
+# every module counts the calls that hold it in eval mode; the first saves its train/eval flag, the last puts it
+# back. Each call saving and restoring its own flags had a call that began while another ran save "eval", and the
+# first to end put train mode back under the other's remaining windows (batch statistics, running-statistic
+# updates, dropout). A re-entrant lock: a call's cleanup may run on a thread that holds it (a generator closed by
+# the garbage collector while model.eval() runs user code).
+_SESSIONS_LOCK = threading.RLock()
+_holds: dict[int, list] = {}  # id(module) -> [calls holding it, module, its flag before the first]
+
+
+def _hold_in_eval(model: nn.Module) -> list[nn.Module]:
+    modules = list(model.modules())
+    with _SESSIONS_LOCK:
+        fresh = [(module, module.training) for module in modules if id(module) not in _holds]
+        try:
+            model.eval()
+        except BaseException:
+            for module, training in fresh:
+                module.training = training
+            raise
+        for module, training in fresh:
+            _holds[id(module)] = [0, module, training]
+        for module in modules:
+            _holds[id(module)][0] += 1
+    return modules
+
+
+def _release(modules: list[nn.Module]) -> None:
+    with _SESSIONS_LOCK:
+        for module in modules:
+            hold = _holds[id(module)]
+            hold[0] -= 1
+            if not hold[0]:
+                del _holds[id(module)]
+                module.training = hold[2]
 
 
 @contextmanager
 def evaluating(model: nn.Module):
     """`model` in eval mode with its fused blocks frozen (ugcn_fast.frozen) for the duration; afterwards every
     submodule's train/eval flag as it was (model.train(flag) would force one flag on all; a model in train mode
-    may hold submodules in eval mode). Overlapping calls on one model share one session."""
-    with _SESSIONS_LOCK:
-        session = _sessions.get(id(model))
-        if session is None:
-            session = _sessions[id(model)] = [0, [(module, module.training) for module in model.modules()]]
-            model.eval()
-        session[0] += 1
+    may hold submodules in eval mode). Calls may overlap, on one model or on wrappers of it (also from several
+    threads): a module gets its flag back when the last call holding it ends."""
+    modules = _hold_in_eval(model)
     try:
         with frozen(model):
             yield model
     finally:
-        with _SESSIONS_LOCK:
-            session[0] -= 1
-            if not session[0]:
-                del _sessions[id(model)]
-                for module, training in session[1]:
-                    module.training = training
-
+        _release(modules)
 
 def _flip_joints(model: nn.Module, left: Sequence[int] | None, right: Sequence[int] | None):
     if (left is None) != (right is None):

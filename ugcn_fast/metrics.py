@@ -26,14 +26,13 @@ LAYOUT_CONVENTIONS = {
 
 
 def layout_conventions(layout: str | None) -> dict:
-    """{"root", "pck_joints"} of a model's layout (UGCN.layout); None (a model that does not say) is Human3.6M's,
-    the package's data order. A layout without conventions raises ValueError."""
-    layout = "h36m" if layout is None else layout
+    """{"root", "pck_joints"} of a model's layout (UGCN.layout). A layout without conventions, or None (a UGCN on
+    a custom graph), raises ValueError."""
     if layout not in LAYOUT_CONVENTIONS:
-        raise ValueError(f"no metric conventions (root joint, PCK joints) for the {layout!r} layout: the metrics "
-                         f"are defined for {tuple(LAYOUT_CONVENTIONS)}; call ugcn_fast.metrics with root= and "
-                         "joints= of your choice")
-    return LAYOUT_CONVENTIONS[layout]
+        what = "a custom graph" if layout is None else f"the {layout!r} layout"
+        raise ValueError(f"no metric conventions (root joint, PCK joints) for {what}: the metrics are defined for "
+                         f"{tuple(LAYOUT_CONVENTIONS)}; call ugcn_fast.metrics with root= and joints= of your choice")
+    return dict(LAYOUT_CONVENTIONS[layout])
 AUC_THRESHOLDS = tuple(range(0, 151, 5))
 
 

@@ -436,7 +436,6 @@ def write_curves(out: Path, history: Sequence[Mapping]) -> None:
 
 # ------------------------------------------------------------------------------------------ evaluation
 
-@torch.no_grad()
 def _validation_root(layout: str | None) -> int:
     """The root joint of the layout's metric conventions (MPI-INF-3DHP: the pelvis, 14); joint 0 for a layout
     without conventions (COCO-17, NTU-25, a custom graph), whose sequences the user gives root-relative there."""
@@ -446,6 +445,7 @@ def _validation_root(layout: str | None) -> int:
         return 0
 
 
+@torch.no_grad()
 def evaluate(model: nn.Module, sequences: Sequence[LiftingSequence], *, window: int, step: int = 5,
              flip: bool = True, processes: Processes | None = None) -> dict:
     """Validation errors in millimetres: {"mpjpe": ..., "mpjve": ...}, each averaged over the frames of an action

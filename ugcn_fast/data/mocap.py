@@ -73,11 +73,14 @@ def load_mocap(path: str | os.PathLike, num_joints: int = 17) -> dict[str, np.nd
 
 
 def _metadata(path: str, data, key: str):
+    """A metadata value as a Python scalar where it is one (0-d or one-element arrays; bytes decoded)."""
     try:
         value = data[key]
-    except _READ_ERRORS as err:
-        raise ValueError(f"{path}: metadata {key!r} cannot be read (damaged archive): {err}") from err
-    return value.item() if value.ndim == 0 else value
+    except _READ_ERRORS as err:  # (also an object array, which allow_pickle=False refuses)
+        raise ValueError(f"{path}: metadata {key!r} cannot be read: {err}") from err
+    if value.size == 1 and key != "parents":
+        value = value.reshape(()).item()
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _format_conversion(path: str, data, num_joints: int):
@@ -100,7 +103,9 @@ def _format_conversion(path: str, data, num_joints: int):
                              f"counted in frames); resample the sequences to {FORMAT_FPS:g} fps first")
     if "parents" in data.files and num_joints == len(H36M_PARENTS):
         parents = _metadata(path, data, "parents")
-        if np.shape(parents) != (num_joints,) or tuple(int(p) for p in parents) != H36M_PARENTS:
+        values = np.asarray(parents)
+        if (values.shape != (num_joints,) or not np.issubdtype(values.dtype, np.number)
+                or not np.array_equal(values, np.asarray(H36M_PARENTS))):
             raise ValueError(f"{path}: parents {np.asarray(parents).tolist()} are not the 17-joint order of SPEC §2 "
                              f"({list(H36M_PARENTS)}): reorder the joints first")
 

@@ -30,20 +30,26 @@ def is_subclass_tensor(t) -> bool:
     return isinstance(t, Tensor) and type(t) is not Tensor and type(t) is not torch.nn.Parameter
 
 
-def needs_plain_torch(tensors) -> bool:
+def needs_plain_torch(tensors, more_tensors=None) -> bool:
     """True in eager code under a torch.func transform (grad, vjp, jvp, vmap, jacrev, ...), given a tensor one of
-    them wrapped, or inside a forward-mode AD level (torch.autograd.forward_ad.dual_level: dual tensors). The fused
-    ops' autograd formulas reuse forward-time results and have no forward-mode formula, so they cannot serve those
-    (forward mode would raise, or, where an input carries a tangent but no requires_grad, drop the tangent): callers
-    fall back to plain torch ops. While compiling, only an active transform counts: traced tensors are functional or
-    fake ones."""
+    them wrapped, or given a dual tensor (forward-mode AD: torch.autograd.forward_ad). The fused ops' autograd
+    formulas reuse forward-time results and have no forward-mode formula, so they cannot serve those (forward mode
+    would raise, or, where an input carries a tangent but no requires_grad, drop the tangent): callers fall back to
+    plain torch ops. `more_tensors`: a callable giving further tensors (a module's parameters) that only the dual
+    check looks at. While compiling, an active transform counts, and so does an open dual level (traced tensors
+    cannot be asked for a tangent)."""
     if torch._C._are_functorch_transforms_active():
         return True  # (also while compiling: a compiled torch.func.grad of the loss traces the transform's body)
+    dual_level_open = forward_ad._current_level >= 0
     if torch.compiler.is_compiling():
-        return False
-    if forward_ad._current_level >= 0:
+        return dual_level_open
+    if any(isinstance(t, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
         return True
-    return any(isinstance(t, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    if not dual_level_open:  # (a process-wide level: checking the tensors keeps code in a long-lived one fused)
+        return False
+    extra = more_tensors() if more_tensors is not None else ()
+    return any(isinstance(t, Tensor) and forward_ad.unpack_dual(t).tangent is not None
+               for group in (tensors, extra) for t in group)
 
 
 def is_batched(t: Tensor) -> bool:

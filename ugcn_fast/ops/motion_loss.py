@@ -102,34 +102,25 @@ def _setup_context(ctx, inputs, output):
 
 
 def _save(ctx, pred, target, grad_pred, grad_target, opts: MotionLossOptions, need_grad, eager: bool = False) -> None:
-    """What both backwards need. pred and target are kept (inputs: no copy) for a double backward only, which
-    recomputes the gradients differentiably from the reference. In eager calls an input that does not require grad
-    is kept as a plain reference with its version instead of being saved: an inference tensor (a target computed
-    under torch.inference_mode()) cannot be saved, and a first-order backward never reads it, so changing it in
-    place after the forward is an error only for a double backward (which says so)."""
+    """What both backwards need. pred and target are saved (inputs: no copy) for a double backward only, which
+    recomputes the gradients differentiably from the reference. In eager calls an inference tensor (a target
+    computed under torch.inference_mode()), which cannot be saved, is kept as a plain reference instead: a
+    first-order backward never reads it, and it cannot be changed in place outside inference mode."""
+    ctx.opts, ctx.input_dtype, ctx.need_grad = opts, pred.dtype, need_grad
     kept = (None, None)
     if eager:
-        kept = tuple(None if t.requires_grad else (t, None if t.is_inference() else t._version) for t in (pred, target))
-        pred, target = (None if k else t for t, k in zip((pred, target), kept))
+        kept = tuple(t if t.is_inference() else None for t in (pred, target))
+        pred, target = (None if k is not None else t for t, k in zip((pred, target), kept))
     ctx.save_for_backward(pred, target, grad_pred, grad_target)
     ctx.kept = kept
-    ctx.opts, ctx.input_dtype, ctx.need_grad = opts, pred.dtype if pred is not None else kept[0][0].dtype, need_grad
     ctx.handed_out = False  # whether a backward of this node already returned a saved unit gradient itself
 
 
 def _saved_inputs(ctx) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(pred, target, grad_pred, grad_target) as the forward saw them (see _save)."""
     pred, target, grad_pred, grad_target = ctx.saved_tensors
-    return (*(_unchanged(*k, name) if k else t for t, k, name in zip((pred, target), ctx.kept, ("pred", "target"))),
+    return (pred if ctx.kept[0] is None else ctx.kept[0], target if ctx.kept[1] is None else ctx.kept[1],
             grad_pred, grad_target)
-
-
-def _unchanged(t: Tensor, version: int | None, name: str) -> Tensor:
-    if version is not None and t._version != version:
-        raise RuntimeError(f"motion_loss: {name} was modified in place after the forward (version {version} -> "
-                           f"{t._version}); a double backward (create_graph=True) recomputes the gradient from it. "
-                           f"Pass a clone, or change it after the backward.")
-    return t
 
 
 def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
