@@ -116,13 +116,6 @@ def _save(ctx, pred, target, grad_pred, grad_target, opts: MotionLossOptions, ne
     ctx.handed_out = False  # whether a backward of this node already returned a saved unit gradient itself
 
 
-def _saved_inputs(ctx) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(pred, target, grad_pred, grad_target) as the forward saw them (see _save)."""
-    pred, target, grad_pred, grad_target = ctx.saved_tensors
-    return (pred if ctx.kept[0] is None else ctx.kept[0], target if ctx.kept[1] is None else ctx.kept[1],
-            grad_pred, grad_target)
-
-
 def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
     """(dL/dpred, dL/dtarget): the saved unit gradients scaled by grad_output, None where not needed. With
     create_graph=True the result must itself be differentiable, which scaled constants are not: the reference
@@ -131,10 +124,10 @@ def _input_grads(ctx, grad_loss) -> tuple[Tensor | None, Tensor | None]:
         return None, None
     need_pred = ctx.need_grad[0] and ctx.needs_input_grad[0]
     need_target = ctx.need_grad[1] and ctx.needs_input_grad[1]
-    if differentiable_backward((grad_loss,) + tuple(ctx.saved_tensors)):
-        pred, target, _, _ = _saved_inputs(ctx)
+    pred, target, grad_pred, grad_target = ctx.saved_tensors
+    if differentiable_backward((pred, target, grad_loss)):
+        pred, target = (saved if kept is None else kept for saved, kept in zip((pred, target), ctx.kept))
         return _reference_input_grads(pred, target, ctx.opts, grad_loss, need_pred, need_target)
-    _, _, grad_pred, grad_target = ctx.saved_tensors
     scale = grad_loss.view(-1, 1, 1, 1) if ctx.opts.reduction == "none" else grad_loss
     may_alias, ctx.handed_out = not ctx.handed_out, True
     return (
