@@ -37,12 +37,11 @@ METRIC_TITLES = {"mpjpe": "MPJPE mm", "p_mpjpe": "P-MPJPE mm", "mpjve": "MPJVE m
 FRAME_METRICS = ("mpjpe", "p_mpjpe", "pck150", "auc")
 
 
-def sequence_sums(pred_mm: torch.Tensor, target_mm: torch.Tensor, layout: str | None = "h36m") -> dict[str, float]:
+def sequence_sums(pred_mm: torch.Tensor, target_mm: torch.Tensor, root: int = 0,
+                  joints: Sequence[int] = metrics.PCK_JOINTS_H36M) -> dict[str, float]:
     """Per-frame metric sums of one (T, J, 3) sequence in millimetres, so that sequences of different lengths
-    can be pooled by frame: {"frames", "velocity_frames", metric: sum over its frames}; root joint and PCK joints
-    by the layout's conventions (metrics.layout_conventions)."""
-    conventions = metrics.layout_conventions(layout)
-    root, joints = conventions["root"], conventions["pck_joints"]
+    can be pooled by frame: {"frames", "velocity_frames", metric: sum over its frames}; `root` and the PCK
+    `joints` by the layout's conventions (metrics.layout_conventions)."""
     T = pred_mm.shape[0]
     sums = {"frames": T, "velocity_frames": T - 1,
             "mpjpe": float(metrics.mpjpe(pred_mm, target_mm, root)) * T,
@@ -90,8 +89,8 @@ def evaluate(model: nn.Module, sequences: Sequence, *, window: int = 96, step: i
     two frames. The model runs in eval mode on its own device; its mode is restored.
     """
     _check_sequences(sequences, getattr(model, "num_joints", None))
-    layout = getattr(unwrap_model(model), "layout", "h36m")  # a model that does not say: the package's data order
-    metrics.layout_conventions(layout)  # before any prediction: a layout without conventions is refused
+    # before any prediction: a layout without conventions is refused; a model that does not say: the data's order
+    conventions = metrics.layout_conventions(getattr(unwrap_model(model), "layout", "h36m"))
     per_action_sums: dict[str, dict[str, float]] = {}
     per_sequence: dict[str, dict] = {}
     total: dict[str, float] = {}
@@ -100,7 +99,7 @@ def evaluate(model: nn.Module, sequences: Sequence, *, window: int = 96, step: i
         # metrics in float64 on the CPU: sums over long sequences would lose digits in float32
         pred_mm = pred.detach().to("cpu", torch.float64) * 1000.0
         target_mm = torch.as_tensor(seq.targets).to(torch.float64) * 1000.0
-        sums = sequence_sums(pred_mm, target_mm, layout)
+        sums = sequence_sums(pred_mm, target_mm, conventions["root"], conventions["pck_joints"])
         per_sequence[seq.name] = {**_means(sums), "action": seq.action, "frames": sums["frames"]}
         action = per_action_sums.setdefault(seq.action, {"sequences": 0})
         action["sequences"] += 1

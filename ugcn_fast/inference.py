@@ -130,6 +130,7 @@ def evaluating(model: nn.Module):
     finally:
         _release(modules)
 
+
 def _flip_joints(model: nn.Module, left: Sequence[int] | None, right: Sequence[int] | None):
     if (left is None) != (right is None):
         raise ValueError("flip: give both left and right, or neither (the model's own mirrored joints)")

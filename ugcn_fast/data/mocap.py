@@ -88,25 +88,25 @@ def _format_conversion(path: str, data, num_joints: int):
     scale, y_up = 1.0, False
     if "units" in data.files:
         units = _metadata(path, data, "units")
-        scale = _MILLIMETRES_PER_UNIT.get(str(units).strip().lower()) if isinstance(units, str) else None
+        scale = _MILLIMETRES_PER_UNIT.get(units.strip().lower()) if isinstance(units, str) else None
         if scale is None:
             raise ValueError(f"{path}: units {units!r} is not a length unit this loader knows (mm, cm, m)")
     if "up_axis" in data.files:
         up = _metadata(path, data, "up_axis")
-        if not isinstance(up, str) or up.strip().lower() not in ("z", "y"):
+        axis = up.strip().lower() if isinstance(up, str) else None
+        if axis not in ("z", "y"):
             raise ValueError(f"{path}: up_axis {up!r}: the loader takes z-up (the format) or y-up motion")
-        y_up = up.strip().lower() == "y"
+        y_up = axis == "y"
     if "fps" in data.files:
         fps = _metadata(path, data, "fps")
         if not isinstance(fps, (int, float)) or fps != FORMAT_FPS:
             raise ValueError(f"{path}: fps {fps!r}: the format is {FORMAT_FPS:g} fps (the motion loss's intervals are "
                              f"counted in frames); resample the sequences to {FORMAT_FPS:g} fps first")
     if "parents" in data.files and num_joints == len(H36M_PARENTS):
-        parents = _metadata(path, data, "parents")
-        values = np.asarray(parents)
-        if (values.shape != (num_joints,) or not np.issubdtype(values.dtype, np.number)
-                or not np.array_equal(values, np.asarray(H36M_PARENTS))):
-            raise ValueError(f"{path}: parents {np.asarray(parents).tolist()} are not the 17-joint order of SPEC §2 "
+        parents = np.asarray(_metadata(path, data, "parents"))
+        if (parents.shape != (num_joints,) or not np.issubdtype(parents.dtype, np.number)
+                or not np.array_equal(parents, np.asarray(H36M_PARENTS))):
+            raise ValueError(f"{path}: parents {parents.tolist()} are not the 17-joint order of SPEC §2 "
                              f"({list(H36M_PARENTS)}): reorder the joints first")
 
     def to_format(seq: np.ndarray) -> np.ndarray:
